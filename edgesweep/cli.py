@@ -1,0 +1,124 @@
+"""`python -m edgesweep …` / `edgesweep …` — the command line (DESIGN.md §3.1).
+
+Sub-commands import their packages lazily so that `edgesweep query` does not pay for
+torch and Ray, and a bad spec is reported before Ray is even imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _run(args) -> int:
+    from .platform.driver import run_sweep
+    return run_sweep(args.spec, storage=args.storage, resume=args.resume, address=args.address,
+                     aggregate=not args.no_aggregate)
+
+
+def _submit(args) -> int:
+    from .platform.submit import submit_sweep
+    return submit_sweep(args.spec, address=args.address, wait=not args.no_wait,
+                        storage=args.storage, extra_pip=args.pip)
+
+
+def _aggregate(args) -> int:
+    from .platform.aggregate import aggregate_main
+    return aggregate_main(args.path, use_ray=not args.no_ray, report=not args.no_report)
+
+
+def _report(args) -> int:
+    from .platform.report import report_main
+    return report_main(args.path)
+
+
+def _query(args) -> int:
+    from .storage.query import query_main
+    argv = [args.root, args.sql, "--format", args.format]
+    if args.output:
+        argv += ["--output", args.output]
+    if args.skip_bad:
+        argv += ["--skip-bad"]
+    return query_main(argv)
+
+
+def _workloads(args) -> int:
+    from .workloads import describe_table
+    print(describe_table())
+    return 0
+
+
+def _spectral_demo(args) -> int:
+    from .platform.demo import spectral_demo
+    return spectral_demo(steps=args.steps, every=args.every, window=args.window, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgesweep", description=(
+        "Sweeps on Ray that track the spectral edge of the rolling-window Gram matrix of "
+        "parameter updates, and test whether it precedes grokking."))
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a sweep (the Ray job driver), then aggregate and report")
+    p.add_argument("spec", help="sweep YAML, e.g. sweeps/demo.yaml")
+    p.add_argument("--storage", help="override the spec's storage root (path or s3://bucket/prefix)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
+    p.add_argument("--address", help="Ray cluster address (default: the cluster this job runs on, else a new local one)")
+    p.add_argument("--no-aggregate", action="store_true", help="only train; skip aggregation and report")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("submit", help="submit `run SPEC` as a Ray job with this folder as working dir")
+    p.add_argument("spec")
+    p.add_argument("--address", required=True, help="Ray dashboard/job address, e.g. http://127.0.0.1:8265")
+    p.add_argument("--storage", help="override the spec's storage root")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("--pip", action="append", default=[], help="extra pip requirement for the job's runtime env")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("aggregate", help="recompute events, precedence table and scorecard for ROOT/SWEEP")
+    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("--no-ray", action="store_true", help="aggregate in this process instead of Ray tasks")
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")
+    p.add_argument("path")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary)")
+    p.add_argument("root", help="a storage root or one sweep folder")
+    p.add_argument("sql")
+    p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
+    p.add_argument("--output", help="file to write (csv/parquet/json); default stdout for table/csv/json")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (with a warning) instead of failing")
+    p.set_defaults(func=_query)
+
+    p = sub.add_parser("workloads", help="list workloads, presets, parameter counts and defaults")
+    p.set_defaults(func=_workloads)
+
+    p = sub.add_parser("spectral-demo", help="one real modular-addition run, printing spectral-edge rows live")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_spectral_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .platform.spec import SpecError
+    from .storage.errors import StorageError
+    try:
+        return int(args.func(args) or 0)
+    except (SpecError, StorageError) as exc:
+        # Expected, user-caused failures: one clear line, no traceback.
+        print(f"edgesweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

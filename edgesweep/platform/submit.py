@@ -1,0 +1,63 @@
+"""`python -m edgesweep submit SWEEP.yaml --address URL`: the driver as a Ray job.
+
+The same as ``ray job submit --working-dir . -- python -m edgesweep run SWEEP.yaml``, with the
+spec validated locally first (a typo fails here, not after an upload) and logs followed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+
+from .spec import load_spec
+
+# Never upload environments, results or VCS data as the job's working dir. Ray also honours
+# .gitignore, but an explicit list keeps uploads small for checkouts without one.
+EXCLUDES = [".venv", "venv", ".git", "results", "**/__pycache__", ".pytest_cache",
+            ".hypothesis", "*.egg-info", "docs/results"]
+
+
+def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
+                 extra_pip: list[str] | None = None) -> int:
+    spec = load_spec(spec_path, storage=storage)  # fail fast, before any network call
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    entry = ["python", "-m", "edgesweep", "run", spec_path]
+    if storage:
+        entry += ["--storage", storage]
+    runtime_env = {"working_dir": os.getcwd(), "excludes": EXCLUDES}
+    if extra_pip:
+        runtime_env["pip"] = list(extra_pip)
+    # Pass S3 endpoint/region settings through; credentials stay in the cluster's own
+    # environment/credential chain and are never put in the job spec.
+    env = {k: os.environ[k] for k in ("EDGESWEEP_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_REGION",
+                                      "EDGESWEEP_RESULTS_BASE") if k in os.environ}
+    if env:
+        runtime_env["env_vars"] = env
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
+                               metadata={"edgesweep_sweep": spec.name})
+    print(f"submitted sweep {spec.name!r} ({len(spec.trials)} trials) as Ray job {job_id}", flush=True)
+    if not wait:
+        print(f"follow it with: ray job logs --address {address} -f {job_id}")
+        return 0
+
+    async def follow():
+        async for lines in client.tail_job_logs(job_id):
+            sys.stdout.write(lines)
+            sys.stdout.flush()
+
+    try:
+        import asyncio
+        asyncio.run(follow())
+    except Exception as exc:  # log streaming is best effort; status below is authoritative
+        print(f"(log streaming stopped: {exc})", file=sys.stderr)
+    while True:
+        status = client.get_job_status(job_id)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            break
+        time.sleep(2)
+    print(f"job {job_id}: {status}", flush=True)
+    return 0 if status == JobStatus.SUCCEEDED else 1

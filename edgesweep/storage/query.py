@@ -1,0 +1,111 @@
+"""SQL over the tables: :func:`query` and the ``edgesweep query`` command.
+
+Each table is registered in a :class:`polars.SQLContext` under its own name (``trials``,
+``evals``, ``features``, ``runs``, ``summary``) as the deduplicated LazyFrame of :func:`scan`,
+so the SQL sees exactly what ``scan`` returns and keeps its pushdown. Only tables the SQL
+mentions are scanned (a table's scan lists its files and reads their footers; a corrupt file in
+a table the query does not use must not fail it).
+
+Command line (wired into ``python -m edgesweep query``; meanwhile
+``python -m edgesweep.storage query``)::
+
+    edgesweep query ROOT "SQL" [--format table|csv|parquet|json] [--output FILE] [--skip-bad-files]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+
+import polars as pl
+
+from .errors import StorageError, StorageWarning
+from .scan import scan
+from .schema import TABLES
+
+FORMATS = ("table", "csv", "parquet", "json")
+
+
+def tables_in(sql: str) -> list[str]:
+    """Table names the SQL text mentions as words (a superset of the ones it reads)."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql.lower()))
+    return [t for t in TABLES if t in words]
+
+
+def query(root, sql: str, *, on_error: str = "raise") -> pl.DataFrame:
+    """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder)."""
+    frames = {t: scan(root, t, on_error=on_error) for t in tables_in(sql)}
+    with pl.SQLContext(frames=frames) as ctx:
+        return ctx.execute(sql, eager=False).collect()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edgesweep query",
+        description="Run SQL (Polars dialect) over an edgesweep storage root. Tables: "
+                    + ", ".join(TABLES) + "; every table has a 'sweep' column.")
+    p.add_argument("root", metavar="ROOT", help="storage root (path or s3://bucket/prefix), or one sweep's folder")
+    p.add_argument("sql", metavar="SQL", help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout "
+                   "(required for parquet)")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="skip corrupt or foreign files with a warning instead of failing")
+    p.add_argument("--max-rows", type=int, default=50,
+                   help="rows shown by --format table (default 50; -1 for all)")
+    return p
+
+
+def query_main(argv: list[str] | None = None) -> int:
+    """``edgesweep query``; returns the exit status (0 ok, 2 usage/data error)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.format == "parquet" and not args.output:
+        parser.error("--format parquet needs --output FILE")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StorageWarning)
+            df = query(args.root, args.sql, on_error="skip" if args.skip_bad_files else "raise")
+        for w in caught:
+            print(f"edgesweep query: warning: {w.message}", file=sys.stderr)
+    except StorageError as exc:
+        print(f"edgesweep query: error: {exc}", file=sys.stderr)
+        return 2
+    except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
+        print(f"edgesweep query: error in SQL: {exc}", file=sys.stderr)
+        return 2
+    except pl.exceptions.PolarsError as exc:  # unknown column, bad cast, unreadable data page…
+        print(f"edgesweep query: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+    if args.format == "table":
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            text = str(df) + "\n"
+        return _emit(text, args.output)
+    if args.format == "csv":
+        return _emit(_csv(df), args.output)
+    if args.format == "json":
+        return _emit(df.write_json() + "\n", args.output)
+    df.write_parquet(args.output)
+    return 0
+
+
+def _csv(df: pl.DataFrame) -> str:
+    # CSV has no list type: show list columns as JSON-like text rather than failing.
+    nested = {c: t for c, t in df.schema.items() if t.is_nested()}
+    df = df.with_columns(
+        pl.format("[{}]", pl.col(c).cast(pl.List(pl.String)).list.join(", "))
+        if isinstance(t, pl.List) else pl.col(c).map_elements(str, return_dtype=pl.String)
+        for c, t in nested.items())
+    return df.write_csv()
+
+
+def _emit(text: str, output: str | None) -> int:
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,334 @@
+"""The training loop: one function, one plain config dataclass, callbacks, exact resume.
+
+Step semantics (what callbacks see)::
+
+    step 0      on_snapshot(0, model, lr)         before any update (lr = the lr of step 1)
+                on_eval(0, metrics)               metrics of the initial model
+    step s ≥ 1  sample batch → loss → backward → clip → optimizer step
+                on_step(s, loss, lr)              loss of the batch *before* the update, lr used
+                on_step_stats(s, {"loss", "lr", "grad_norm"})   (optional extra; grad_norm pre-clip)
+                on_snapshot(s, model, lr)         if s % snapshot_every == 0
+                on_eval(s, metrics)               if s % eval_every == 0 or s == max_steps;
+                                                  returning True asks to stop after this step
+                checkpoint_fn(s, state)           if s % checkpoint_every == 0, and once at the end
+
+A non-finite loss or gradient norm ends the run with status "diverged" before the optimiser
+touches the weights; no checkpoint is written for the diverged state (the last good one stands).
+
+Reproducibility: the model is initialised from ``seed``; the data order comes from a dedicated
+CPU ``torch.Generator`` seeded with ``seed``; the data themselves from ``data_seed``. The
+checkpoint state holds model, optimiser, schedule position, every RNG state (torch, CUDA,
+NumPy, Python, data-order generator) and each callback's ``state_dict()``, so a resumed run
+repeats the uninterrupted one bit for bit on CPU (tested). On CUDA, kernels such as atomics-based
+reductions can make even two uninterrupted runs differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from .optim import DECAY_MODES, OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor, set_lr
+from .registry import (PRESETS, WORKLOADS, build_model, build_task, get_workload, model_config,
+                       model_keys, task_keys)
+
+DEVICES = ("auto", "cpu", "cuda")
+STATE_FORMAT = "edgesweep.workloads.train_state/1"
+# Config fields a resumed run may change: they do not alter the optimisation trajectory
+# (max_steps only with the constant schedule).
+RESUMABLE_CHANGES = ("max_steps", "eval_every", "snapshot_every", "checkpoint_every", "device")
+
+
+def _bad(field_name: str, value: Any, allowed) -> ValueError:
+    return ValueError(f"TrainConfig.{field_name}: got {value!r}; allowed: {allowed}")
+
+
+@dataclass
+class TrainConfig:
+    workload: str            # mod_add mod_sub mod_mul mod_sq mod_sq_cross mod_cube multitask_2 multitask_3 dyck scan tinystories gpt2
+    preset: str = "laptop"   # laptop | paper | tiny (tiny = smallest that runs each family in seconds, for tests)
+    optimizer: str = "adamw"  # adamw | muon | sgd
+    lr: float | None = None  # None -> the workload/preset default
+    weight_decay: float = 1.0
+    decay: str = "all"       # all | matrices
+    betas: tuple[float, float] | None = None
+    momentum: float = 0.9
+    batch_size: int | None = None
+    grad_clip: float | None = 1.0
+    schedule: str = "constant"  # constant | warmup_cosine
+    warmup_steps: int = 0
+    max_steps: int = 5000
+    eval_every: int = 100
+    snapshot_every: int = 50
+    checkpoint_every: int = 500
+    seed: int = 42
+    data_seed: int = 0
+    device: str = "auto"      # auto | cpu | cuda
+    amp: bool = False          # bf16 autocast on CUDA
+    model_overrides: dict = field(default_factory=dict)  # e.g. {"d_model": 32}
+    task_overrides: dict = field(default_factory=dict)   # e.g. {"p": 23}
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- validation ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and what it accepts."""
+        for name, allowed in (("workload", WORKLOADS), ("preset", PRESETS), ("optimizer", OPTIMIZERS),
+                              ("decay", DECAY_MODES), ("schedule", SCHEDULES), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise _bad(name, getattr(self, name), ", ".join(allowed))
+        if self.betas is not None:
+            if isinstance(self.betas, list):
+                self.betas = tuple(self.betas)  # YAML/JSON give lists
+            if (not isinstance(self.betas, tuple) or len(self.betas) != 2
+                    or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in self.betas)):
+                raise _bad("betas", self.betas, "None or two numbers in [0, 1)")
+        if self.lr is not None and not (_is_number(self.lr) and 0.0 < self.lr < math.inf):
+            raise _bad("lr", self.lr, "None or a positive finite number")
+        if not (_is_number(self.weight_decay) and 0.0 <= self.weight_decay < math.inf):
+            raise _bad("weight_decay", self.weight_decay, "a finite number ≥ 0")
+        if not (_is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise _bad("momentum", self.momentum, "a number in [0, 1)")
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and self.grad_clip > 0):
+            raise _bad("grad_clip", self.grad_clip, "None (no clipping) or a positive number")
+        if self.batch_size is not None and not (_is_int(self.batch_size) and self.batch_size > 0):
+            raise _bad("batch_size", self.batch_size, "None or a positive integer")
+        for name in ("max_steps", "eval_every", "snapshot_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not (_is_int(v) and v > 0):
+                raise _bad(name, v, "a positive integer")
+        if not (_is_int(self.warmup_steps) and self.warmup_steps >= 0):
+            raise _bad("warmup_steps", self.warmup_steps, "an integer ≥ 0")
+        for name in ("seed", "data_seed"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 0):
+                raise _bad(name, getattr(self, name), "an integer ≥ 0")
+        if not isinstance(self.amp, bool):
+            raise _bad("amp", self.amp, "True or False")
+        for name, keys in (("model_overrides", model_keys(self.workload)),
+                           ("task_overrides", task_keys(self.workload))):
+            d = getattr(self, name)
+            if not isinstance(d, dict):
+                raise _bad(name, d, "a dict")
+            unknown = sorted(set(d) - keys)
+            if unknown:
+                raise ValueError(f"TrainConfig.{name}: unknown key(s) {unknown} for workload "
+                                 f"{self.workload!r}; allowed: {sorted(keys)}")
+
+    # -- defaults ------------------------------------------------------------------------------
+    def resolve(self) -> "TrainConfig":
+        """A copy with every ``None`` default filled from the workload/preset."""
+        p = get_workload(self.workload).preset(self.preset)
+        lr = self.lr if self.lr is not None else (p.sgd_lr if self.optimizer == "sgd" else p.lr)
+        return dataclasses.replace(
+            self, lr=lr, betas=tuple(self.betas) if self.betas is not None else p.betas,
+            batch_size=self.batch_size if self.batch_size is not None else p.batch_size,
+            model_overrides=dict(self.model_overrides), task_overrides=dict(self.task_overrides),
+        )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["betas"] is not None:
+            d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a plain dict (e.g. a sweep spec); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; allowed: {sorted(names)}")
+        if "workload" not in d:
+            raise ValueError("TrainConfig.workload is required; allowed: " + ", ".join(WORKLOADS))
+        return cls(**d)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass
+class TrainResult:
+    status: str                      # completed | stopped | diverged
+    steps: int                       # optimiser steps completed
+    metrics: dict                    # the last eval row ({} if none)
+    wall_s: float                    # wall time of this call
+    error: str | None = None         # why it diverged
+    evals: list = field(default_factory=list)   # every eval row of the run (incl. resumed part)
+    n_params: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device: 'cuda' requested but no CUDA device is available; "
+                         "allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def _cpu_copy(obj):
+    """Deep copy with every tensor detached and copied to CPU (a checkpoint must not alias
+    live training tensors, which keep changing after checkpoint_fn returns)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _call_all(callbacks, method: str, *args) -> list:
+    out = []
+    for cb in callbacks:
+        fn = getattr(cb, method, None)
+        if fn is not None:
+            out.append(fn(*args))
+    return out
+
+
+def train(config: TrainConfig, callbacks: Iterable[Any] = (),
+          checkpoint_fn: Callable[[int, dict], None] | None = None,
+          resume_state: dict | None = None) -> TrainResult:
+    """Train ``config.workload`` for ``config.max_steps`` optimiser steps; see the module doc."""
+    t_start = time.perf_counter()
+    cfg = config.resolve()
+    callbacks = list(callbacks)
+    device = resolve_device(cfg.device)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.amp and device.type == "cuda") else nullcontext
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    mcfg = model_config(cfg.workload, cfg.preset, cfg.task_overrides, cfg.model_overrides)
+    task = build_task(cfg.workload, cfg.preset, cfg.task_overrides, cfg.data_seed, mcfg).to(device)
+    model = build_model(cfg.workload, mcfg).to(device)
+    opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.decay, cfg.betas, cfg.momentum)
+    sampler = torch.Generator().manual_seed(cfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    params = [p for p in model.parameters()]
+    evals: list[dict] = []
+
+    def lr_for(step: int) -> float:
+        return set_lr(opt, lr_factor(step, cfg.schedule, cfg.warmup_steps, cfg.max_steps))
+
+    def state(step: int) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return _cpu_copy({
+            "format": STATE_FORMAT,
+            "config": cfg.to_dict(),
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            # The schedule is a pure function of the step; recorded for inspection.
+            "scheduler": {"schedule": cfg.schedule, "warmup_steps": cfg.warmup_steps,
+                          "max_steps": cfg.max_steps, "next_step": step + 1},
+            "rng": rng,
+            "data": {"sampler": sampler.get_state(), "next_step": step + 1},
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+            "evals": evals,
+        })
+
+    def evaluate(step: int) -> bool:
+        model.eval()
+        row = task.evaluate(model, step, autocast)
+        model.train()
+        evals.append(row)
+        return any(r is True for r in _call_all(callbacks, "on_eval", step, dict(row)))
+
+    start = 0
+    stop = False
+    if resume_state is not None:
+        start = _restore(resume_state, cfg, model, opt, sampler, callbacks)
+        evals.extend(resume_state.get("evals", []))
+    else:
+        _call_all(callbacks, "on_snapshot", 0, model, lr_for(1))
+        stop = evaluate(0)
+
+    model.train()
+    status, error, step, last_ckpt = "completed", None, start, None
+    while step < cfg.max_steps and not stop:
+        step += 1
+        lr = lr_for(step)
+        batch = task.sample_batch(sampler, cfg.batch_size)
+        with autocast():
+            loss = task.loss(model, batch)
+        loss_val = float(loss.detach())
+        if not math.isfinite(loss_val):
+            status, error = "diverged", f"non-finite training loss ({loss_val}) at step {step}"
+            step -= 1
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            params, cfg.grad_clip if cfg.grad_clip is not None else math.inf))
+        if not math.isfinite(grad_norm):
+            status, error = "diverged", f"non-finite gradient norm ({grad_norm}) at step {step}"
+            step -= 1
+            break
+        opt.step()
+
+        _call_all(callbacks, "on_step", step, loss_val, lr)
+        _call_all(callbacks, "on_step_stats", step, {"loss": loss_val, "lr": lr, "grad_norm": grad_norm})
+        if step % cfg.snapshot_every == 0:
+            _call_all(callbacks, "on_snapshot", step, model, lr)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            stop = evaluate(step)
+        if checkpoint_fn is not None and step % cfg.checkpoint_every == 0:
+            checkpoint_fn(step, state(step))
+            last_ckpt = step
+    if stop and status == "completed" and step < cfg.max_steps:
+        status = "stopped"  # a stop request on the last step still counts as completed
+    if checkpoint_fn is not None and status != "diverged" and last_ckpt != step:
+        checkpoint_fn(step, state(step))
+    return TrainResult(status=status, steps=step, metrics=dict(evals[-1]) if evals else {},
+                       wall_s=time.perf_counter() - t_start, error=error, evals=evals, n_params=n_params)
+
+
+def _restore(st: dict, cfg: TrainConfig, model, opt, sampler, callbacks) -> int:
+    if st.get("format") != STATE_FORMAT:
+        raise ValueError(f"resume_state: unknown format {st.get('format')!r}; expected {STATE_FORMAT!r}")
+    saved = dict(st["config"])
+    now = cfg.to_dict()
+    may_change = set(RESUMABLE_CHANGES)
+    if cfg.schedule == "warmup_cosine":
+        may_change.discard("max_steps")  # the cosine decays towards max_steps: part of the trajectory
+    diff = sorted(k for k in now if k not in may_change and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"resume_state was written with a different config: fields {diff} differ "
+                         f"(only {sorted(may_change)} may change on resume)")
+    cb_states = st["callbacks"]
+    if len(cb_states) != len(callbacks):
+        raise ValueError(f"resume_state holds {len(cb_states)} callback states but {len(callbacks)} callbacks were given")
+    model.load_state_dict(st["model"])
+    # Optimizer.load_state_dict keeps the given tensors when dtype/device already match, so the
+    # optimiser would then update the caller's resume_state in place: load a copy.
+    opt.load_state_dict(_cpu_copy(st["optimizer"]))
+    sampler.set_state(st["data"]["sampler"])
+    torch.set_rng_state(st["rng"]["torch"])
+    np.random.set_state(st["rng"]["numpy"])
+    random.setstate(st["rng"]["python"])
+    if "cuda" in st["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+    for cb, s in zip(callbacks, cb_states):
+        if s is not None and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(s)
+    return int(st["step"])

@@ -1,0 +1,525 @@
+"""edgesweep.storage on a local root: layout, streaming writer, resume dedupe, compaction,
+scan (dedupe, pushdown, evolution, bad input), write_table and the SQL query layer.
+
+Expected values are built by the tests from what they wrote (plain Python), never by calling
+the code under test a second way. Crash safety under SIGKILL is tests/test_storage_crash.py;
+the same paths against a real S3 server are tests/test_storage_s3.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from edgesweep.storage import (StorageError, StorageWarning, TrialWriter, compact_trial, query,
+                               query_main, scan, write_table)
+from edgesweep.storage.layout import canonical_float, live_parts, parse_part_name
+
+REPO = Path(__file__).resolve().parents[1]
+P1 = {"workload": "mod_add", "optimizer": "adamw", "weight_decay": 1.0}
+P0 = {"workload": "mod_add", "optimizer": "adamw", "weight_decay": 0.0}
+
+
+def feature(step, attempt, **extra):
+    return {"step": step, "g23": step * 10.0 + attempt, "gap_ratio": 2.0, "k_star": 2,
+            "sigma": [3.0, 2.0, 1.0], "lr": 1e-3, "nonfinite": False, **extra}
+
+
+def write_trial(root, sweep, trial_id, attempt, partition, steps, flush_every=None, evals=True):
+    w = TrialWriter(root, sweep, trial_id, attempt, partition)
+    for i, s in enumerate(steps):
+        w.add("features", feature(s, attempt))
+        if evals:
+            w.add("evals", {"step": s, "test_acc": s / 1000 + attempt, "train_acc": 1.0})
+        if flush_every and (i + 1) % flush_every == 0:
+            w.flush()
+    w.flush()
+    return w
+
+
+def visible_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------------- layout
+def test_partition_paths_are_canonical_floats_and_read_back_as_float64(tmp_path):
+    for wd, text in [(1, "1.0"), (0, "0.0"), (0.1, "0.1"), (1e-5, "1e-05"), (-0.0, "0.0")]:
+        assert canonical_float(wd) == text
+    write_trial(tmp_path, "s", "a", 0, {"workload": "mod_add", "optimizer": "adamw", "weight_decay": 1}, [0])
+    write_trial(tmp_path, "s", "b", 0, {"workload": "mod_add", "optimizer": "adamw", "weight_decay": 0.1}, [0])
+    dirs = sorted(p.relative_to(tmp_path / "s" / "features").as_posix()
+                  for p in (tmp_path / "s" / "features").glob("*/*/*"))
+    assert dirs == ["workload=mod_add/optimizer=adamw/weight_decay=0.1",
+                    "workload=mod_add/optimizer=adamw/weight_decay=1.0"]
+    df = scan(tmp_path, "features").collect()
+    assert df.schema["weight_decay"] == pl.Float64
+    assert sorted(df["weight_decay"].to_list()) == [0.1, 1.0]
+
+
+@pytest.mark.parametrize("bad", [
+    dict(sweep="a/b"), dict(sweep="features"), dict(trial_id="../x"), dict(trial_id=".hidden"),
+    dict(partition={**P1, "workload": "mod add"}), dict(partition={**P1, "weight_decay": float("nan")}),
+    dict(partition={"workload": "w", "optimizer": "o"}), dict(attempt=-1), dict(attempt=1.5),
+])
+def test_writer_rejects_unsafe_names(tmp_path, bad):
+    args = dict(sweep="s", trial_id="t", attempt=0, partition=P1) | bad
+    with pytest.raises(ValueError):
+        TrialWriter(tmp_path, args["sweep"], args["trial_id"], args["attempt"], args["partition"])
+
+
+# --------------------------------------------------------------------------------- writer
+def test_each_flush_seals_one_file_per_table_named_by_trial_attempt_and_steps(tmp_path):
+    w = TrialWriter(tmp_path, "sw", "trial-1", 3, P1)
+    for s in (0, 10, 20):
+        w.add("features", feature(s, 3))
+    w.add("evals", {"step": 20, "test_acc": 0.5})
+    paths = w.flush()
+    assert w.flush() == []  # nothing buffered: nothing sealed
+    for s in (30, 40):
+        w.add("features", feature(s, 3))
+    paths += w.flush()
+    part_dir = tmp_path / "sw" / "features" / "workload=mod_add" / "optimizer=adamw" / "weight_decay=1.0"
+    assert visible_files(part_dir) == ["trial-1.a003.s0000000000-0000000020.parquet",
+                                       "trial-1.a003.s0000000030-0000000040.parquet"]
+    assert visible_files(tmp_path / "sw" / "evals") == ["trial-1.a003.s0000000020-0000000020.parquet"]
+    assert len(paths) == 3 and all(os.path.isabs(p) for p in paths)
+    # no temp files left behind by a clean write
+    assert [p for p in tmp_path.rglob(".*")] == []
+    t = pq.read_table(part_dir / "trial-1.a003.s0000000000-0000000020.parquet")
+    assert t.column("trial_id").to_pylist() == ["trial-1"] * 3
+    assert t.column("attempt").to_pylist() == [3] * 3
+    assert t.column("weight_decay").to_pylist() == [1.0] * 3
+    assert t.column("step").to_pylist() == [0, 10, 20]
+    meta = json.loads(t.schema.metadata[b"edgesweep"])
+    assert meta["schema_version"] >= 1 and meta["table"] == "features"
+
+
+def test_writer_validates_rows_at_add(tmp_path):
+    w = TrialWriter(tmp_path, "sw", "t", 0, P1)
+    with pytest.raises(ValueError, match="unknown column"):
+        w.add("features", feature(0, 0, g32=1.0))
+    with pytest.raises(ValueError, match="does not fit"):
+        w.add("features", feature(0, 0, k_star="two"))
+    with pytest.raises(ValueError, match="step"):
+        w.add("features", {"g23": 1.0})
+    w.add("features", feature(5, 0))
+    with pytest.raises(ValueError, match="does not increase"):
+        w.add("features", feature(5, 0))
+    with pytest.raises(ValueError, match="partition"):
+        w.add("features", feature(6, 0, weight_decay=0.0))
+    with pytest.raises(ValueError, match="not streamed"):
+        w.add("trials", {"step": 1})
+    with pytest.raises(StorageError, match="unknown table"):
+        w.add("feature", {"step": 1})
+    assert w.pending == {"features": 1, "evals": 0}
+
+
+def test_context_manager_seals_on_success_only(tmp_path):
+    with TrialWriter(tmp_path, "sw", "ok", 0, P1) as w:
+        w.add("features", feature(0, 0))
+    with pytest.raises(RuntimeError):
+        with TrialWriter(tmp_path, "sw", "crashed", 0, P1) as w:
+            w.add("features", feature(0, 0))
+            raise RuntimeError("trainer died")
+    assert scan(tmp_path, "features").select("trial_id").collect()["trial_id"].to_list() == ["ok"]
+
+
+# ------------------------------------------------------------------------- resume + dedupe
+def test_rows_replayed_by_a_new_attempt_win_and_appear_once(tmp_path):
+    # attempt 1 seals 0..90 in two parts (checkpoint after each flush), then dies with 100..120
+    # buffered. Its last checkpoint save is taken to have failed, so attempt 2 restores from the
+    # checkpoint at step 40 and replays 50..150 with different values.
+    write_trial(tmp_path, "sw", "t", 1, P1, range(0, 100, 10), flush_every=5)
+    write_trial(tmp_path, "sw", "t", 2, P1, range(50, 160, 10), flush_every=4)
+    df = scan(tmp_path, "features").select("step", "attempt", "g23").sort("step").collect()
+    expected = [(s, 1 if s < 50 else 2) for s in range(0, 160, 10)]
+    assert list(zip(df["step"], df["attempt"])) == expected
+    assert df["g23"].to_list() == [s * 10.0 + a for s, a in expected]
+    ev = scan(tmp_path, "evals").select("step", "attempt").sort("step").collect()
+    assert list(zip(ev["step"], ev["attempt"])) == expected
+
+
+def test_dedupe_is_per_trial_and_per_sweep(tmp_path):
+    write_trial(tmp_path, "s1", "t", 0, P1, [0, 10])
+    write_trial(tmp_path, "s1", "u", 0, P1, [0, 10])
+    write_trial(tmp_path, "s2", "t", 5, P1, [0, 10])   # same trial id, other sweep
+    df = scan(tmp_path, "features").select("sweep", "trial_id", "step", "attempt").collect()
+    assert df.height == 6
+    assert sorted(df.filter(pl.col("sweep") == "s2")["attempt"].to_list()) == [5, 5]
+
+
+def test_filters_on_values_do_not_resurrect_rows_of_older_attempts(tmp_path):
+    # Attempt 1 wrote step 10 with g23 = 101; attempt 2 rewrote it with g23 = 102. A filter that
+    # only the *old* row passes must return nothing for step 10: filtering before the dedupe
+    # would be wrong.
+    write_trial(tmp_path, "sw", "t", 1, P1, [0, 10])
+    write_trial(tmp_path, "sw", "t", 2, P1, [10])
+    got = scan(tmp_path, "features").filter(pl.col("g23") == 101.0).collect()
+    assert got.height == 0
+    got = scan(tmp_path, "features").filter(pl.col("g23") == 102.0).collect()
+    assert got.select("step", "attempt").rows() == [(10, 2)]
+
+
+# ------------------------------------------------------------------------------ compaction
+def test_compaction_makes_one_sorted_deduplicated_file_with_row_group_stats(tmp_path):
+    write_trial(tmp_path, "sw", "t", 1, P1, range(0, 2000, 10), flush_every=50)
+    write_trial(tmp_path, "sw", "t", 2, P1, range(1500, 2500, 10), flush_every=30)
+    write_trial(tmp_path, "sw", "other", 1, P1, [0])
+    before = scan(tmp_path, "features").sort("trial_id", "step").collect()
+    path = compact_trial(tmp_path, "sw", "features", P1, "t", row_group_size=64)
+    part_dir = Path(path).parent
+    assert visible_files(part_dir) == ["other.a001.s0000000000-0000000000.parquet",
+                                       "t.c002.s0000000000-0000002490.parquet"]
+    # The compacted file itself is deduplicated and sorted (not just the scan of it).
+    t = pq.read_table(path)
+    steps = t.column("step").to_pylist()
+    assert steps == list(range(0, 2500, 10))
+    assert t.column("attempt").to_pylist() == [1 if s < 1500 else 2 for s in steps]
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == -(-250 // 64)
+    step_col = md.schema.to_arrow_schema().get_field_index("step")
+    stats = [md.row_group(i).column(step_col).statistics for i in range(md.num_row_groups)]
+    assert all(s.has_min_max for s in stats)
+    assert [s.min for s in stats] == steps[::64]
+    assert all(a.max < b.min for a, b in zip(stats, stats[1:]))
+    after = scan(tmp_path, "features").sort("trial_id", "step").collect()
+    assert after.equals(before)
+    # Idempotent: compacting again changes nothing.
+    assert compact_trial(tmp_path, "sw", "features", P1, "t") == path
+    assert visible_files(part_dir)[1] == "t.c002.s0000000000-0000002490.parquet"
+
+
+def test_interrupted_compaction_shows_the_compacted_file_only(tmp_path):
+    # Crash between sealing the compacted file and deleting the parts: both are on disk.
+    write_trial(tmp_path, "sw", "t", 1, P1, range(0, 100, 10), flush_every=3, evals=False)
+    path = compact_trial(tmp_path, "sw", "features", P1, "t", delete_inputs=False)
+    part_dir = Path(path).parent
+    assert len(visible_files(part_dir)) == 5  # 4 parts + compacted
+    # Make a leftover part disagree with the compacted file: if a reader used it, it would show.
+    stale = part_dir / "t.a001.s0000000000-0000000020.parquet"
+    t = pq.read_table(stale)
+    t = t.set_column(t.schema.get_field_index("g23"), "g23", pa.array([-1.0] * t.num_rows))
+    pq.write_table(t, stale)
+    df = scan(tmp_path, "features").sort("step").collect()
+    assert df["step"].to_list() == list(range(0, 100, 10))
+    assert (df["g23"] >= 0).all()
+    # Re-running compaction finishes the job.
+    compact_trial(tmp_path, "sw", "features", P1, "t")
+    assert visible_files(part_dir) == [Path(path).name]
+
+
+def test_compaction_of_a_running_trial_keeps_later_parts_live(tmp_path):
+    w = write_trial(tmp_path, "sw", "t", 1, P1, range(0, 50, 10), evals=False)
+    compact_trial(tmp_path, "sw", "features", P1, "t")
+    for s in range(50, 80, 10):  # the same attempt goes on writing after the compaction
+        w.add("features", feature(s, 1))
+    w.flush()
+    # and a newer attempt replays part of the compacted range
+    write_trial(tmp_path, "sw", "t", 2, P1, [30, 40], evals=False)
+    df = scan(tmp_path, "features").sort("step").collect()
+    assert list(zip(df["step"], df["attempt"])) == [(0, 1), (10, 1), (20, 1), (30, 2), (40, 2),
+                                                    (50, 1), (60, 1), (70, 1)]
+
+
+def test_live_parts_rule():
+    names = ["t.a001.s0000000000-0000000090.parquet", "t.a002.s0000000050-0000000150.parquet",
+             "t.c001.s0000000000-0000000090.parquet", "u.a001.s0000000000-0000000010.parquet",
+             "t.a001.s0000000100-0000000110.parquet"]
+    parts = [parse_part_name(n) for n in names]
+    live = {f"{p.trial_id}.{'c' if p.compacted else 'a'}{p.attempt}.{p.lo}" for p in live_parts(parts)}
+    # the compacted file hides attempt-1 parts inside its range only
+    assert live == {"t.a2.50", "t.c1.0", "u.a1.0", "t.a1.100"}
+
+
+def test_writer_compact_covers_all_attempts_and_closes(tmp_path):
+    write_trial(tmp_path, "sw", "t", 1, P1, range(0, 50, 10))
+    w = TrialWriter(tmp_path, "sw", "t", 2, P1)
+    for s in range(30, 70, 10):
+        w.add("features", feature(s, 2))
+        w.add("evals", {"step": s, "test_acc": 0.9})
+    out = w.compact()
+    assert [Path(p).name for p in out] == ["t.c002.s0000000000-0000000060.parquet"] * 2
+    with pytest.raises(StorageError, match="closed"):
+        w.add("features", feature(80, 2))
+    assert visible_files(tmp_path / "sw" / "features") == ["t.c002.s0000000000-0000000060.parquet"]
+
+
+# ------------------------------------------------------------------------------------ scan
+def make_sweeps(root):
+    write_trial(root, "alpha", "a1", 0, P1, range(0, 30, 10))
+    write_trial(root, "alpha", "a0", 0, P0, range(0, 30, 10))
+    write_trial(root, "beta", "b1", 0, {**P1, "workload": "dyck"}, range(0, 20, 10))
+
+
+def test_scan_root_of_sweeps_and_one_sweep_folder(tmp_path):
+    make_sweeps(tmp_path)
+    both = scan(tmp_path, "features").group_by("sweep").len().sort("sweep").collect()
+    assert both.rows() == [("alpha", 6), ("beta", 2)]
+    one = scan(tmp_path / "beta", "features").collect()
+    assert set(one["sweep"]) == {"beta"} and set(one["workload"]) == {"dyck"}
+    assert scan(tmp_path, "features").collect_schema().names()[:2] == ["sweep", "trial_id"]
+
+
+def test_projection_and_predicate_pushdown_reach_the_parquet_scan(tmp_path):
+    make_sweeps(tmp_path)
+    q = (scan(tmp_path, "features")
+         .filter(pl.col("weight_decay") == 1.0, pl.col("step") >= 10)
+         .select("trial_id", "step", "g23"))
+    plan = q.explain()
+    scan_part = plan[plan.index("Parquet SCAN"):]
+    # The predicates on partition and key columns sit inside the Parquet scan ...
+    selection = next(line for line in scan_part.splitlines() if "SELECTION" in line)
+    assert 'col("weight_decay")' in selection and 'col("step")' in selection
+    # ... and only the needed columns are read (the key columns for the dedupe included).
+    n_read, n_all = map(int, next(line for line in scan_part.splitlines()
+                                  if "PROJECT" in line).split()[1].split("/"))
+    assert n_read <= 8 < n_all
+    assert sorted(q.collect().rows()) == sorted(
+        [(t, s, s * 10.0) for t in ("a1", "b1") for s in (10, 20) if not (t == "b1" and s == 20)])
+
+
+def test_older_files_get_nulls_and_newer_columns_are_kept(tmp_path):
+    write_trial(tmp_path, "sw", "new", 0, P1, [0])
+    d = tmp_path / "sw" / "features" / "workload=mod_add" / "optimizer=adamw" / "weight_decay=1.0"
+    # An "older" file: written before grad_norm/loss/... existed (fewer columns, version 0) ...
+    old = pa.table({"trial_id": ["old"], "workload": ["mod_add"], "optimizer": ["adamw"],
+                    "weight_decay": [1.0], "attempt": pa.array([0], pa.int64()),
+                    "step": pa.array([0], pa.int64()), "g23": [5.0]})
+    meta = {b"edgesweep": json.dumps({"schema_version": 0, "table": "features", "trial_id": "old",
+                                      "attempt": 0, "partition": P1}).encode()}
+    pq.write_table(old.replace_schema_metadata(meta), d / "old.a000.s0000000000-0000000000.parquet")
+    # ... and a "newer" one with a column this reader does not declare.
+    newer = pq.read_table(d / "new.a000.s0000000000-0000000000.parquet")
+    newer = newer.append_column("curvature", pa.array([7.0]))
+    newer = newer.set_column(0, "trial_id", pa.array(["newer"]))
+    meta = json.loads(newer.schema.metadata[b"edgesweep"]) | {"trial_id": "newer", "schema_version": 99}
+    pq.write_table(newer.replace_schema_metadata({b"edgesweep": json.dumps(meta).encode()}),
+                   d / "newer.a000.s0000000000-0000000000.parquet")
+    df = scan(tmp_path, "features").sort("trial_id").collect()
+    rows = {r["trial_id"]: r for r in df.iter_rows(named=True)}
+    assert rows["old"]["g23"] == 5.0 and rows["old"]["grad_norm"] is None and rows["old"]["sigma"] is None
+    assert rows["newer"]["curvature"] == 7.0 and rows["new"]["curvature"] is None
+    assert rows["new"]["sigma"] == [3.0, 2.0, 1.0]
+
+
+def test_temp_files_of_writers_are_ignored(tmp_path):
+    write_trial(tmp_path, "sw", "t", 0, P1, [0])
+    d = next((tmp_path / "sw" / "features").glob("*/*/*"))
+    (d / ".t.a001.s0000000010-0000000020.parquet.tmp-1234").write_bytes(b"PAR1 half a file")
+    assert scan(tmp_path, "features").collect().height == 1
+
+
+def test_empty_sweep_scans_to_an_empty_frame_with_the_schema(tmp_path):
+    (tmp_path / "sw" / "features").mkdir(parents=True)
+    df = scan(tmp_path, "features").collect()
+    assert df.height == 0 and {"sweep", "trial_id", "g23", "sigma"} <= set(df.columns)
+
+
+# ------------------------------------------------------------------------------- bad input
+def _features_dir(root):
+    return next((Path(root) / "sw" / "features").glob("*/*/*"))
+
+
+def _bad_cases():
+    def garbage(d):
+        p = d / "x.a001.s0000000000-0000000001.parquet"
+        p.write_bytes(b"this is not parquet at all")
+        return p, "unreadable Parquet"
+
+    def truncated(d):
+        good = next(d.glob("t.*.parquet"))
+        p = d / "x.a001.s0000000000-0000000001.parquet"
+        p.write_bytes(good.read_bytes()[:-20])
+        return p, "unreadable Parquet"
+
+    def unreadable(d):
+        p = d / "x.a001.s0000000000-0000000001.parquet"
+        p.mkdir()  # a name the listing yields but that cannot be read as a file
+        (p / "inner.parquet").write_bytes(b"")
+        return p / "inner.parquet", "unexpected location"
+
+    def foreign(d):
+        p = d / "x.a001.s0000000000-0000000001.parquet"
+        pq.write_table(pa.table({"trial_id": ["x"], "step": [1]}), p)
+        return p, "foreign Parquet file"
+
+    def wrong_schema(d):
+        good = next(d.glob("t.*.parquet"))
+        t = pq.read_table(good)
+        t = t.set_column(t.schema.get_field_index("step"), "step", pa.array(["zero", "ten"]))
+        p = d / "t.a009.s0000000000-0000000000.parquet"
+        meta = json.loads(t.schema.metadata[b"edgesweep"]) | {"attempt": 9}
+        pq.write_table(t.replace_schema_metadata({b"edgesweep": json.dumps(meta).encode()}), p)
+        return p, "column 'step' is string, expected int64"
+
+    def other_table(d):
+        p = d / "x.a001.s0000000000-0000000001.parquet"
+        t = pa.table({"trial_id": ["x"]}).replace_schema_metadata(
+            {b"edgesweep": json.dumps({"schema_version": 1, "table": "evals"}).encode()})
+        pq.write_table(t, p)
+        return p, "file of table 'evals'"
+
+    def moved(d):
+        good = next(d.glob("t.*.parquet"))
+        other = d.parent / "weight_decay=0.0"
+        other.mkdir()
+        p = other / good.name
+        p.write_bytes(good.read_bytes())
+        return p, "does not match its directory"
+
+    def stray(d):
+        p = d / "notes.txt"
+        p.write_text("hello")
+        return p, "not a .parquet file"
+
+    def bad_name(d):
+        p = d / "random.parquet"
+        p.write_bytes(next(d.glob("t.*.parquet")).read_bytes())
+        return p, "unexpected file name"
+
+    return [garbage, truncated, unreadable, foreign, wrong_schema, other_table, moved, stray, bad_name]
+
+
+@pytest.mark.parametrize("make_bad", _bad_cases(), ids=lambda f: f.__name__)
+def test_bad_files_are_reported_by_path_or_skipped_with_a_warning(tmp_path, make_bad):
+    write_trial(tmp_path, "sw", "t", 0, P1, [0, 10])
+    bad_path, reason = make_bad(_features_dir(tmp_path))
+    with pytest.raises(StorageError) as err:
+        scan(tmp_path, "features")
+    assert str(bad_path) in str(err.value) and reason in str(err.value)
+    assert err.value.paths == [str(bad_path)]
+    with pytest.warns(StorageWarning) as rec:
+        df = scan(tmp_path, "features", on_error="skip").collect()
+    assert [str(bad_path) in str(w.message) for w in rec] == [True]
+    assert sorted(df["step"].to_list()) == [0, 10] and set(df["trial_id"]) == {"t"}
+
+
+def test_missing_root_and_unknown_table(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(StorageError, match=f"storage root not found: {missing}"):
+        scan(missing, "features")
+    with pytest.raises(StorageError, match="unknown table 'feature'.*features"):
+        scan(tmp_path, "feature")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StorageError, match="not a directory"):
+        scan(tmp_path / "f", "features")
+    with pytest.raises(ValueError):
+        scan(tmp_path, "features", on_error="ignore")
+
+
+# ----------------------------------------------------------------------------- write_table
+def trial_rows(**over):
+    base = {"trial_id": "t1", "workload": "mod_add", "optimizer": "adamw", "weight_decay": 1,
+            "attempt": 0, "seed": 42, "status": "running", "steps": 0,
+            "config": json.dumps({"lr": 1e-3}), "started_at": datetime(2026, 3, 1, tzinfo=timezone.utc)}
+    return pl.DataFrame([base | over])
+
+
+def test_trials_one_file_per_trial_replaced_atomically(tmp_path):
+    write_table(tmp_path, "sw", "trials", trial_rows())
+    write_table(tmp_path, "sw", "trials", trial_rows(trial_id="t2", weight_decay=0.0))
+    write_table(tmp_path, "sw", "trials", trial_rows(status="finished", steps=500, attempt=1))
+    assert visible_files(tmp_path / "sw" / "trials") == ["t1.parquet", "t2.parquet"]
+    df = scan(tmp_path, "trials").sort("trial_id").collect()
+    assert df.select("trial_id", "status", "steps", "weight_decay", "sweep").rows() == [
+        ("t1", "finished", 500, 1.0, "sw"), ("t2", "running", 0, 0.0, "sw")]
+    assert df.schema["weight_decay"] == pl.Float64
+    assert df["started_at"][0] == datetime(2026, 3, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="unknown column"):
+        write_table(tmp_path, "sw", "trials", trial_rows(favourite_colour="blue"))
+    with pytest.raises(ValueError, match="streamed"):
+        write_table(tmp_path, "sw", "features", trial_rows())
+
+
+def test_runs_and_summary_take_any_columns_but_check_keys(tmp_path):
+    runs = pl.DataFrame({"trial_id": ["t1", "t2"], "weight_decay": [1, 0], "grok_step": [3400, None],
+                         "preceded": [True, False]})
+    write_table(tmp_path, "sw", "runs", runs)
+    write_table(tmp_path, "sw", "summary", pl.DataFrame({"weight_decay": [1.0], "preceded": [1], "n": [1]}))
+    got = scan(tmp_path, "runs").sort("trial_id").collect()
+    assert got.select("trial_id", "weight_decay", "grok_step").rows() == [("t1", 1.0, 3400), ("t2", 0.0, None)]
+    assert scan(tmp_path / "sw", "summary").collect()["n"].to_list() == [1]
+    with pytest.raises(ValueError, match="trial_id"):
+        write_table(tmp_path, "sw", "runs", pl.DataFrame({"x": [1]}))
+    with pytest.raises(ValueError, match="seed"):
+        write_table(tmp_path, "sw", "runs", pl.DataFrame({"trial_id": ["a"], "seed": ["x"]}))
+
+
+# ----------------------------------------------------------------------------------- query
+def test_query_joins_tables_by_name(tmp_path):
+    make_sweeps(tmp_path)
+    for sweep, tid, wd in (("alpha", "a1", 1.0), ("alpha", "a0", 0.0)):
+        write_table(tmp_path, sweep, "trials", trial_rows(trial_id=tid, weight_decay=wd, status="finished"))
+    df = query(tmp_path, """
+        SELECT t.trial_id, t.status, count(*) AS n, max(f.g23) AS g23_max
+        FROM features f JOIN trials t ON f.sweep = t.sweep AND f.trial_id = t.trial_id
+        GROUP BY t.trial_id, t.status ORDER BY t.trial_id""")
+    assert df.rows() == [("a0", "finished", 3, 200.0), ("a1", "finished", 3, 200.0)]
+
+
+def test_query_does_not_touch_tables_it_does_not_name(tmp_path):
+    make_sweeps(tmp_path)
+    d = next((tmp_path / "alpha" / "evals").glob("*/*/*"))
+    (d / "x.a001.s0000000000-0000000001.parquet").write_bytes(b"junk")
+    assert query(tmp_path, "SELECT count(*) AS n FROM features").item() == 8
+    with pytest.raises(StorageError, match="x.a001"):
+        query(tmp_path, "SELECT count(*) FROM evals")
+
+
+def test_query_main_formats_and_errors(tmp_path, capsys):
+    make_sweeps(tmp_path)
+    sql = "SELECT sweep, count(*) AS n FROM features GROUP BY sweep ORDER BY sweep"
+    assert query_main([str(tmp_path), sql]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "│" in out
+    assert query_main([str(tmp_path), sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "sweep,n\nalpha,6\nbeta,2\n"
+    assert query_main([str(tmp_path), sql, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"sweep": "alpha", "n": 6}, {"sweep": "beta", "n": 2}]
+    out_file = tmp_path / "out.parquet"
+    assert query_main([str(tmp_path), sql, "--format", "parquet", "--output", str(out_file)]) == 0
+    assert pl.read_parquet(out_file).rows() == [("alpha", 6), ("beta", 2)]
+    csv_file = tmp_path / "lists.csv"
+    assert query_main([str(tmp_path), "SELECT sigma FROM features LIMIT 1", "--format", "csv",
+                       "-o", str(csv_file)]) == 0
+    assert csv_file.read_text() == 'sigma\n"[3.0, 2.0, 1.0]"\n'
+    # errors: one line naming the path, exit status 2, no traceback
+    assert query_main([str(tmp_path / "missing"), sql]) == 2
+    err = capsys.readouterr().err
+    assert f"storage root not found: {tmp_path / 'missing'}" in err and "Traceback" not in err
+    assert query_main([str(tmp_path), "SELECT nope FROM features"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert query_main([str(tmp_path), "SELEC x"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        query_main([str(tmp_path), sql, "--format", "parquet"])  # parquet needs --output
+
+
+def test_query_main_skip_bad_files_warns_on_stderr(tmp_path, capsys):
+    make_sweeps(tmp_path)
+    d = next((tmp_path / "alpha" / "features").glob("*/*/*"))
+    bad = d / "x.a001.s0000000000-0000000001.parquet"
+    bad.write_bytes(b"junk")
+    assert query_main([str(tmp_path), "SELECT count(*) AS n FROM features", "--format", "csv",
+                       "--skip-bad-files"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "n\n8\n" and str(bad) in cap.err
+
+
+def test_module_entry_point(tmp_path):
+    make_sweeps(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "edgesweep.storage", "query", str(tmp_path),
+                          "SELECT count(*) AS n FROM evals", "--format", "csv"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "n\n8\n"
