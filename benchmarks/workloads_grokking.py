@@ -12,6 +12,10 @@ Runs with weight decay stop ``--after-grok`` steps after grokking (0: at the gro
 to save time; controls always run the full budget, since "no grok by step N" needs all N.
 
     nice -n 10 python benchmarks/workloads_grokking.py --steps 6000 --json out.json
+
+On a shared 2-core machine, one process per weight-decay arm with ``--threads 1`` each
+(``--wds 1.0`` and ``--wds 0.0``) finishes sooner and is less sensitive to other load than one
+2-thread process.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class GrokWatch:
         self.best_test = 0.0
 
     def on_eval(self, step, m):
+        if step % 1000 == 0:
+            print(f"  step {step}: train {m['memo_acc']:.3f} test {m['grok_acc']:.3f}", flush=True)
         self.best_test = max(self.best_test, m["grok_acc"])
         if self.memo_step is None and m["memo_acc"] >= 0.99:
             self.memo_step = step
@@ -64,8 +70,12 @@ def main():
     ap.add_argument("--wds", default="1.0,0.0")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--after-grok", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's choice); 1 is steadier on a shared machine")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"machine: nproc={os.cpu_count()}  cpu={cpu_model()}  torch={torch.__version__} "
           f"threads={torch.get_num_threads()}", flush=True)

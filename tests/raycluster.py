@@ -29,8 +29,11 @@ RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
 
 def only_loopback() -> bool:
-    names = os.listdir("/sys/class/net") if os.path.isdir("/sys/class/net") else []
-    return all(n == "lo" for n in names)
+    """True inside a network namespace whose only interface is lo (/proc/net/dev is
+    per-namespace; /sys/class/net may still show the host's interfaces)."""
+    lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    names = [ln.split(":", 1)[0].strip() for ln in lines if ":" in ln]
+    return names == ["lo"]
 
 
 def require_loopback_namespace():

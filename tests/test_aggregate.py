@@ -406,6 +406,30 @@ def test_trial_without_trials_row_is_not_lost(tmp_path):
 # ============================================================================ errors
 
 
+def test_a_trial_that_fails_to_evaluate_keeps_its_row(tmp_path, monkeypatch, capsys):
+    import edgesweep.platform.aggregate as agg
+
+    real = agg.trial_events
+
+    def flaky(f, e, trial, cfg=None):
+        if trial["trial_id"] == "B_sub_wd1_s137":
+            raise ValueError("corrupt stream")
+        return real(f, e, trial, cfg)
+
+    monkeypatch.setattr(agg, "trial_events", flaky)
+    path = build_sweep(str(tmp_path), SPEC[:3])
+    with pytest.warns(RuntimeWarning, match="B_sub_wd1_s137: ValueError: corrupt stream"):
+        assert aggregate_main(path, use_ray=False, report=False) == 0
+    runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
+    assert runs["B_sub_wd1_s137"]["error"] == "ValueError: corrupt stream"
+    assert runs["B_sub_wd1_s137"]["grok_step"] is None
+    assert runs["A_add_wd1_s42"]["error"] is None and runs["A_add_wd1_s42"]["alarm_step"] == 1700
+    # summary counts only the evaluated runs: A (hit, preceded) and C (late)
+    s = summary_of(path).filter(pl.col("scope") == "all").row(0, named=True)
+    assert (s["n_runs"], s["n_preceded"], s["hits"], s["late"]) == (2, 1, 1, 1)
+    assert "1 trial(s) could not be evaluated" in capsys.readouterr().out
+
+
 def test_missing_sweep_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "results" / "nope"
     with pytest.raises(StorageError, match=str(missing)):

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,6 +67,7 @@ def test_partition_paths_are_canonical_floats_and_read_back_as_float64(tmp_path)
 
 @pytest.mark.parametrize("bad", [
     dict(sweep="a/b"), dict(sweep="features"), dict(trial_id="../x"), dict(trial_id=".hidden"),
+    dict(trial_id="_hidden"), dict(sweep="_x"),
     dict(partition={**P1, "workload": "mod add"}), dict(partition={**P1, "weight_decay": float("nan")}),
     dict(partition={"workload": "w", "optimizer": "o"}), dict(attempt=-1), dict(attempt=1.5),
 ])
@@ -112,6 +112,8 @@ def test_writer_validates_rows_at_add(tmp_path):
         w.add("features", feature(0, 0, k_star="two"))
     with pytest.raises(ValueError, match="step"):
         w.add("features", {"g23": 1.0})
+    with pytest.raises(ValueError, match="step must be ≥ 0"):
+        w.add("features", feature(-1, 0))
     w.add("features", feature(5, 0))
     with pytest.raises(ValueError, match="does not increase"):
         w.add("features", feature(5, 0))
@@ -270,22 +272,48 @@ def test_scan_root_of_sweeps_and_one_sweep_folder(tmp_path):
     assert scan(tmp_path, "features").collect_schema().names()[:2] == ["sweep", "trial_id"]
 
 
+def scan_sections(plan: str) -> list[dict]:
+    """The Parquet SCAN nodes of an explain() plan: files, columns read / all, selection."""
+    out = []
+    for block in plan.split("Parquet SCAN")[1:]:
+        lines = block.splitlines()
+        project = next(line for line in lines if "PROJECT" in line)
+        n_read, n_all = map(int, project.split("PROJECT")[1].split()[0].split("/"))
+        selection = next((line for line in lines[:4] if "SELECTION" in line), "")
+        out.append({"files": lines[0], "read": n_read, "all": n_all, "selection": selection})
+    return out
+
+
 def test_projection_and_predicate_pushdown_reach_the_parquet_scan(tmp_path):
     make_sweeps(tmp_path)
     q = (scan(tmp_path, "features")
-         .filter(pl.col("weight_decay") == 1.0, pl.col("step") >= 10)
+         .filter(pl.col("weight_decay") == 1.0, pl.col("step") >= 10, pl.col("g23") > 0)
          .select("trial_id", "step", "g23"))
-    plan = q.explain()
-    scan_part = plan[plan.index("Parquet SCAN"):]
-    # The predicates on partition and key columns sit inside the Parquet scan ...
-    selection = next(line for line in scan_part.splitlines() if "SELECTION" in line)
-    assert 'col("weight_decay")' in selection and 'col("step")' in selection
-    # ... and only the needed columns are read (the key columns for the dedupe included).
-    n_read, n_all = map(int, next(line for line in scan_part.splitlines()
-                                  if "PROJECT" in line).split()[1].split("/"))
-    assert n_read <= 8 < n_all
-    assert sorted(q.collect().rows()) == sorted(
-        [(t, s, s * 10.0) for t in ("a1", "b1") for s in (10, 20) if not (t == "b1" and s == 20)])
+    [section] = scan_sections(q.explain())
+    # No file overlaps another of its trial: a plain scan, every predicate inside the reader,
+    # and only the columns the query uses are read.
+    for col in ("weight_decay", "step", "g23"):
+        assert f'col("{col}")' in section["selection"]
+    assert section["read"] == 4 and section["all"] == 25
+    assert sorted(q.collect().rows()) == [("a1", 10, 100.0), ("a1", 20, 200.0), ("b1", 10, 100.0)]
+
+
+def test_pushdown_with_a_restored_trial_stops_value_filters_at_the_dedupe(tmp_path):
+    make_sweeps(tmp_path)
+    write_trial(tmp_path, "alpha", "a1", 1, P1, [20, 30])  # a1 restored: replays step 20
+    q = (scan(tmp_path, "features").filter(pl.col("step") >= 10, pl.col("g23") > 0)
+         .select("trial_id", "step", "g23"))
+    sections = scan_sections(q.explain())
+    clean = next(s for s in sections if "a0.a000" in s["files"])
+    dirty = next(s for s in sections if "a1.a001" in s["files"])
+    assert "a1." not in clean["files"] and "a0." not in dirty["files"]
+    # Files of the restored trial: the key predicate (step) is pushed into the reader, the
+    # value predicate (g23) is not — it must see the newest attempt's value first.
+    assert 'col("step")' in dirty["selection"] and 'col("g23")' not in dirty["selection"]
+    assert 'col("step")' in clean["selection"] and 'col("g23")' in clean["selection"]
+    assert dirty["read"] < dirty["all"] and clean["read"] < clean["all"]
+    assert sorted(q.collect().rows()) == [("a0", 10, 100.0), ("a0", 20, 200.0), ("a1", 10, 100.0),
+                                          ("a1", 20, 201.0), ("a1", 30, 301.0), ("b1", 10, 100.0)]
 
 
 def test_older_files_get_nulls_and_newer_columns_are_kept(tmp_path):
@@ -312,11 +340,21 @@ def test_older_files_get_nulls_and_newer_columns_are_kept(tmp_path):
     assert rows["new"]["sigma"] == [3.0, 2.0, 1.0]
 
 
-def test_temp_files_of_writers_are_ignored(tmp_path):
+def test_temp_files_of_writers_are_ignored_and_old_ones_cleaned_by_compaction(tmp_path):
     write_trial(tmp_path, "sw", "t", 0, P1, [0])
     d = next((tmp_path / "sw" / "features").glob("*/*/*"))
-    (d / ".t.a001.s0000000010-0000000020.parquet.tmp-1234").write_bytes(b"PAR1 half a file")
+    old = d / ".t.a001.s0000000010-0000000020.parquet.tmp-1234"
+    new = d / ".t.a001.s0000000030-0000000040.parquet.tmp-5678"
+    other = d / ".u.a001.s0000000010-0000000020.parquet.tmp-9999"
+    for p in (old, new, other):
+        p.write_bytes(b"PAR1 half a file")
+    os.utime(old, (0, 0))
+    os.utime(other, (0, 0))
     assert scan(tmp_path, "features").collect().height == 1
+    compact_trial(tmp_path, "sw", "features", P1, "t")
+    assert not old.exists()  # this trial's, old: a killed writer's leftover
+    assert new.exists()      # recent: could be a live writer's in-flight seal
+    assert other.exists()    # another trial's
 
 
 def test_empty_sweep_scans_to_an_empty_frame_with_the_schema(tmp_path):
@@ -387,7 +425,17 @@ def _bad_cases():
         p.write_bytes(next(d.glob("t.*.parquet")).read_bytes())
         return p, "unexpected file name"
 
-    return [garbage, truncated, unreadable, foreign, wrong_schema, other_table, moved, stray, bad_name]
+    def mislabeled(d):
+        # steps 0..10 inside, but the name claims 500..600: its overlaps would go unseen
+        good = next(d.glob("t.*.parquet"))
+        t = pq.read_table(good)
+        meta = json.loads(t.schema.metadata[b"edgesweep"]) | {"attempt": 5}
+        p = d / "t.a005.s0000000500-0000000600.parquet"
+        pq.write_table(t.replace_schema_metadata({b"edgesweep": json.dumps(meta).encode()}), p)
+        return p, "lie outside the range 500..600"
+
+    return [garbage, truncated, unreadable, foreign, wrong_schema, other_table, moved, stray,
+            bad_name, mislabeled]
 
 
 @pytest.mark.parametrize("make_bad", _bad_cases(), ids=lambda f: f.__name__)
@@ -449,6 +497,15 @@ def test_runs_and_summary_take_any_columns_but_check_keys(tmp_path):
     got = scan(tmp_path, "runs").sort("trial_id").collect()
     assert got.select("trial_id", "weight_decay", "grok_step").rows() == [("t1", 1.0, 3400), ("t2", 0.0, None)]
     assert scan(tmp_path / "sw", "summary").collect()["n"].to_list() == [1]
+    # An all-null column (Polars dtype Null) in one sweep's runs reads as the other sweep's type.
+    write_table(tmp_path, "sw2", "runs", pl.DataFrame({"trial_id": ["t9"], "grok_step": [None]}))
+    both = scan(tmp_path, "runs").sort("sweep", "trial_id").collect()
+    assert both.schema["grok_step"] == pl.Int64
+    assert both.select("sweep", "grok_step").rows() == [("sw", 3400), ("sw", None), ("sw2", None)]
+    # A column whose type differs between files is reported, naming the file.
+    write_table(tmp_path, "sw3", "runs", pl.DataFrame({"trial_id": ["t8"], "grok_step": ["late"]}))
+    with pytest.raises(StorageError, match=r"sw3/runs/runs.parquet: column 'grok_step' is string"):
+        scan(tmp_path, "runs")
     with pytest.raises(ValueError, match="trial_id"):
         write_table(tmp_path, "sw", "runs", pl.DataFrame({"x": [1]}))
     with pytest.raises(ValueError, match="seed"):

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from edgesweep.storage import compact_sweep, resolve_root, scan
 

@@ -164,10 +164,13 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     exp_path = root.path(spec.name, TUNE_DIR)
     _log(f"sweep {spec.name!r}: {len(spec.trials)} trials → {storage_uri}/{spec.name}")
 
+    # Our progress view replaces Tune's tables and its checkpoint-sync chatter.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     connect_ray(address)
     from ray import tune
 
-    from .trainable import next_attempt, run_trial, trial_row
+    from .trainable import next_attempt, run_trial, trial_from_dict, trial_row
     import polars as pl
     from ..storage import write_table
 
@@ -214,9 +217,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     for result in grid:
         if result.error is None:
             continue
-        tdict = result.config["trial"]
-        from .spec import TrialSpec
-        trial = TrialSpec(**{k if k != "optimizer_settings" else "optim": v for k, v in tdict.items()})
+        trial = trial_from_dict(result.config["trial"])
         partition = {"workload": trial.workload, "optimizer": trial.optimizer,
                      "weight_decay": trial.weight_decay}
         text = str(result.error).strip().splitlines()

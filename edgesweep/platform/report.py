@@ -151,7 +151,8 @@ def trial_figure(run: dict, f: pl.DataFrame, e: pl.DataFrame) -> bytes:
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     _mark_events(ax, run, labels=True)
-    ax.legend(loc="lower right", fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=7, ncol=2)
     ax.set_title(_trial_title(run), fontsize=8.5)
 
     fs = f["step"].to_numpy() if f.height else np.empty(0)

@@ -28,7 +28,7 @@ from ..spectral import MonitorConfig, SpectralMonitor
 from ..spectral.detector import DetectorConfig, G23CollapseDetector
 from ..storage import TrialWriter, write_table
 from ..storage.fs import resolve_root
-from ..storage.layout import parse_part_name, table_dir
+from ..storage.layout import parse_part_name, table_dir, trial_file_name
 from ..storage.schema import DECLARED
 from ..workloads import TrainConfig, train
 from .spec import TrialSpec
@@ -185,50 +185,60 @@ def trial_row(trial: TrialSpec, sweep: str, attempt: int, status: str, *, steps=
     return row
 
 
-def run_trial(config: dict) -> None:
-    """Tune function trainable. ``config = {"trial": TrialSpec.as_dict(), "sweep": {...}}``."""
-    import ray
-    from ray import tune
+FINISHED = ("completed", "stopped", "diverged")
 
-    trial = TrialSpec(**{k if k != "optimizer_settings" else "optim": v
-                         for k, v in config["trial"].items()})
-    sweep, storage = config["sweep"]["name"], config["sweep"]["storage"]
+
+def recorded_trial(storage: str, sweep: str, trial: TrialSpec) -> dict | None:
+    """This trial's row in the ``trials`` table (its own file), or None."""
+    import pyarrow.parquet as pq
+
+    root = resolve_root(storage)
     partition = {"workload": trial.workload, "optimizer": trial.optimizer,
                  "weight_decay": trial.weight_decay}
-    node_id = ray.get_runtime_context().get_node_id()
+    path = root.path(table_dir(sweep, "trials", partition), trial_file_name(trial.trial_id))
+    if not root.exists(path):
+        return None
+    rows = pq.read_table(path, filesystem=root.fs).to_pylist()
+    return rows[-1] if rows else None
+
+
+def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: dict | None = None,
+                  report=None, save_checkpoint=None, node_id: str | None = None):
+    """Run one trial end to end without any Ray dependency; returns the TrainResult.
+
+    report(metrics): progress after every evaluation. save_checkpoint(step, state, metrics):
+    called after the rows up to ``step`` are sealed (the order that makes resume exact).
+    Used by the Tune trainable below and by the bare-loop baseline of benchmarks/sweep.py.
+    Returns None, without training, when the trials table already records the trial as
+    finished.
+    """
+    partition = {"workload": trial.workload, "optimizer": trial.optimizer,
+                 "weight_decay": trial.weight_decay}
+    done = recorded_trial(storage, sweep, trial)
+    if done is not None and done["status"] in FINISHED:
+        # The trials table is the source of truth: a trial that finished before a driver or
+        # worker died (and before Tune recorded it) is not trained again.
+        if report is not None:
+            report({"step": done["steps"], "steps_per_s": 0.0, "attempt": done["attempt"],
+                    "grok_step": -1 if done.get("grok_step") is None else done["grok_step"],
+                    "alarm_step": -1 if done.get("alarm_step") is None else done["alarm_step"],
+                    "test_acc": float("nan"), "train_acc": float("nan"),
+                    "done_status": done["status"], "already_finished": True})
+        return None
     started = _now()
     attempt = next_attempt(storage, sweep, trial.trial_id, partition)
     extra = {"pid": os.getpid(), "hostname": socket.gethostname()}
-
-    resume_state = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume_state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
-
     writer = TrialWriter(storage, sweep, trial.trial_id, attempt, partition)
-    monitor = SpectralMonitor(monitor_config_for(trial))
-    detector = G23CollapseDetector(DetectorConfig())
-
-    def report(metrics, checkpoint_dir):
-        metrics = dict(metrics, attempt=attempt)
-        if checkpoint_dir is None:
-            tune.report(metrics)
-        else:
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-
-    recorder = TrialRecorder(trial, writer, monitor, detector, report)
+    recorder = TrialRecorder(trial, writer, SpectralMonitor(monitor_config_for(trial)),
+                             G23CollapseDetector(DetectorConfig()),
+                             None if report is None else (lambda m, _ckpt: report(dict(m, attempt=attempt))))
     write_table(storage, sweep, "trials", pl.DataFrame([trial_row(
         trial, sweep, attempt, "running", started=started, node_id=node_id, extra=extra)]))
 
     def checkpoint_fn(step, state):
         writer.flush()  # seal rows first: see the module docstring
-        tmp = tempfile.mkdtemp(prefix="edgesweep-ckpt-")
-        try:
-            torch.save(state, Path(tmp) / "state.pt")
-            report(recorder.progress(step), tmp)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if save_checkpoint is not None:
+            save_checkpoint(step, state, dict(recorder.progress(step), attempt=attempt))
 
     t0 = time.perf_counter()
     result = train(train_config_for(trial), callbacks=[recorder], checkpoint_fn=checkpoint_fn,
@@ -240,6 +250,39 @@ def run_trial(config: dict) -> None:
         started=started, finished=_now(), wall_s=time.perf_counter() - t0, node_id=node_id,
         extra=dict(extra, grok_step=recorder.grok_step, alarm_step=recorder.alarm_step,
                    n_params=result.n_params))]))
-    final = recorder.progress(result.steps)
-    final.update(done_status=result.status)
-    report(final, None)
+    if report is not None:
+        report(dict(recorder.progress(result.steps), attempt=attempt, done_status=result.status))
+    return result
+
+
+def trial_from_dict(d: dict) -> TrialSpec:
+    return TrialSpec(**{k if k != "optimizer_settings" else "optim": v for k, v in d.items()})
+
+
+def run_trial(config: dict) -> None:
+    """Tune function trainable. ``config = {"trial": TrialSpec.as_dict(), "sweep": {...}}``."""
+    import logging
+
+    import ray
+    from ray import tune
+
+    for name in ("ray.tune", "ray.train"):  # one "checkpoint created" line per checkpoint is noise
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trial = trial_from_dict(config["trial"])
+    resume_state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume_state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
+
+    def save_checkpoint(step, state, metrics):
+        tmp = tempfile.mkdtemp(prefix="edgesweep-ckpt-")
+        try:
+            torch.save(state, Path(tmp) / "state.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    execute_trial(trial, config["sweep"]["name"], config["sweep"]["storage"],
+                  resume_state=resume_state, report=tune.report, save_checkpoint=save_checkpoint,
+                  node_id=ray.get_runtime_context().get_node_id())

@@ -23,9 +23,16 @@ so they stay live; both then win or coexist through the readers' newest-attempt 
 
 What names cannot give: a reader that *listed* before step 3 and opens a part after it gets
 "file not found" at collect time and must re-scan (the data is then in the compacted file).
+
+Housekeeping: compaction also removes the trial's hidden temp files older than
+:data:`STALE_TEMP_S` (left by writers killed mid-seal on a local disk). On S3 a killed upload
+leaves an invisible incomplete multipart upload; a bucket lifecycle rule
+(AbortIncompleteMultipartUpload) reclaims those.
 """
 
 from __future__ import annotations
+
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,9 +41,12 @@ import pyarrow.parquet as pq
 from .errors import StorageError
 from .fs import Root, resolve_root
 from .layout import (check_name, check_partition_dict, is_hidden, live_parts, parse_part_name,
-                     part_name, table_dir)
+                     parse_partition_dirs, part_name, table_dir)
 from .schema import STREAMED, conform, file_metadata, type_problems, union_schema
 from .writer import DEFAULT_ROW_GROUP
+
+#: Age after which a trial's leftover temp file is certainly not an in-flight write.
+STALE_TEMP_S = 600
 
 
 def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, *,
@@ -54,13 +64,23 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     directory = r.path(table_dir(sweep, table, partition))
 
     files = {}  # PartName -> path
+    stale_temps = []
+    now = time.time()
     for info in r.list_files(directory):
         name = info.base_name
-        if is_hidden(name) or "/" in info.path[len(directory) + 1:]:
+        if "/" in info.path[len(directory) + 1:]:
+            continue
+        if is_hidden(name):
+            # Temp files of writers killed mid-seal. Only old ones: a live writer of this
+            # trial (compaction of a running trial) may be sealing right now.
+            if (name.startswith(f".{trial_id}.") and ".tmp-" in name and info.mtime is not None
+                    and now - info.mtime.timestamp() > STALE_TEMP_S):
+                stale_temps.append(info.path)
             continue
         parsed = parse_part_name(name)
         if parsed is not None and parsed.trial_id == trial_id:
             files[parsed] = info.path
+    _delete_all(r, stale_temps)
     if not files:
         return None
     live = sorted(live_parts(list(files)), key=lambda p: (p.lo, p.attempt, p.compacted))
@@ -127,8 +147,6 @@ def _delete_all(r: Root, paths: list[str]) -> None:
 def compact_sweep(root, sweep: str, tables=STREAMED) -> list[str]:
     """Compact every trial found under one sweep (e.g. after a driver died before its trials'
     own compaction ran). Returns the compacted URIs."""
-    from .layout import parse_partition_dirs
-
     r = resolve_root(root)
     out = []
     for table in tables:

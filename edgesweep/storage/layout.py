@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .schema import PARTITION_KEYS, PARTITIONED, TABLES
 
-_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,+=-]*$")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,+=-]*$")
 _PART = re.compile(r"^(?P<trial>.+)\.(?P<kind>[ac])(?P<attempt>\d+)\.s(?P<lo>\d+)-(?P<hi>\d+)\.parquet$")
 _TRIAL_FILE = re.compile(r"^(?P<trial>.+)\.parquet$")
 STEP_DIGITS = 10
@@ -36,14 +36,16 @@ ATTEMPT_DIGITS = 3
 
 
 def check_name(kind: str, value: str) -> str:
-    """Names that become path components: letters, digits and ``_ . , + = -``, no leading dot.
+    """Names that become path components: a letter or digit, then letters, digits and
+    ``_ . , + = -``.
 
     Refusing anything else (``/``, spaces, ``%``…) keeps paths identical on local disks and S3
-    and keeps hive partition parsing free of escaping rules.
+    and keeps hive partition parsing free of escaping rules; a leading ``.`` or ``_`` would
+    make the file hidden from readers (see :func:`is_hidden`).
     """
-    if not isinstance(value, str) or not _SAFE.match(value) or value in (".", ".."):
-        raise ValueError(f"{kind} {value!r} is not a valid name: use letters, digits and _.,+=- "
-                         f"(no leading dot, no '/')")
+    if not isinstance(value, str) or not _SAFE.match(value):
+        raise ValueError(f"{kind} {value!r} is not a valid name: start with a letter or digit, "
+                         f"then letters, digits and _.,+=- (no '/')")
     if kind == "sweep" and value in TABLES:
         raise ValueError(f"sweep name {value!r} collides with a table name")
     return value
@@ -164,7 +166,8 @@ def live_parts(names: list[PartName]) -> set[PartName]:
     """The parts a reader should read: every part not covered by a compacted file.
 
     Two compacted files never cover each other unless one's (attempts, range) includes the
-    other's; identical names are one file. Quadratic per trial, and a trial has few files.
+    other's; identical names are one file. Cost: parts × compacted files of each trial (a
+    trial has at most a few compacted files).
     """
     by_trial: dict[str, list[PartName]] = {}
     for p in names:

@@ -22,7 +22,8 @@ import warnings
 import polars as pl
 
 from .errors import StorageError, StorageWarning
-from .scan import scan
+from .fs import resolve_root
+from .scan import scan, sweep_dirs
 from .schema import TABLES
 
 FORMATS = ("table", "csv", "parquet", "json")
@@ -36,7 +37,9 @@ def tables_in(sql: str) -> list[str]:
 
 def query(root, sql: str, *, on_error: str = "raise") -> pl.DataFrame:
     """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder)."""
-    frames = {t: scan(root, t, on_error=on_error) for t in tables_in(sql)}
+    r = resolve_root(root)
+    sweep_dirs(r)  # a missing root is an error even for SQL that names no table
+    frames = {t: scan(r, t, on_error=on_error) for t in tables_in(sql)}
     with pl.SQLContext(frames=frames) as ctx:
         return ctx.execute(sql, eager=False).collect()
 
@@ -76,12 +79,13 @@ def query_main(argv: list[str] | None = None) -> int:
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
         print(f"edgesweep query: error in SQL: {exc}", file=sys.stderr)
         return 2
-    except pl.exceptions.PolarsError as exc:  # unknown column, bad cast, unreadable data page…
+    except (pl.exceptions.PolarsError, OSError) as exc:  # unknown column, bad cast, a file
+        # compacted away since it was listed (re-run), an unreadable data page…
         print(f"edgesweep query: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
     if args.format == "table":
-        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=60):
             text = str(df) + "\n"
         return _emit(text, args.output)
     if args.format == "csv":

@@ -11,18 +11,21 @@ What a scan does, in order:
    *reported by path* — a :class:`StorageError` listing every bad file by default, or one
    :class:`StorageWarning` per file and the file left out with ``on_error="skip"``. It is never
    read silently. (This reads each file's footer: a few KB per file, in parallel threads.)
-3. Drops files a compacted file supersedes (:func:`.layout.live_parts`).
-4. Scans the rest with ``polars.scan_parquet`` over the explicit file list with the union
-   schema: columns an older file lacks come back null, columns are typed as declared.
-5. Deduplicates: for ``features``/``evals`` one row per (sweep, trial_id, step), the row of the
-   newest attempt; for ``trials`` one row per (sweep, trial_id), newest attempt.
+3. Drops files a compacted file supersedes (:func:`.layout.live_parts`), and marks the live
+   files whose step range (from the name, checked against the row-group statistics) meets
+   another live file of the same trial: only those can hold duplicate rows.
+4. Scans with ``polars.scan_parquet`` over explicit file lists with the union schema: columns
+   an older file lacks come back null, columns are typed as declared.
+5. Deduplicates the marked files only: for ``features``/``evals`` one row per
+   (sweep, trial_id, step) — the newest attempt's; for ``trials`` one row per
+   (sweep, trial_id), newest attempt, always (a tiny table).
 
-The dedupe is a window ``attempt == max(attempt) over key`` followed by ``unique(key)``; the key
-also holds the partition columns (functionally dependent on trial_id), so Polars pushes
-predicates on sweep, workload, optimizer, weight_decay, trial_id and step below it into the
-Parquet scan, where row-group statistics skip data. Predicates on other columns stay above the
-window, as they must: filtering first could resurrect a row an older attempt wrote. Projections
-always reach the scan. Row order of the result is unspecified; sort when order matters.
+The dedupe is a window ``attempt == max(attempt) over key`` followed by ``unique(key)``.
+Polars pushes predicates on the key columns (sweep, trial_id, step) below it into the Parquet
+scan; predicates on other columns stay above it, as they must — filtering first could bring
+back a row that an older attempt wrote. The unmarked files (all of them after compaction, and
+in a sweep without restores) are a plain scan: every predicate and projection reaches the
+Parquet reader and its row-group statistics. Row order is unspecified; sort when it matters.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .fs import Root, resolve_root
 from .layout import (PartName, is_hidden, live_parts, parse_part_name, parse_partition_dirs,
                      parse_trial_file_name)
 from .schema import (DEDUPE_KEYS, PARTITION_KEYS, PARTITIONED, STREAMED, TABLES, check_table,
-                     read_file_metadata, type_problems, union_schema)
+                     compatible, read_file_metadata, type_problems, union_schema)
 
 ON_ERROR = ("raise", "skip")
 
@@ -54,7 +57,9 @@ class _File:
     partition: dict | None = None
     part: PartName | None = None
     trial_id: str | None = None
-    schema: pa.Schema | None = None
+    schema: pa.Schema | None = None       # columns only (file metadata removed)
+    steps: tuple[int, int] | None = None   # min/max step from row-group statistics
+    overlaps: bool = True                  # may share (trial_id, step) with another file
 
 
 def scan(root, table: str, on_error: str = "raise") -> pl.LazyFrame:
@@ -70,13 +75,12 @@ def scan(root, table: str, on_error: str = "raise") -> pl.LazyFrame:
     check_table(table)
     r = resolve_root(root)
     files, bad = find_files(r, table)
-    schema = _check_types(r, table, files, bad)
+    bad += _type_conflicts(table, files)
     if bad:
         _report(r, table, bad, on_error)
         bad_paths = {p for p, _ in bad}
         files = [f for f in files if f.path not in bad_paths]
-    if schema is None or bad:
-        schema = union_schema(table, [f.schema for f in files])
+    schema = union_schema(table, _distinct(f.schema for f in files))
     files = _live(files, table)
     return _frame(r, table, files, schema)
 
@@ -145,33 +149,81 @@ def _classify(sweep: str, path: str, rel: list[str], table: str) -> tuple[_File 
 
 
 def _read_footers(r: Root, table: str, files: list[_File], bad: list) -> None:
-    def read(f: _File):
-        try:
-            return pq.read_schema(f.path, filesystem=r.fs)
-        except (OSError, pa.ArrowException, ValueError) as exc:
-            return exc
+    def read(chunk: list[_File]) -> list:
+        out = []
+        for f in chunk:
+            try:
+                out.append(pq.read_metadata(f.path, filesystem=r.fs))
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                out.append(exc)
+        return out
 
-    workers = 16 if r.is_s3 else 4
-    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(files)))) as pool:
-        results = list(pool.map(read, files))
+    # Footer reads release the GIL; on S3 each is a round trip, so use more threads there.
+    # Strided chunks, one per thread: a future per file costs more than a local footer read.
+    workers = min(16 if r.is_s3 else 4, max(1, len(files)))
+    chunks = [files[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        per_chunk = list(pool.map(read, chunks))
+    results = [None] * len(files)
+    for i, chunk_results in enumerate(per_chunk):
+        results[i::workers] = chunk_results
+    distinct: list[tuple[pa.Schema, list[str]]] = []  # most files share one schema
     for f, res in zip(files, results):
         if isinstance(res, BaseException):
             bad.append((f.path, f"unreadable Parquet file ({type(res).__name__}: {res})"))
             continue
-        reason = _check_file(table, f, res)
+        try:
+            schema = res.schema.to_arrow_schema()
+        except (pa.ArrowException, ValueError) as exc:
+            bad.append((f.path, f"unreadable Parquet schema ({exc})"))
+            continue
+        # Check each distinct column set once; files share the checked instance (interning),
+        # so later steps can compare schemas by identity.
+        columns, problems = next(((c, p) for c, p in distinct if c.equals(schema)), (None, None))
+        if columns is None:
+            columns = schema.remove_metadata()
+            problems = type_problems(table, columns)
+            distinct.append((columns, problems))
+        reason = _check_file(table, f, schema, problems)
+        if reason is None and f.part is not None:
+            f.steps = _step_range(res)
+            if f.steps is not None and not (f.part.lo <= f.steps[0] and f.steps[1] <= f.part.hi):
+                reason = (f"steps {f.steps[0]}..{f.steps[1]} in the file lie outside the range "
+                          f"{f.part.lo}..{f.part.hi} its name claims")
         if reason:
             bad.append((f.path, reason))
         else:
-            f.schema = res
+            f.schema = columns
 
 
-def _check_file(table: str, f: _File, schema: pa.Schema) -> str | None:
+def _distinct(schemas) -> list[pa.Schema]:
+    """Distinct (interned) schema objects, in first-seen order."""
+    return list({id(s): s for s in schemas}.values())
+
+
+def _step_range(md: pq.FileMetaData) -> tuple[int, int] | None:
+    """(min, max) of the step column from row-group statistics; None if any are missing."""
+    lo = hi = None
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        if rg.num_rows == 0:
+            continue
+        col = next((rg.column(j) for j in range(rg.num_columns)
+                    if rg.column(j).path_in_schema == "step"), None)
+        st = col.statistics if col is not None else None
+        if st is None or not st.has_min_max or st.null_count:
+            return None
+        lo = st.min if lo is None else min(lo, st.min)
+        hi = st.max if hi is None else max(hi, st.max)
+    return None if lo is None else (lo, hi)
+
+
+def _check_file(table: str, f: _File, schema: pa.Schema, problems: list[str]) -> str | None:
     meta = read_file_metadata(schema)
     if meta is None:
         return "foreign Parquet file: no edgesweep metadata (not written by edgesweep)"
     if meta.get("table") != table:
         return f"file of table {meta.get('table')!r} found in the {table!r} directory"
-    problems = type_problems(table, schema)
     if problems:
         return f"wrong schema for {table}: {'; '.join(problems)}"
     if f.partition is not None:
@@ -185,19 +237,18 @@ def _check_file(table: str, f: _File, schema: pa.Schema) -> str | None:
     return None
 
 
-def _check_types(r: Root, table: str, files: list[_File], bad: list) -> pa.Schema | None:
-    """Union schema; a file whose extra column disagrees in type with the union is bad."""
-    schema = union_schema(table, [f.schema for f in files])
-    conflicts = []
-    for f in files:
-        for field in f.schema:
+def _type_conflicts(table: str, files: list[_File]) -> list[tuple[str, str]]:
+    """Files whose column type disagrees with the union schema (first type seen wins)."""
+    distinct = _distinct(f.schema for f in files)
+    schema = union_schema(table, distinct)
+    reason_of = {}
+    for columns in distinct:
+        for field in columns:
             want = schema.field(field.name).type
-            if not field.type.equals(want):
-                conflicts.append((f.path, f"column {field.name!r} is {field.type}, other files "
-                                          f"have {want}"))
+            if not compatible(field.type, want):
+                reason_of[id(columns)] = f"column {field.name!r} is {field.type}, other files have {want}"
                 break
-    bad.extend(conflicts)
-    return None if conflicts else schema
+    return [(f.path, reason_of[id(f.schema)]) for f in files if id(f.schema) in reason_of]
 
 
 def _report(r: Root, table: str, bad: list[tuple[str, str]], on_error: str) -> None:
@@ -215,6 +266,14 @@ def _report(r: Root, table: str, bad: list[tuple[str, str]], on_error: str) -> N
 
 
 def _live(files: list[_File], table: str) -> list[_File]:
+    """Drop superseded files; mark which live files may hold duplicate (trial_id, step) rows.
+
+    A file's rows are unique by step (the writer enforces increasing steps, compaction
+    dedupes). Rows of two files can only collide when both belong to the same (sweep, trial)
+    and their step ranges — from the name, checked against the row-group statistics —
+    intersect. Only such files need the dedupe; after compaction, and in sweeps without
+    restores, that is none, and every predicate reaches the Parquet scan.
+    """
     if table not in STREAMED:
         return files
     groups: dict[tuple, list[_File]] = {}
@@ -224,6 +283,20 @@ def _live(files: list[_File], table: str) -> list[_File]:
     for group in groups.values():
         live = live_parts([f.part for f in group])
         out.extend(f for f in group if f.part in live)
+    by_trial: dict[tuple, list[_File]] = {}
+    for f in out:
+        by_trial.setdefault((f.sweep, f.trial_id), []).append(f)
+    for trial_files in by_trial.values():
+        # Sorted by lo, a file meets an earlier one iff its lo ≤ the largest earlier hi, and a
+        # later one iff the next file's lo ≤ its hi.
+        trial_files.sort(key=lambda f: (f.part.lo, f.part.hi))
+        max_hi = None
+        for i, f in enumerate(trial_files):
+            nxt = trial_files[i + 1] if i + 1 < len(trial_files) else None
+            f.overlaps = (f.steps is None  # without statistics: assume the worst
+                          or (max_hi is not None and f.part.lo <= max_hi)
+                          or (nxt is not None and nxt.part.lo <= f.part.hi))
+            max_hi = f.part.hi if max_hi is None else max(max_hi, f.part.hi)
     return sorted(out, key=lambda f: f.path)
 
 
@@ -234,22 +307,27 @@ def _polars_schema(schema: pa.Schema) -> pl.Schema:
 def _frame(r: Root, table: str, files: list[_File], schema: pa.Schema) -> pl.LazyFrame:
     pl_schema = _polars_schema(schema)
     columns = ["sweep"] + [c for c in pl_schema.names() if c != "sweep"]
-    by_sweep: dict[str, list[str]] = {}
-    for f in files:
-        by_sweep.setdefault(f.sweep, []).append(r.uri(f.path))
-    frames = []
-    for sweep, uris in sorted(by_sweep.items()):
-        lf = pl.scan_parquet(uris, schema=pl_schema, missing_columns="insert",
-                             extra_columns="raise", hive_partitioning=False, glob=False,
+
+    def scan_files(sweep: str, group: list[_File]) -> pl.LazyFrame:
+        lf = pl.scan_parquet([r.uri(f.path) for f in group], schema=pl_schema,
+                             missing_columns="insert", extra_columns="raise",
+                             hive_partitioning=False, glob=False,
                              storage_options=r.storage_options)
-        frames.append(lf.with_columns(pl.lit(sweep, dtype=pl.String).alias("sweep")).select(columns))
+        return lf.with_columns(pl.lit(sweep, dtype=pl.String).alias("sweep")).select(columns)
+
+    keys = DEDUPE_KEYS.get(table)
+    clean: dict[str, list[_File]] = {}
+    dirty: dict[str, list[_File]] = {}
+    for f in files:
+        needs_dedupe = keys is not None and (f.overlaps or table not in STREAMED)
+        (dirty if needs_dedupe else clean).setdefault(f.sweep, []).append(f)
+    frames = [scan_files(sw, group) for sw, group in sorted(clean.items())]
+    if dirty:
+        lf = pl.concat([scan_files(sw, group) for sw, group in sorted(dirty.items())], how="vertical")
+        attempt = pl.col("attempt").fill_null(-1)
+        frames.append(lf.filter(attempt == attempt.max().over(list(keys)))
+                        .unique(subset=list(keys), keep="any"))
     if not frames:
         empty = pl.LazyFrame(schema=pl_schema)
         return empty.with_columns(pl.lit(None, dtype=pl.String).alias("sweep")).select(columns)
-    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
-    keys = DEDUPE_KEYS.get(table)
-    if keys is None:
-        return lf
-    attempt = pl.col("attempt").fill_null(-1)
-    return (lf.filter(attempt == attempt.max().over(list(keys)))
-              .unique(subset=list(keys), keep="any"))
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")

@@ -125,12 +125,11 @@ TABLES = ("trials", "evals", "features", "runs", "summary")
 STREAMED = ("features", "evals")
 PARTITIONED = ("features", "evals", "trials")
 
-#: Dedupe keys. Partition columns are functionally dependent on trial_id, but putting them in
-#: the key lets Polars push predicates on them (and on sweep/step) below the dedupe.
+#: Dedupe keys (the newest attempt wins within each).
 DEDUPE_KEYS = {
-    "features": ("sweep",) + PARTITION_KEYS + ("trial_id", "step"),
-    "evals": ("sweep",) + PARTITION_KEYS + ("trial_id", "step"),
-    "trials": ("sweep",) + PARTITION_KEYS + ("trial_id",),
+    "features": ("sweep", "trial_id", "step"),
+    "evals": ("sweep", "trial_id", "step"),
+    "trials": ("sweep", "trial_id"),
 }
 
 
@@ -188,11 +187,16 @@ def type_problems(table: str, schema: pa.Schema) -> list[str]:
     for field in schema:
         if expect.get_field_index(field.name) >= 0:
             want = expect.field(field.name).type
-            if not field.type.equals(want):
+            if not compatible(field.type, want):
                 problems.append(f"column {field.name!r} is {field.type}, expected {want}")
     if len(set(schema.names)) != len(schema.names):
         problems.append("duplicate column names")
     return problems
+
+
+def compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    """Same type, or an all-null column (Arrow ``null`` type), which reads as any type."""
+    return have.equals(want) or pa.types.is_null(have)
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -212,14 +216,13 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def union_schema(table: str, schemas: list[pa.Schema]) -> pa.Schema:
-    """Declared columns first (declared order), then columns only some files have (first type
-    seen; :func:`type_conflicts` reports files that disagree)."""
-    base = DECLARED.get(table)
-    fields = list(base) if base is not None else []
-    seen = {f.name for f in fields}
+    """Declared columns first (declared order), then columns only some files have, typed by
+    the first file with a non-null type (the scanner reports files that disagree)."""
+    base = DECLARED.get(table, FREE_KEYS.get(table))
+    fields = {f.name: f for f in base}
     for s in schemas:
         for f in s:
-            if f.name not in seen:
-                fields.append(f)
-                seen.add(f.name)
-    return pa.schema(fields)
+            seen = fields.get(f.name)
+            if seen is None or (pa.types.is_null(seen.type) and not pa.types.is_null(f.type)):
+                fields[f.name] = f
+    return pa.schema(list(fields.values()))

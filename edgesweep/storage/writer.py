@@ -24,7 +24,6 @@ per (trial_id, step) per attempt.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -64,6 +63,7 @@ class TrialWriter:
         self._rows: dict[str, list[dict]] = {t: [] for t in STREAMED}
         self._last_step: dict[str, int | None] = {t: None for t in STREAMED}
         self._checked: set[str] = set()
+        self._columns = {t: frozenset(DECLARED[t].names) for t in STREAMED}
         self._closed = False
         #: (table, lo, hi, path) of every part this writer sealed, in order.
         self.sealed: list[tuple[str, int, int, str]] = []
@@ -87,7 +87,7 @@ class TrialWriter:
                 raise ValueError(f"row {key}={row[key]!r} does not match the writer's "
                                  f"partition {self.partition[key]!r}")
             row[key] = self.partition[key]
-        unknown = row.keys() - set(schema.names)
+        unknown = row.keys() - self._columns[table]
         if unknown:
             raise ValueError(f"{table}: unknown column(s) {sorted(unknown)}; declare them in "
                              f"edgesweep/storage/schema.py (columns are only ever added)")
@@ -100,6 +100,8 @@ class TrialWriter:
             if step is None:
                 raise ValueError(f"{table}: step must be an int, got {row.get('step')!r}")
             row["step"] = step
+        if step < 0:
+            raise ValueError(f"{table}: step must be ≥ 0, got {step}")
         last = self._last_step[table]
         if last is not None and step <= last:
             raise ValueError(f"{table}: step {step} does not increase (last {last}) in trial "
@@ -254,20 +256,22 @@ def _write_trials(r: Root, sweep: str, df, row_group_size: int) -> list[str]:
     return paths
 
 
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """Polars exports large_string / large_list / views; the schemas declare the plain types."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_large_list(t) or pa.types.is_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_plain_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _plain_type(f.type), f.nullable) for f in t])
+    return t
+
+
 def _large_to_plain(table: pa.Table) -> pa.Table:
-    """Polars exports large_string / large_list; store the plain types the schema declares."""
-    fields = []
-    for f in table.schema:
-        t = f.type
-        if pa.types.is_large_string(t):
-            t = pa.string()
-        elif pa.types.is_large_list(t):
-            vt = t.value_type
-            t = pa.list_(pa.string() if pa.types.is_large_string(vt) else vt)
-        elif pa.types.is_string_view(t):
-            t = pa.string()
-        fields.append(pa.field(f.name, t, f.nullable))
-    return table.cast(pa.schema(fields))
+    return table.cast(pa.schema([pa.field(f.name, _plain_type(f.type), f.nullable)
+                                 for f in table.schema]))
 
 
 def _now() -> str:

@@ -1,0 +1,227 @@
+"""The platform on real Ray clusters: `ray job submit`, two nodes, killed workers and drivers.
+
+Each test starts its own `ray start --head` (tests/raycluster.py) inside the loopback-only
+network namespace that scripts/test.sh creates, and stops only the processes it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from edgesweep.storage import scan
+
+from raycluster import REPO, RAY_BIN, RayCluster, ray_env, require_loopback_namespace
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def cluster_env(extra=None):
+    # `python` in a job entrypoint must be this interpreter (the venv's): put it first on PATH.
+    return ray_env(dict({"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}, **(extra or {})))
+
+
+@pytest.fixture(scope="module")
+def head():
+    """One head node shared by the end-to-end and fault tests (each uses its own storage)."""
+    require_loopback_namespace()
+    cluster = RayCluster(num_cpus=2)
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = VENV_BIN + os.pathsep + old_path  # inherited by `ray start`
+    try:
+        cluster.start_head()
+        yield cluster
+    finally:
+        os.environ["PATH"] = old_path
+        cluster.stop()
+        assert cluster.our_pids() == [], "Ray processes of this test survived teardown"
+
+
+def write_sweep(path: Path, name: str, storage: Path, seeds=(42,), wds=(1.0, 0.0), max_steps=1500,
+                checkpoint_every=250, max_failures=2) -> Path:
+    """The smoke protocol (sweeps/smoke.yaml) with knobs for the fault tests."""
+    text = (REPO / "sweeps" / "smoke.yaml").read_text()
+    text = text.replace("name: smoke", f"name: {name}").replace("storage: ./results", f"storage: {storage}")
+    text = text.replace("seed: [42]", f"seed: [{', '.join(map(str, seeds))}]")
+    text = text.replace("weight_decay: [1.0, 0.0]", f"weight_decay: [{', '.join(map(str, wds))}]")
+    text = text.replace("max_steps: 1500", f"max_steps: {max_steps}")
+    text = text.replace("checkpoint_every: 250", f"checkpoint_every: {checkpoint_every}")
+    text = text.replace("max_failures: 2", f"max_failures: {max_failures}")
+    path.write_text(text)
+    return path
+
+
+def check_tables(sweep_dir: Path, expect_trials: set[str]):
+    trials = scan(sweep_dir, "trials").collect()
+    evals = scan(sweep_dir, "evals").collect()
+    feats = scan(sweep_dir, "features").collect()
+    assert set(trials["trial_id"]) == expect_trials
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials.select("trial_id", "status", "error")
+    for tid in expect_trials:
+        steps = trials.filter(pl.col("trial_id") == tid)["steps"][0]
+        f = feats.filter(pl.col("trial_id") == tid).sort("step")
+        e = evals.filter(pl.col("trial_id") == tid).sort("step")
+        # every snapshot from the second delta (step 50 at every=25) to the end, exactly once
+        assert f["step"].to_list() == list(range(50, steps + 1, 25)), tid
+        assert e["step"].to_list() == list(range(0, steps + 1, 50)), tid
+        assert f["sigma"].list.len().max() == 8
+        assert f.filter(pl.col("window") == 8)["g23"].is_nan().sum() == 0
+    return trials, evals, feats
+
+
+def test_ray_job_submit_end_to_end(head, tmp_path):
+    """`ray job submit --working-dir . -- python -m edgesweep run sweeps/smoke.yaml`."""
+    storage = tmp_path / "results"
+    cmd = [RAY_BIN, "job", "submit", f"--address={head.dashboard}", "--working-dir", str(REPO),
+           "--", "python", "-m", "edgesweep", "run", "sweeps/smoke.yaml", "--storage", str(storage)]
+    out = subprocess.run(cmd, cwd=REPO, env=cluster_env(), capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:] + head.tail()
+    assert "succeeded" in log.lower()
+    trials, evals, feats = check_tables(storage / "smoke", {"mod_add-adamw-wd1.0-s42", "mod_add-adamw-wd0.0-s42"})
+    groks = dict(zip(trials["trial_id"], trials["grok_step"]))
+    assert groks["mod_add-adamw-wd1.0-s42"] is not None  # the smoke sweep has a run that groks
+    assert groks["mod_add-adamw-wd0.0-s42"] is None
+    assert trials["code_version"].null_count() == 0 and trials["ray_version"][0]
+    # the driver also aggregated and reported
+    runs = scan(storage / "smoke", "runs").collect()
+    assert set(runs["trial_id"]) == set(trials["trial_id"])
+    assert (storage / "smoke" / "report.md").exists()
+
+
+def test_two_nodes_share_the_sweep(tmp_path):
+    require_loopback_namespace()
+    cluster = RayCluster(num_cpus=1)
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = VENV_BIN + os.pathsep + old_path
+    try:
+        cluster.start_head()
+        cluster.add_node("node2")
+        storage = tmp_path / "results"
+        spec = write_sweep(tmp_path / "two.yaml", "two", storage, max_steps=400)
+        out = subprocess.run([sys.executable, "-m", "edgesweep", "submit", str(spec),
+                              "--address", cluster.dashboard], cwd=REPO, env=cluster_env(),
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:] + cluster.tail()
+        trials = scan(storage / "two", "trials").collect()
+        # one CPU per node and one CPU per trial: the two trials must run on different nodes
+        assert trials.height == 2 and trials["node_id"].n_unique() == 2, trials.select("trial_id", "node_id")
+        check_tables(storage / "two", set(trials["trial_id"]))
+    finally:
+        os.environ["PATH"] = old_path
+        cluster.stop()
+        assert cluster.our_pids() == []
+
+
+def run_driver(spec: Path, address: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgesweep", "run", str(spec), "--address", address, *extra],
+                            cwd=REPO, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def wait_for(predicate, timeout, what):
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        value = predicate()
+        if value is not None and value is not False:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sealed_max_step(sweep_dir: Path, trial_id: str) -> int:
+    try:
+        f = scan(sweep_dir, "features").filter(pl.col("trial_id") == trial_id).select(pl.col("step").max()).collect()
+        return f.item() or 0
+    except Exception:
+        return 0
+
+
+def comparable(df: pl.DataFrame) -> pl.DataFrame:
+    keep = [c for c in df.columns if c not in ("attempt", "gram_ms", "sweep")]
+    return df.select(keep).sort("trial_id", "step")
+
+
+@pytest.fixture(scope="module")
+def reference_run(head, tmp_path_factory):
+    """The fault sweep run once without faults: what every faulty run must reproduce."""
+    tmp = tmp_path_factory.mktemp("reference")
+    storage = tmp / "reference"
+    spec = write_sweep(tmp / "ref.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    proc = run_driver(spec, head.address)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    return storage / "faults", spec
+
+
+def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    storage = tmp_path / "results"
+    spec = write_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    victim = "mod_add-adamw-wd0.0-s42"
+    proc = run_driver(spec, head.address)
+    try:
+        sweep_dir = storage / "faults"
+        wait_for(lambda: sealed_max_step(sweep_dir, victim) >= 500, 600, "two sealed checkpoints")
+        pid = scan(sweep_dir, "trials").filter(pl.col("trial_id") == victim).collect()["pid"][0]
+        os.kill(pid, signal.SIGKILL)  # the trial's worker process, on this machine
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    assert "RETRY" in out and victim in out
+    trials, _, feats = check_tables(sweep_dir, set(scan(ref_dir, "trials").collect()["trial_id"]))
+    assert trials.filter(pl.col("trial_id") == victim)["attempt"][0] >= 1
+    raw = pl.read_parquet(sweep_dir / "features" / "**" / "*.parquet", hive_partitioning=False)
+    # rows after the restored checkpoint were written again by a later attempt
+    assert raw.filter(pl.col("trial_id") == victim)["attempt"].max() >= 1
+    # Deterministic CPU training: the restarted trial reproduces the uninterrupted run exactly.
+    ref = scan(ref_dir, "features").collect()
+    assert comparable(feats).equals(comparable(ref))
+    assert comparable(scan(sweep_dir, "evals").collect()).equals(comparable(scan(ref_dir, "evals").collect()))
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    storage = tmp_path / "results"
+    spec = write_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    sweep_dir = storage / "faults"
+    proc = run_driver(spec, head.address)
+
+    def one_finished():
+        try:
+            t = scan(sweep_dir, "trials").filter(pl.col("status").is_in(["completed", "stopped"])).collect()
+        except Exception:  # nothing written yet
+            return None
+        return t if t.height >= 1 else None
+
+    finished = wait_for(one_finished, 600, "a finished trial")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+    proc.wait(timeout=30)
+    done_before = finished.select("trial_id", "started_at", "pid").sort("trial_id")
+
+    resumed = run_driver(spec, head.address, "--resume")
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-4000:]
+    trials, _, feats = check_tables(sweep_dir, set(scan(ref_dir, "trials").collect()["trial_id"]))
+    # finished trials were not rerun: same start time and worker pid as before the kill
+    again = trials.filter(pl.col("trial_id").is_in(done_before["trial_id"].to_list())).select(
+        "trial_id", "started_at", "pid").sort("trial_id")
+    assert again.equals(done_before)
+    # and the aggregate equals the uninterrupted run's
+    cols = ["trial_id", "grok_step", "memorization_step", "g23_early", "g23_grok", "g23_decline",
+            "preceded", "alarm_step", "lead_steps"]
+    got = scan(sweep_dir, "runs").collect().select(cols).sort("trial_id")
+    want = scan(ref_dir, "runs").collect().select(cols).sort("trial_id")
+    assert got.equals(want), (got, want)
+    assert comparable(feats).equals(comparable(scan(ref_dir, "features").collect()))
