@@ -40,6 +40,7 @@ import time
 import numpy as np
 import pandas as pd
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from edgesweep.platform.aggregate import AggregateConfig, aggregate_sweep
 from edgesweep.spectral.detector import DetectorConfig, classify_run, first_alarm
@@ -193,7 +194,7 @@ def same_runs(path: str, rows: list[dict]) -> tuple[bool, str]:
     ours = scan(path, "runs").collect().select(COMPARE).sort("trial_id")
     theirs = pl.DataFrame(rows, schema=ours.schema).sort("trial_id")
     try:
-        pl.testing.assert_frame_equal(ours, theirs)
+        assert_frame_equal(ours, theirs)
     except AssertionError as exc:
         return False, str(exc)[:2000]
     return True, ""
@@ -220,7 +221,6 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "esagg-bench"))
     args = ap.parse_args()
-    import polars.testing  # noqa: F401  (used in same_runs)
 
     print(f"machine: {machine()}")
     print(f"polars {pl.__version__}, pandas {pd.__version__}")

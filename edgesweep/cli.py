@@ -37,8 +37,9 @@ def _query(args) -> int:
     argv = [args.root, args.sql, "--format", args.format]
     if args.output:
         argv += ["--output", args.output]
-    if args.skip_bad:
-        argv += ["--skip-bad"]
+    if args.skip_bad_files:
+        argv += ["--skip-bad-files"]
+    argv += ["--max-rows", str(args.max_rows)]
     return query_main(argv)
 
 
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
     p.add_argument("--output", help="file to write (csv/parquet/json); default stdout for table/csv/json")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable files (with a warning) instead of failing")
+    p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
+    p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("workloads", help="list workloads, presets, parameter counts and defaults")

@@ -3,13 +3,11 @@ construction): files exist and are real PNGs, report.md carries the measured tab
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
-import polars as pl
 import pytest
 from scipy import stats as sps
 

@@ -229,7 +229,7 @@ def test_monitor_equals_window_features_on_every_window(dtype, tol):
 def test_block_accumulation_mode_is_within_its_documented_resolution():
     rng = np.random.default_rng(12)
     snaps = stream(rng, 8, 300000, torch.float32)
-    exact = SpectralMonitor(MonitorConfig(window=4, params="all"))
+    exact = SpectralMonitor(MonitorConfig(window=4, params="all", accumulate="float64"))
     fast = SpectralMonitor(MonitorConfig(window=4, params="all", accumulate="block", block=4096))
     for i, s in enumerate(snaps):
         a, b = exact.observe(s, step=i), fast.observe(s, step=i)
@@ -237,6 +237,26 @@ def test_block_accumulation_mode_is_within_its_documented_resolution():
             assert np.max(np.abs(np.array(a["sigma"]) - b["sigma"])) <= 1e-3 * a["sigma"][0]
     with pytest.raises(ValueError, match="accumulate"):
         MonitorConfig(accumulate="fast")
+
+
+@pytest.mark.parametrize("accumulate", ["block", "float64"])
+def test_float32_duplicate_update_rows_give_exact_zero(accumulate):
+    """Two identical float32 update rows: σ_3 = 0 exactly and an infinite edge above it,
+    in both accumulation modes (block mode via its resolution floor)."""
+    rng = np.random.default_rng(8)
+    # integer multiples of 2^-20: every sum and difference below is exact in float32
+    d1, d2 = (torch.from_numpy(rng.integers(-1000, 1000, 200000)).float() * 2.0**-20 for _ in range(2))
+    theta = [torch.zeros(200000)]
+    for d in (d1, d2, d2):
+        theta.append(theta[-1] + d)
+    mon = SpectralMonitor(MonitorConfig(window=3, params="all", accumulate=accumulate))
+    rows = [mon.observe(t, step=i) for i, t in enumerate(theta)]
+    deltas = np.array([(theta[i] - theta[i - 1]).double().numpy() for i in (1, 2, 3)])
+    ref = ref_sigma(deltas)
+    assert ref[2] < 1e-12 * ref[0]  # the float32 deltas really are duplicates
+    last = rows[-1]
+    assert last["sigma"][2] == 0.0 and last["gap_ratio"] == math.inf and last["k_star"] == 2
+    assert rel_err(last["sigma"][:2], ref[:2]) <= 1e-3
 
 
 def test_save_restore_reproduces_rows_exactly():

@@ -29,7 +29,6 @@ an alarm on a not-yet-grokked run counts as a false alarm *for now*).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -38,7 +37,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import polars as pl

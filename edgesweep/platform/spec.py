@@ -119,7 +119,7 @@ SECTIONS: dict[str, dict[str, tuple]] = {
         "params": (_regex_or_keyword, "attention"),
         "sketch_dim": (_opt_int(1), None),
         "sketch_seed": (_int(0), 0),
-        "accumulate": (_choice(("float64", "block")), "float64"),
+        "accumulate": (_choice(("block", "float64")), "block"),
     },
     "stop": {
         # Stop a trial this many steps after its grok step (None: run to max_steps).

@@ -2,19 +2,34 @@
 events, the prospective detector, statistics and the predictions scorecard.
 
 No I/O and no Ray here (DESIGN.md §2); docs/CONTRACTS.md pins the feature-row keys.
+The torch-based parts (monitor, sketch, window) are imported on first use, so that the
+aggregation's Ray tasks, which need only the numpy statistics, do not pay for importing torch.
 """
+
+from importlib import import_module
 
 from .detector import (DetectorConfig, DetectorEvaluation, G23CollapseDetector, classify_run,
                        compare_arms, evaluate_detector, first_alarm)
 from .events import (GROK_THRESHOLD, MEMORIZATION_THRESHOLD, PRECEDENCE_RATIO, PrecedenceResult,
                      g23_precedence, grok_step, memorization_step)
 from .gram import RANK_RTOL, gram_eigh, spectrum_features
-from .monitor import (ATTENTION_PATTERN, FEATURE_COLUMNS, MonitorConfig, SpectralMonitor,
-                      select_parameters)
 from .scorecard import Prediction, RunData, scorecard
-from .sketch import CountSketch
 from .stats import clopper_pearson, fisher_exact_2x2, lead_time_summary, pearson_r
-from .window import window_features
+
+_LAZY = {
+    "ATTENTION_PATTERN": ".monitor", "FEATURE_COLUMNS": ".monitor", "MonitorConfig": ".monitor",
+    "SpectralMonitor": ".monitor", "select_parameters": ".monitor",
+    "CountSketch": ".sketch", "window_features": ".window",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ATTENTION_PATTERN", "FEATURE_COLUMNS", "GROK_THRESHOLD", "MEMORIZATION_THRESHOLD",

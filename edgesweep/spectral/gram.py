@@ -27,11 +27,13 @@ import numpy as np
 RANK_RTOL = 64 * np.finfo(np.float64).eps
 
 
-def gram_eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gram_eigh(gram: np.ndarray, floor_rtol: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Eigen-decomposition of a symmetric PSD Gram, descending, with rank clipping.
 
     gram: (w, w) float64. Returns (lam (w,), vecs (w, w)) with lam[0] ≥ … ≥ lam[-1] ≥ 0,
-    columns of ``vecs`` the matching eigenvectors.
+    columns of ``vecs`` the matching eigenvectors. Eigenvalues ≤ floor_rtol·λ_1 are set to 0;
+    the default RANK_RTOL·w suits a Gram accumulated in float64; a Gram whose entries carry a
+    larger relative error (float32 dot products) needs a floor at that error.
     """
     g = np.asarray(gram, dtype=np.float64)
     g = 0.5 * (g + g.T)  # exact symmetry: the incremental Gram is symmetric up to writes
@@ -39,7 +41,8 @@ def gram_eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lam = lam[::-1].copy()
     vecs = vecs[:, ::-1].copy()
     top = lam[0] if lam.size else 0.0
-    floor = RANK_RTOL * max(1, lam.size) * max(top, 0.0)
+    rtol = RANK_RTOL * max(1, lam.size) if floor_rtol is None else max(floor_rtol, RANK_RTOL)
+    floor = rtol * max(top, 0.0)
     lam[lam <= floor] = 0.0
     return lam, vecs
 
@@ -161,14 +164,15 @@ def adiabatic_parameter(delta_gram_fro: float, lr: float | None, gap: float) -> 
     return float(delta_gram_fro / denom)
 
 
-def _subspace_basis(union_gram: np.ndarray, rows: list[int], k: int) -> np.ndarray | None:
+def _subspace_basis(union_gram: np.ndarray, rows: list[int], k: int,
+                    floor_rtol: float | None = None) -> np.ndarray | None:
     """Coefficients C (m × k) with Yᵀ C an orthonormal basis of the top-k right singular
     subspace of the window made of ``rows`` of Y (Y the m stacked rows, union_gram = Y Yᵀ).
 
     v_j = X_Sᵀ u_j / σ_j, so in Y-coefficients C[rows, j] = u_j / σ_j. None when the window
     has fewer than k nonzero singular values (the subspace is not defined).
     """
-    lam, vecs = gram_eigh(union_gram[np.ix_(rows, rows)])
+    lam, vecs = gram_eigh(union_gram[np.ix_(rows, rows)], floor_rtol)
     if lam.size < k or lam[k - 1] <= 0:
         return None
     coef = np.zeros((union_gram.shape[0], k))
@@ -177,7 +181,7 @@ def _subspace_basis(union_gram: np.ndarray, rows: list[int], k: int) -> np.ndarr
 
 
 def subspace_rotation(union_gram: np.ndarray, old_rows: list[int], new_rows: list[int],
-                      k: int | None) -> float:
+                      k: int | None, floor_rtol: float | None = None) -> float:
     """sin of the largest principal angle between the top-k right-singular subspaces
     (in R^P) of two windows, from the Gram of the union of their rows only.
 
@@ -186,8 +190,8 @@ def subspace_rotation(union_gram: np.ndarray, old_rows: list[int], new_rows: lis
     """
     if k is None or not old_rows or not new_rows:
         return math.nan
-    ca = _subspace_basis(union_gram, old_rows, k)
-    cb = _subspace_basis(union_gram, new_rows, k)
+    ca = _subspace_basis(union_gram, old_rows, k, floor_rtol)
+    cb = _subspace_basis(union_gram, new_rows, k, floor_rtol)
     if ca is None or cb is None:
         return math.nan
     # Residual of the old basis after projecting on the new subspace; its largest

@@ -5,7 +5,7 @@ Input tokens: ``(`` = 0, ``)`` = 1, pad = 2. Output: the stack depth after each 
 
 Size note: the paper's prose says "~150K parameters", but the configuration its training script
 uses (d 128, 2 layers, 4 heads, d_ff 256 — the same trunk as the modular-arithmetic model)
-has 2 × 132,480 in the blocks alone; with context 24 the model has 270,093 parameters.
+has 2 × 132,480 in the blocks alone; with context 24 the model has 270,349 parameters.
 The attention set (2 × 4 × 128² = 131,072), which is what the monitor measures, matches the
 paper. edgesweep follows the script (what produced the reported grokking), not the prose.
 """

@@ -6,7 +6,7 @@ embedding. Initialisation as GPT-2: N(0, 0.02), residual output projections N(0,
 zero biases.
 
 Sizes with the GPT-2 BPE vocabulary (50,257): 12 layers / d 768 / ctx 1024 → 124,439,808
-parameters (GPT-2 small); 8 layers / d 512 / d_ff 2048 / ctx 512 → ≈51.2M (the TinyStories
+parameters (GPT-2 small); 8 layers / d 512 / d_ff 2048 / ctx 256 → 51,082,752 (the TinyStories
 model). With edgesweep's byte-level tokenizer only 256 of the vocabulary rows are ever used;
 the paper preset keeps the BPE-sized table so that memory, step time and the "all parameters"
 vector length P match the paper. Pass a token file (GPT-2 BPE ids) to use the whole table.

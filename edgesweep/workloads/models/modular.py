@@ -3,7 +3,7 @@
 The paper's model: a 2-layer pre-norm transformer encoder (d 128, 4 heads, d_ff 256, GELU, no
 dropout) reads the two tokens (a, b), and a LayerNorm + linear head on the *position-0* output
 predicts the answer mod p. Multitask runs share the trunk and put one linear head per task on
-the same read-out vector. With p = 97: 290,145 parameters (one head), +12,513 per extra head;
+the same read-out vector. With p = 97: 290,401 parameters (one head), +12,513 per extra head;
 attention weights 2 × 4 × 128² = 131,072.
 """
 

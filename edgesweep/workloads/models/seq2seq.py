@@ -7,7 +7,7 @@ attention ``attn``; decoder blocks ``self_attn`` and ``cross_attn`` (docs/CONTRA
 Attention weights: 3 × 4 × 256² + 3 × 8 × 256² = 2,359,296.
 
 Size note: the paper's prose says "~1.5M parameters", which cannot hold for this configuration
-— its attention weights alone are 2.36M. The script's configuration has ≈3.96M parameters;
+— its attention weights alone are 2.36M. This configuration has 3,978,249 parameters;
 edgesweep follows the script.
 """
 
