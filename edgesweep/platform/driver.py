@@ -203,7 +203,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
             callbacks=callbacks,
         )
         param_space = {"trial": tune.grid_search([t.as_dict() for t in spec.trials]),
-                       "sweep": {"name": spec.name, "storage": storage_uri}}
+                       "sweep": {"name": spec.name, "storage": storage_uri,
+                                 "cpus_per_trial": spec.trial_resources["cpu"]}}
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
                            tune_config=tune.TuneConfig(
                                trial_name_creator=lambda t: t.config["trial"]["trial_id"],
