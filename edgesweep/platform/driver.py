@@ -178,16 +178,19 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                                                 "gpu": spec.trial_resources["gpu"]})
     callbacks = [_progress_callback(len(spec.trials), every_s=30.0)]
     exists = root.exists(exp_path)
+    fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
     if resume:
-        if not exists or not tune.Tuner.can_restore(exp_path if not root.is_s3 else f"s3://{exp_path}",
-                                                    storage_filesystem=root.fs if root.is_s3 else None):
+        # With an explicit pyarrow filesystem, Tune takes paths inside it ("bucket/key").
+        if not exists or not tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
             raise SpecError(f"{spec.source}: --resume: no sweep state at {storage_uri}/{spec.name}/{TUNE_DIR} "
                             "to resume (run without --resume to start it)")
         _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
-        tuner = tune.Tuner.restore(exp_path if not root.is_s3 else f"s3://{exp_path}", trainable,
-                                   resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=root.fs if root.is_s3 else None)
-        tuner._local_tuner._run_config.callbacks = callbacks  # progress view is not persisted
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
+        try:  # Tune does not persist callbacks; re-attach the progress view (private in Ray 2.60)
+            tuner._local_tuner._run_config.callbacks = callbacks
+        except AttributeError:
+            _log("(progress view unavailable when resuming with this Ray version)")
     else:
         if exists:
             raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds this sweep's "
@@ -195,8 +198,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                             "or another name/storage to start afresh")
         run_config = tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=root.path(spec.name) if not root.is_s3 else f"s3://{root.path(spec.name)}",
-            storage_filesystem=root.fs if root.is_s3 else None,
+            storage_path=root.path(spec.name),
+            storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=0,
