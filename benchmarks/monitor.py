@@ -108,9 +108,8 @@ def main():
             print(f"{p:>11,} | skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB free")
             continue
         t_block, rows_exact, mon = monitor_cost(MonitorConfig(window=W, params="all"), p, args.reps)
-        ring = mon.ring
-        t_read = min(median_time(lambda: ring.sum(), args.reps), median_time(lambda: ring.sum(), args.reps))
-        del mon, ring
+        t_read = min(median_time(mon.ring.sum, args.reps), median_time(mon.ring.sum, args.reps))
+        del mon
         t_exact, _, mon = monitor_cost(MonitorConfig(window=W, params="all", accumulate="float64"), p, args.reps)
         del mon
         t_sketch, rows_sketch, mon = monitor_cost(

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
 import yaml
 
 from edgesweep.platform.driver import run_sweep

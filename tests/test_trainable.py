@@ -1,6 +1,5 @@
 """The trial's composition (workload + monitor + writer) without Ray: exact resume, idempotence."""
 
-import math
 
 import polars as pl
 import pytest

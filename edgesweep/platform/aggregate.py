@@ -154,27 +154,9 @@ class SweepPath:
 
     # -- small whole files next to the tables (scorecard.json, report.md, figures) ----------
     def write_bytes(self, relpath: str, data: bytes) -> str:
-        """Write ``<sweep>/<relpath>`` whole. Local: temp file + rename (a reader never sees a
-        half-written report); S3: one object, visible when the upload completes."""
-        path = self.file(relpath)
-        parent = path.rpartition("/")[0]
-        if self.root.is_s3:
-            with self.root.fs.open_output_stream(path) as out:
-                out.write(data)
-        else:
-            os.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.{os.path.basename(path)}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        return self.root.uri(path)
+        """Write ``<sweep>/<relpath>`` whole and atomically (a reader never sees a half-written
+        report): temp file + fsync + rename locally, one object on S3."""
+        return self.root.uri(self.root.write_bytes(self.file(relpath), data))
 
     def read_bytes(self, relpath: str) -> bytes | None:
         """``<sweep>/<relpath>`` or None when it does not exist."""

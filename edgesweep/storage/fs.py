@@ -112,11 +112,20 @@ class Root:
 
         Replaces an existing file of the same name atomically. Returns `path`.
         """
+        def write(f):
+            pq.write_table(table, f, row_group_size=row_group_size, compression=compression,
+                           write_statistics=True)
+        return self._seal(path, write)
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        """Write a small whole file (a report, a JSON summary) with the same atomicity."""
+        return self._seal(path, lambda f: f.write(data))
+
+    def _seal(self, path: str, write) -> str:
         parent, _, name = path.rpartition("/")
         if self.is_s3:
             buf = io.BytesIO()
-            pq.write_table(table, buf, row_group_size=row_group_size, compression=compression,
-                           write_statistics=True)
+            write(buf)
             data = buf.getbuffer()
             self._ensure_bucket(path)
             out = self.fs.open_output_stream(path)
@@ -130,8 +139,7 @@ class Root:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
-                pq.write_table(table, f, row_group_size=row_group_size, compression=compression,
-                               write_statistics=True)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
