@@ -7,6 +7,7 @@ torch and Ray, and a bad spec is reported before Ray is even imported.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -116,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, StorageError) as exc:
         # Expected, user-caused failures: one clear line, no traceback.
         print(f"edgesweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, ConnectionError) as exc:
+        # Bad arguments, unreachable addresses, unwritable outputs: one line as well, unless
+        # EDGESWEEP_DEBUG asks for the traceback.
+        if os.environ.get("EDGESWEEP_DEBUG"):
+            raise
+        print(f"edgesweep {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

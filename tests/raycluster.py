@@ -95,8 +95,9 @@ class RayCluster:
         self.logs.append(log)
         cmd = [RAY_BIN, "start", "--block", f"--temp-dir={temp}", "--node-ip-address=127.0.0.1",
                f"--num-cpus={self.num_cpus}", "--disable-usage-stats", *args]
-        proc = subprocess.Popen(cmd, env=ray_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.base)
+        with open(log, "w") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env=ray_env(), stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=self.base)
         self.procs.append(proc)
         return proc
 

@@ -45,6 +45,12 @@ BAD_SPECS = {
     "negative weight decay": ("grid:\n  workload: [mod_add]\n  weight_decay: [1.0, -0.5]\n",
                               "grid.weight_decay[1]", "must be ≥ 0"),
     "zero budget": ("grid:\n  workload: [mod_add]\ntrain: {max_steps: 0}\n", "train.max_steps", "must be ≥ 1"),
+    "equal grid values": ("grid:\n  workload: [mod_add]\n  weight_decay: [1, 1.0]\n", "grid",
+                          "same trial twice: mod_add-adamw-wd1.0-s42"),
+    "unknown model key": ("grid:\n  workload: [mod_add]\ntrain: {model: {d_modl: 32}}\n", "train.model",
+                          "unknown key(s) ['d_modl']"),
+    "momentum out of range": ("grid:\n  workload: [mod_add]\noptimizer: {momentum: 1.5}\n",
+                              "optimizer.momentum", "[0, 1)"),
     "bad per-workload override": ("grid:\n  workload: [dyck]\nper_workload:\n  dyck: {monitor: {window: 1}}\n",
                                   "per_workload.dyck.monitor.window", "must be ≥ 2"),
 }

@@ -578,13 +578,19 @@ def summary_table(runs: pl.DataFrame, conf: float = 0.95) -> pl.DataFrame:
     """Precedence and detector statistics per (scope, weight-decay arm).
 
     Scopes: "all" runs, then each workload family (sorted). Arms: each weight-decay value,
-    largest first. Runs with an aggregation ``error`` are left out (they have no events).
+    largest first. Runs with an aggregation ``error`` and trials with status failed/unknown
+    are left out (they carry no evidence either way).
     Intervals are exact Clopper–Pearson at ``conf``; Fisher p-values (two-sided) compare each
     weight_decay > 0 arm with the weight_decay = 0 arm of the same scope — on "preceded vs
     not" over all runs, and on "any alarm vs none" — and are null for the control arm itself
     and in scopes without one.
     """
     ok = runs.filter(pl.col("error").is_null()) if "error" in runs.columns else runs
+    # A trial that crashed (Tune gave up on it) or has no trials row is no evidence either
+    # way: counting it as "not preceded" would turn 24/24 into 23/24. Diverged runs stay in:
+    # divergence is an outcome of the training protocol, and it is reported per run.
+    if "status" in ok.columns:
+        ok = ok.filter(~pl.col("status").is_in(["failed", "unknown"]) | pl.col("status").is_null())
     scopes = [("all", ok)] + [(fam, ok.filter(pl.col("family") == fam))
                               for fam in sorted(ok.get_column("family").drop_nulls().unique().to_list())]
     rows = []

@@ -31,7 +31,8 @@ def spectral_demo(steps: int = 3000, every: int = 50, window: int = 10, seed: in
             if row is None or row["nonfinite"]:
                 return
             s = row["sigma"] + [math.nan] * 3
-            print(f"{step:>6} {s[0]:>9.3e} {s[1]:>9.3e} {s[2]:>9.3e} {row['k_star']:>3} "
+            k = "—" if row["k_star"] is None else row["k_star"]  # an all-zero window has no edge
+            print(f"{step:>6} {s[0]:>9.3e} {s[1]:>9.3e} {s[2]:>9.3e} {k:>3} "
                   f"{row['gap_ratio']:>7.3f} {row['g23']:>10.3e} {row['adiabatic']:>9.2e} "
                   f"{row['subspace_rotation']:>6.3f} {row['bbp_ratio']:>7.1f} {row['gram_ms']:>6.2f}",
                   flush=True)

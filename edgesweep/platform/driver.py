@@ -163,26 +163,34 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     exp_path = root.path(spec.name, TUNE_DIR)
     _log(f"sweep {spec.name!r}: {len(spec.trials)} trials → {storage_uri}/{spec.name}")
 
+    exists = root.exists(exp_path)
+    fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
+    # User errors first: nothing below may start a cluster before these are settled.
+    from ray import tune  # importing Tune starts nothing
+    if resume and (not exists or not tune.Tuner.can_restore(exp_path, storage_filesystem=fs)):
+        raise SpecError(f"{spec.source}: --resume: no sweep state at {storage_uri}/{spec.name}/{TUNE_DIR} "
+                        "to resume (run without --resume to start it)")
+    if not resume and exists:
+        raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds this sweep's "
+                        "state; use --resume to continue it, `edgesweep aggregate` to re-aggregate, "
+                        "or another name/storage to start afresh")
+
     # Our progress view replaces Tune's tables and its checkpoint-sync chatter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    connect_ray(address)
-    from ray import tune
+    ray = connect_ray(address)
+    if not root.is_s3 and len(ray.nodes()) > 1:
+        _log(f"WARNING: storage {storage_uri} is a local path and the cluster has {len(ray.nodes())} "
+             "nodes; every node must see it as the same shared filesystem, otherwise use s3://")
 
-    from .trainable import next_attempt, run_trial, trial_from_dict, trial_row
+    from .trainable import next_attempt, recorded_trial, run_trial, trial_from_dict, trial_row
     import polars as pl
     from ..storage import write_table
 
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
     callbacks = [_progress_callback(len(spec.trials), every_s=30.0)]
-    exists = root.exists(exp_path)
-    fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
     if resume:
-        # With an explicit pyarrow filesystem, Tune takes paths inside it ("bucket/key").
-        if not exists or not tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
-            raise SpecError(f"{spec.source}: --resume: no sweep state at {storage_uri}/{spec.name}/{TUNE_DIR} "
-                            "to resume (run without --resume to start it)")
         _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
@@ -191,10 +199,6 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         except AttributeError:
             _log("(progress view unavailable when resuming with this Ray version)")
     else:
-        if exists:
-            raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds this sweep's "
-                            "state; use --resume to continue it, `edgesweep aggregate` to re-aggregate, "
-                            "or another name/storage to start afresh")
         run_config = tune.RunConfig(
             name=TUNE_DIR,
             storage_path=root.path(spec.name),
@@ -225,9 +229,11 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                      "weight_decay": trial.weight_decay}
         text = str(result.error).strip().splitlines()
         failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
-        write_table(storage_uri, spec.name, "trials", pl.DataFrame([trial_row(
-            trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, partition),
-            "failed", error="\n".join(text[-20:])[:4000])]))
+        # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
+        row = recorded_trial(storage_uri, spec.name, trial) or trial_row(
+            trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, partition), "failed")
+        row.update(status="failed", error="\n".join(text[-20:])[:4000])
+        write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
     _log(f"training finished in {wall:,.0f}s: {len(spec.trials) - len(failed)} trials finished, "
          f"{len(failed)} failed")
     for tid, err in failed:

@@ -119,7 +119,7 @@ SECTIONS: dict[str, dict[str, tuple]] = {
         "params": (_regex_or_keyword, "attention"),
         "sketch_dim": (_opt_int(1), None),
         "sketch_seed": (_int(0), 0),
-        "accumulate": (_choice(("block", "float64")), "block"),
+        "accumulate": (_choice(("float64", "block")), "float64"),
     },
     "stop": {
         # Stop a trial this many steps after its grok step (None: run to max_steps).
@@ -285,8 +285,48 @@ def parse_spec(raw: Any, source: str = "<memory>") -> SweepSpec:
         trials.append(TrialSpec(trial_id_for(wl, opt, wd, seed), wl, opt, wd, seed,
                                 resolved["train"], resolved["optimizer"], resolved["monitor"],
                                 resolved["stop"]))
+    ids = [t.trial_id for t in trials]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        _fail(src, "grid", f"values that are equal as numbers give the same trial twice: {', '.join(dupes)}")
+    _validate_with_components(src, trials, per)
     return SweepSpec(name=name, storage=storage, trial_resources=resources,
                      max_failures=max_failures, trials=tuple(trials), source=src, raw=raw)
+
+
+_FIELD_TO_KEY = {"model_overrides": "train.model", "task_overrides": "train.task",
+                 **{f: f"optimizer.{f}" for f in SECTIONS["optimizer"]},
+                 **{f: f"train.{f}" for f in SECTIONS["train"]}}
+
+
+def _spec_key(message: str, workload) -> str:
+    """The spec key a TrainConfig error is about ("TrainConfig.momentum: …" → optimizer.momentum)."""
+    m = re.search(r"TrainConfig\.(\w+)", message)
+    key = _FIELD_TO_KEY.get(m.group(1), m.group(1)) if m else "train"
+    return f"per_workload.{workload}.{key} (or {key})" if workload else key
+
+
+def _validate_with_components(src: str, trials: list[TrialSpec], per: dict) -> None:
+    """Build each workload's TrainConfig and MonitorConfig once, so that what only the
+    components know (model/task override keys, momentum range, …) fails here, before any
+    cluster starts, instead of inside every retry of every trial."""
+    from ..spectral.monitor import MonitorConfig
+    from .trainable import train_config_for
+
+    seen = set()
+    for trial in trials:
+        key = (trial.workload, trial.optimizer)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            train_config_for(trial).resolve()
+        except (ValueError, TypeError) as exc:
+            _fail(src, _spec_key(str(exc), trial.workload in per and trial.workload), f"trial {trial.trial_id}: {exc}")
+        try:
+            MonitorConfig(**trial.monitor)
+        except (ValueError, TypeError) as exc:
+            _fail(src, "monitor", str(exc))
 
 
 def load_spec(path: str | Path, storage: str | None = None) -> SweepSpec:
