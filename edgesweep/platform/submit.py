@@ -32,8 +32,9 @@ def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str |
         runtime_env["pip"] = list(extra_pip)
     # Pass S3 endpoint/region settings through; credentials stay in the cluster's own
     # environment/credential chain and are never put in the job spec.
-    env = {k: os.environ[k] for k in ("EDGESWEEP_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_REGION",
-                                      "EDGESWEEP_RESULTS_BASE") if k in os.environ}
+    env = {k: os.environ[k] for k in ("EDGESWEEP_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                                      "AWS_REGION", "AWS_DEFAULT_REGION", "EDGESWEEP_RESULTS_BASE")
+           if k in os.environ}
     if env:
         runtime_env["env_vars"] = env
     client = JobSubmissionClient(address)

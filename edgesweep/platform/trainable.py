@@ -171,14 +171,15 @@ def _now():
 
 def trial_row(trial: TrialSpec, sweep: str, attempt: int, status: str, *, steps=0, error=None,
               started=None, finished=None, wall_s=None, node_id=None, extra=None) -> dict:
-    import ray
+    from importlib.metadata import version  # not `import ray`: the bare-loop path needs no Ray
+
     row = {
         "trial_id": trial.trial_id, "workload": trial.workload, "optimizer": trial.optimizer,
         "weight_decay": trial.weight_decay, "attempt": attempt, "sweep": sweep,
         "preset": trial.train["preset"], "seed": trial.seed, "status": status, "steps": steps,
         "error": error, "node_id": node_id, "config": json.dumps(trial.as_dict(), sort_keys=True),
         "code_version": code_version(), "torch_version": torch.__version__,
-        "ray_version": ray.__version__, "started_at": started, "finished_at": finished,
+        "ray_version": version("ray"), "started_at": started, "finished_at": finished,
         "wall_s": wall_s,
     }
     row.update(extra or {})

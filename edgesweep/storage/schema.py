@@ -169,8 +169,8 @@ def type_problems(table: str, schema: pa.Schema) -> list[str]:
     """Why a file's Arrow schema does not fit `table` (empty when it fits).
 
     Known columns must have their declared type; key columns must be present. Columns the
-    reader does not know are accepted (a newer writer added them). Partition columns must not
-    be stored in files of partitioned tables (the path is their only source of truth).
+    reader does not know are accepted (a newer writer added them). Partition columns are stored
+    in the files too (the scanner checks them against the file's directory).
     """
     problems = []
     declared = DECLARED.get(table)
