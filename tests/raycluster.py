@@ -93,8 +93,15 @@ class RayCluster:
         temp.mkdir()
         log = self.base / f"{name}.log"
         self.logs.append(log)
+        # Agent ports default to fixed numbers (e.g. 52365): two clusters, or two nodes, on one
+        # machine would fight over them, and the loser's job agent never comes up.
+        agent_ports = [f"--dashboard-agent-listen-port={free_port()}",
+                       f"--dashboard-agent-grpc-port={free_port()}",
+                       f"--metrics-export-port={free_port()}",
+                       f"--runtime-env-agent-port={free_port()}",
+                       f"--ray-client-server-port={free_port()}"]
         cmd = [RAY_BIN, "start", "--block", f"--temp-dir={temp}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={self.num_cpus}", "--disable-usage-stats", *args]
+               f"--num-cpus={self.num_cpus}", "--disable-usage-stats", *agent_ports, *args]
         with open(log, "w") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(cmd, env=ray_env(), stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=self.base)
@@ -107,10 +114,39 @@ class RayCluster:
         try:
             _wait_port(self.gcs_port, timeout)
             _wait_port(self.dashboard_port, timeout)
+            self._wait_job_agent(timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError("Ray head did not start:\n" + self.tail())
         return self
+
+    def _wait_job_agent(self, timeout: float) -> None:
+        """The dashboard answers before the job agent is up ("No available agent to submit
+        job"): run one trivial job so that tests start against a head that takes jobs."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        t_end = time.time() + timeout
+        old = os.environ.get("RAY_AUTH_MODE")
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        try:
+            client = JobSubmissionClient(self.dashboard)
+            while True:
+                try:
+                    job = client.submit_job(entrypoint="true")
+                    break
+                except RuntimeError as exc:
+                    if "No available agent" not in str(exc) or time.time() > t_end:
+                        raise
+                    time.sleep(1)
+            while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                if time.time() > t_end:
+                    raise TimeoutError("warm-up job did not finish")
+                time.sleep(0.5)
+        finally:
+            if old is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
+            else:
+                os.environ["RAY_AUTH_MODE"] = old
 
     def add_node(self, name: str = "node2", timeout: float = 60) -> None:
         self._start([f"--address={self.address}"], name)

@@ -98,30 +98,6 @@ def test_ray_job_submit_end_to_end(head, tmp_path):
     assert (storage / "smoke" / "report.md").exists()
 
 
-def test_two_nodes_share_the_sweep(tmp_path):
-    require_loopback_namespace()
-    cluster = RayCluster(num_cpus=1)
-    old_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = VENV_BIN + os.pathsep + old_path
-    try:
-        cluster.start_head()
-        cluster.add_node("node2")
-        storage = tmp_path / "results"
-        spec = write_sweep(tmp_path / "two.yaml", "two", storage, max_steps=400)
-        out = subprocess.run([sys.executable, "-m", "edgesweep", "submit", str(spec),
-                              "--address", cluster.dashboard], cwd=REPO, env=cluster_env(),
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:] + cluster.tail()
-        trials = scan(storage / "two", "trials").collect()
-        # one CPU per node and one CPU per trial: the two trials must run on different nodes
-        assert trials.height == 2 and trials["node_id"].n_unique() == 2, trials.select("trial_id", "node_id")
-        check_tables(storage / "two", set(trials["trial_id"]))
-    finally:
-        os.environ["PATH"] = old_path
-        cluster.stop()
-        assert cluster.our_pids() == []
-
-
 def run_driver(spec: Path, address: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edgesweep", "run", str(spec), "--address", address, *extra],
                             cwd=REPO, env=cluster_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

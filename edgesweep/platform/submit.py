@@ -19,6 +19,19 @@ EXCLUDES = [".venv", "venv", ".git", "results", "**/__pycache__", ".pytest_cache
             ".hypothesis", "*.egg-info", "docs/results"]
 
 
+def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
+    """submit_job, retried while a just-started head has no job agent yet (Ray answers
+    HTTP 500 "No available agent to submit job" for the first seconds of a cluster)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
 def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
                  extra_pip: list[str] | None = None) -> int:
     spec = load_spec(spec_path, storage=storage)  # fail fast, before any network call
@@ -38,8 +51,8 @@ def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str |
     if env:
         runtime_env["env_vars"] = env
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=shlex.join(entry), runtime_env=runtime_env,
-                               metadata={"edgesweep_sweep": spec.name})
+    job_id = _submit_with_retry(client, entrypoint=shlex.join(entry), runtime_env=runtime_env,
+                                metadata={"edgesweep_sweep": spec.name})
     print(f"submitted sweep {spec.name!r} ({len(spec.trials)} trials) as Ray job {job_id}", flush=True)
     if not wait:
         print(f"follow it with: ray job logs --address {address} -f {job_id}")
