@@ -240,9 +240,13 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"  failed: {tid}: {err}")
 
     if aggregate:
-        from .aggregate import aggregate_sweep
+        from ..storage import scan
+        from .aggregate import aggregate_sweep, precedence_sentence, precedence_text
         out = aggregate_sweep(f"{storage_uri}/{spec.name}")
-        _log(f"aggregated: {out}")
+        summary = scan(out, "summary").collect()
+        print(precedence_text(summary), flush=True)
+        _log(precedence_sentence(summary))
+        _log(f"aggregated: {out}/runs, {out}/summary, {out}/scorecard.json; report: {out}/report.md")
     _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {storage_uri}/{spec.name} "
          "\"SELECT * FROM runs\")")
     return 1 if failed else 0
