@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..storage.errors import StorageError
 from ..storage.fs import resolve_root
-from .spec import SpecError, SweepSpec, load_spec
+from .spec import SpecError, SweepSpec, TrialSpec, load_spec
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 
@@ -183,7 +183,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"WARNING: storage {storage_uri} is a local path and the cluster has {len(ray.nodes())} "
              "nodes; every node must see it as the same shared filesystem, otherwise use s3://")
 
-    from .trainable import next_attempt, recorded_trial, run_trial, trial_from_dict, trial_row
+    from .trainable import next_attempt, recorded_trial, run_trial, trial_row
     import polars as pl
     from ..storage import write_table
 
@@ -224,14 +224,12 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     for result in grid:
         if result.error is None:
             continue
-        trial = trial_from_dict(result.config["trial"])
-        partition = {"workload": trial.workload, "optimizer": trial.optimizer,
-                     "weight_decay": trial.weight_decay}
+        trial = TrialSpec.from_dict(result.config["trial"])
         text = str(result.error).strip().splitlines()
         failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
         # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
         row = recorded_trial(storage_uri, spec.name, trial) or trial_row(
-            trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, partition), "failed")
+            trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
         row.update(status="failed", error="\n".join(text[-20:])[:4000])
         write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
     _log(f"training finished in {wall:,.0f}s: {len(spec.trials) - len(failed)} trials finished, "

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from ..spectral.detector import DetectorConfig
 from ..storage import StorageError, scan
-from .aggregate import AggregateConfig, SweepPath, _trial_settings, precedence_sentence
+from .aggregate import AggregateConfig, SweepPath, _fmt_p, _trial_settings, precedence_sentence
 
 __all__ = ["write_report", "report_main", "phase_of"]
 
@@ -58,12 +58,6 @@ def _f(x: Any, fmt: str = ".3g") -> str:
     if isinstance(x, int):
         return str(x)
     return format(x, fmt)
-
-
-def _p(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
 
 
 def _ci(lo: Any, hi: Any) -> str:
@@ -345,7 +339,7 @@ def _status_section(trials: pl.DataFrame, runs: pl.DataFrame) -> str:
 def _precedence_section(summary: pl.DataFrame) -> str:
     rows = [[r["scope"], _f(r["weight_decay"], "g"), r["n_runs"], r["n_running"], r["n_grokked"],
              f"**{r['precedence']}**", r["preceded_of_grokked"], _ci(r["preceded_lo"], r["preceded_hi"]),
-             _p(r["fisher_p_preceded"])] for r in summary.iter_rows(named=True)]
+             _fmt_p(r["fisher_p_preceded"])] for r in summary.iter_rows(named=True)]
     return "\n".join([
         "## Grokking precedence (paper criterion, retrospective)", "",
         f"**{precedence_sentence(summary)}.**", "",
@@ -370,7 +364,7 @@ def _detector_section(summary: pl.DataFrame) -> str:
                      r["misses"], r["false_alarms"], r["quiet"],
                      f"{r['hits']}/{r['n_grokked']} {_ci(r['hit_lo'], r['hit_hi'])}",
                      f"{r['false_alarms']}/{r['n_runs'] - r['n_grokked']} "
-                     f"{_ci(r['false_alarm_lo'], r['false_alarm_hi'])}", lead, _p(r["fisher_p_alarm"])])
+                     f"{_ci(r['false_alarm_lo'], r['false_alarm_hi'])}", lead, _fmt_p(r["fisher_p_alarm"])])
     return "\n".join([
         "## Prospective detector (causal g23-collapse alarm)", "",
         f"Rule: after {cfg.warmup_windows} finite windows, g23 ≤ running peak / {cfg.decline_factor:g} "

@@ -17,10 +17,8 @@ from typing import Any
 
 import yaml
 
-WORKLOADS = ("mod_add", "mod_sub", "mod_mul", "mod_sq", "mod_sq_cross", "mod_cube",
-             "multitask_2", "multitask_3", "dyck", "scan", "tinystories", "gpt2")
-OPTIMIZERS = ("adamw", "muon", "sgd")
-PRESETS = ("tiny", "laptop", "paper")
+from ..workloads import PRESETS, WORKLOADS  # platform → workloads: the names live there
+from ..workloads.optim import OPTIMIZERS
 GRID_AXES = ("workload", "optimizer", "weight_decay", "seed")
 
 
@@ -146,6 +144,17 @@ class TrialSpec:
     optim: dict
     monitor: dict
     stop: dict
+
+    @property
+    def partition(self) -> dict:
+        """The storage partition of this trial's rows."""
+        return {"workload": self.workload, "optimizer": self.optimizer,
+                "weight_decay": self.weight_decay}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialSpec":
+        """Inverse of :meth:`as_dict` (what travels in Tune's config)."""
+        return cls(**{k if k != "optimizer_settings" else "optim": v for k, v in d.items()})
 
     def as_dict(self) -> dict:
         return {"trial_id": self.trial_id, "workload": self.workload, "optimizer": self.optimizer,

@@ -194,9 +194,7 @@ def recorded_trial(storage: str, sweep: str, trial: TrialSpec) -> dict | None:
     import pyarrow.parquet as pq
 
     root = resolve_root(storage)
-    partition = {"workload": trial.workload, "optimizer": trial.optimizer,
-                 "weight_decay": trial.weight_decay}
-    path = root.path(table_dir(sweep, "trials", partition), trial_file_name(trial.trial_id))
+    path = root.path(table_dir(sweep, "trials", trial.partition), trial_file_name(trial.trial_id))
     if not root.exists(path):
         return None
     rows = pq.read_table(path, filesystem=root.fs).to_pylist()
@@ -213,8 +211,7 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     Returns None, without training, when the trials table already records the trial as
     finished.
     """
-    partition = {"workload": trial.workload, "optimizer": trial.optimizer,
-                 "weight_decay": trial.weight_decay}
+    partition = trial.partition
     done = recorded_trial(storage, sweep, trial)
     if done is not None and done["status"] in FINISHED:
         # The trials table is the source of truth: a trial that finished before a driver or
@@ -256,10 +253,6 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     return result
 
 
-def trial_from_dict(d: dict) -> TrialSpec:
-    return TrialSpec(**{k if k != "optimizer_settings" else "optim": v for k, v in d.items()})
-
-
 def run_trial(config: dict) -> None:
     """Tune function trainable. ``config = {"trial": TrialSpec.as_dict(), "sweep": {...}}``."""
     import logging
@@ -269,7 +262,7 @@ def run_trial(config: dict) -> None:
 
     for name in ("ray.tune", "ray.train"):  # one "checkpoint created" line per checkpoint is noise
         logging.getLogger(name).setLevel(logging.WARNING)
-    trial = trial_from_dict(config["trial"])
+    trial = TrialSpec.from_dict(config["trial"])
     # Pin intra-op threads to the CPUs Tune gave this trial: on an oversubscribed machine
     # OpenMP threads spin while another process holds "their" core (measured here: a tiny
     # model's step went from 6.5 ms to 900 ms with 2 threads on a busy 2-core machine).

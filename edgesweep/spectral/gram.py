@@ -214,3 +214,20 @@ def exact_operator_change(union_gram: np.ndarray, old_rows: list[int],
     d[list(old_rows)] -= 1.0
     val = float(d @ (union_gram**2) @ d)
     return math.sqrt(max(0.0, val))
+
+
+def time_features(lam: np.ndarray, prev_lam: np.ndarray | None, union_gram: np.ndarray,
+                  old_rows: list[int], new_rows: list[int], k_star: int | None, gap: float,
+                  lr: float | None, floor_rtol: float | None = None) -> dict:
+    """The features that compare a window with the previous one (DESIGN.md §1.2), all from
+    the two spectra and the Gram of the union of their rows: delta_gram_fro (spectral),
+    delta_gram_fro_exact, alpha, subspace_rotation and adiabatic. One definition for the
+    stateless path and the streaming monitor."""
+    dg = spectral_change(lam, prev_lam)
+    return {
+        "delta_gram_fro": dg,
+        "delta_gram_fro_exact": exact_operator_change(union_gram, old_rows, new_rows),
+        "alpha": stability_alpha(lam, dg),
+        "subspace_rotation": subspace_rotation(union_gram, old_rows, new_rows, k_star, floor_rtol),
+        "adiabatic": adiabatic_parameter(dg, lr, gap),
+    }

@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .gram import (adiabatic_parameter, exact_operator_change, gram_eigh, spectral_change,
-                   spectrum_features, stability_alpha, subspace_rotation)
+from .gram import gram_eigh, spectrum_features, time_features
 from .sketch import CountSketch
 
 ATTENTION_PATTERN = r"(^|\.)(self_|cross_)?attn\.[qkvo]_proj\.weight$"
@@ -261,18 +260,14 @@ class SpectralMonitor:
             return None
 
         row = spectrum_features(lam, self.n_params)
-        dg = spectral_change(lam, prev_lam)
         union = old + [slot]  # the previous window, then the new row
         pos = {s: i for i, s in enumerate(union)}
         union_gram = self.gram[np.ix_(union, union)]
         old_idx, new_idx = [pos[s] for s in old], [pos[s] for s in new]
+        row.update(time_features(lam, prev_lam, union_gram, old_idx, new_idx, row["k_star"],
+                                 row["gap"], lr, floor))
         row.update(
             step=int(step),
-            delta_gram_fro=dg,
-            delta_gram_fro_exact=exact_operator_change(union_gram, old_idx, new_idx),
-            alpha=stability_alpha(lam, dg),
-            subspace_rotation=subspace_rotation(union_gram, old_idx, new_idx, row["k_star"], floor),
-            adiabatic=adiabatic_parameter(dg, lr, row["gap"]),
             lr=math.nan if lr is None else float(lr),
             update_norm=math.sqrt(max(0.0, norm2)),
             gram_ms=gram_ms,

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import torch
 
-from .gram import (adiabatic_parameter, exact_operator_change, gram_eigh, spectral_change,
-                   spectrum_features, stability_alpha, subspace_rotation)
+from .gram import gram_eigh, spectrum_features, time_features
 
 
 def _as_float64(rows) -> np.ndarray:
@@ -50,16 +49,9 @@ def window_features(rows, prev_rows=None, lr: float | None = None) -> dict:
     if y.shape[1] != x.shape[1] or not np.isfinite(y).all():
         raise ValueError("prev_rows must be a finite (w', P) matrix with the same P")
     prev_lam, _ = gram_eigh(y @ y.T)
-    dg = spectral_change(lam, prev_lam)
     union = np.vstack([y, x])  # duplicate rows are harmless: the formulas use index sets
-    union_gram = union @ union.T
     old_idx = list(range(y.shape[0]))
     new_idx = list(range(y.shape[0], union.shape[0]))
-    out.update(
-        delta_gram_fro=dg,
-        delta_gram_fro_exact=exact_operator_change(union_gram, old_idx, new_idx),
-        alpha=stability_alpha(lam, dg),
-        subspace_rotation=subspace_rotation(union_gram, old_idx, new_idx, out["k_star"]),
-        adiabatic=adiabatic_parameter(dg, lr, out["gap"]),
-    )
+    out.update(time_features(lam, prev_lam, union @ union.T, old_idx, new_idx, out["k_star"],
+                             out["gap"], lr))
     return out
