@@ -17,7 +17,7 @@
    * **pandas loop** — the naive route: ``pd.read_parquet`` every file of the three tables,
      concatenate, drop duplicate (trial_id, step) rows keeping the newest attempt, then a Python
      loop over ``groupby("trial_id")`` computing the same events with the same
-     ``edgesweep.spectral`` functions; nothing written.
+     ``edgesweep.analysis`` functions; nothing written.
 3. Checks that the pandas loop's runs table equals edgesweep's on every event column (an
    independent re-implementation of the per-trial logic on 1,000 random trials), prints the
    medians and the ratio pandas / ray+polars.
@@ -43,9 +43,10 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from edgesweep.platform.aggregate import AggregateConfig, aggregate_sweep
-from edgesweep.spectral.detector import DetectorConfig, classify_run, first_alarm
-from edgesweep.spectral.events import g23_precedence, grok_step, memorization_step
-from edgesweep.spectral.stats import mode_int
+from edgesweep.analysis.detectors import make_detector, replay
+from edgesweep.analysis.evaluation import classify_run
+from edgesweep.analysis.events import g23_precedence, grok_step, memorization_step
+from edgesweep.analysis.stats import mode_int
 from edgesweep.storage import TrialWriter, scan, write_table
 
 SWEEP = "bench"
@@ -146,7 +147,6 @@ def read_table_pandas(path: str, table: str, columns: list[str]) -> pd.DataFrame
 
 
 def pandas_runs(path: str) -> pd.DataFrame:
-    cfg = DetectorConfig()
     trials = read_table_pandas(path, "trials", ["trial_id", "workload", "optimizer", "weight_decay",
                                                  "seed", "attempt", "config"])
     trials = trials.sort_values("attempt").drop_duplicates("trial_id", keep="last")
@@ -166,9 +166,10 @@ def pandas_runs(path: str) -> pd.DataFrame:
         gs = grok_step(e["step"].to_numpy(), e["grok_acc"].to_numpy(float), conf["stop"]["grok_threshold"])
         ms = memorization_step(e["step"].to_numpy(), e["memo_acc"].to_numpy(float), conf["stop"]["memo_threshold"])
         steps, g23, ratio = f["step"].to_numpy(), f["g23"].to_numpy(float), f["gap_ratio"].to_numpy(float)
-        prec = g23_precedence(steps, g23, gs)
-        out = classify_run(first_alarm(steps, g23, ratio, cfg), gs)
-        full = f["window"].to_numpy() == conf["monitor"]["window"]
+        full = f["window"].to_numpy() == conf["monitor"]["window"]  # the default: full windows only
+        prec = g23_precedence(steps[full], g23[full], gs)
+        alarm = replay(make_detector(window=conf["monitor"]["window"]), f.to_dict("records"), [])
+        out = classify_run(alarm, gs)
         pre = full & (steps < gs if gs is not None else True)
         r = ratio[pre]
         r = r[np.isfinite(r)]

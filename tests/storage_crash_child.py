@@ -29,6 +29,13 @@ from edgesweep.storage import TrialWriter
 PARTITION = {"workload": "mod_add", "optimizer": "adamw", "weight_decay": 1.0}
 
 
+def say(line: str) -> None:
+    """One line, in one write(2): a writer SIGKILLed mid-line must not leave half a line for
+    the zygote's next one to be glued to (print() makes two writes when PYTHONUNBUFFERED is
+    set)."""
+    os.write(1, (line + "\n").encode())
+
+
 def value(step: int, attempt: int) -> float:
     return step * 1000.0 + attempt
 
@@ -50,19 +57,19 @@ def write_attempt(argv):
     report(w, w.flush())
     if compact:
         w.compact()
-        print("COMPACTED", flush=True)
-    print("DONE", flush=True)
+        say("COMPACTED")
+    say("DONE")
 
 
 def report(w: TrialWriter, paths):
     for table, lo, hi, _ in w.sealed[len(w.sealed) - len(paths):]:
-        print(f"SEALED {table} {lo} {hi}", flush=True)
+        say(f"SEALED {table} {lo} {hi}")
 
 
 def zygote():
     # pyarrow imports pandas on its first array conversion (~0.4 s); do it once here.
     pa.array([0.0])
-    print("READY", flush=True)
+    say("READY")
     for line in sys.stdin:
         argv = line.split()
         if not argv:
@@ -73,14 +80,14 @@ def zygote():
             try:
                 write_attempt(argv)
             except BaseException as exc:  # report, never fall back into the zygote loop
-                print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
+                say(f"ERROR {type(exc).__name__}: {exc}")
                 status = 1
             finally:
                 sys.stdout.flush()
                 os._exit(status)
-        print(f"PID {pid}", flush=True)
+        say(f"PID {pid}")
         _, wstatus = os.waitpid(pid, 0)
-        print(f"EXIT {pid} {os.waitstatus_to_exitcode(wstatus)}", flush=True)
+        say(f"EXIT {pid} {os.waitstatus_to_exitcode(wstatus)}")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,19 @@
-"""Sweep aggregation on constructed sweeps whose answers are known by construction.
+"""Sweep aggregation on the hand-built sweep of ``tests/conftest.py`` (answers by construction).
 
-Every trial below is written with the real storage writer (TrialWriter for features/evals,
-write_table for trials). Its feature stream is built so that each event is computable by
-hand (see ``SPEC`` and the comments next to the expected values):
-
-* snapshots every 100 steps; the row at step s ends a window of min(s/100 + 1, 10) rows, so
-  steps 100..800 are filling windows (2..9 rows) and full windows (10 rows) start at 900;
-* g23 is NaN at step 100 (a 2-row window has no σ3), 10 before ``drop`` and 5 from ``drop`` on
-  (a decline of exactly 2 > 1.5);
-* gap ratio R = 3.0 on filling windows, 2.0 on full windows before the grok step, 2.2 from it
-  on (so R is stable: any 5 consecutive full windows have rel. std ≤ 0.05 < 0.25);
-* eval every 100 steps: grok_acc 0.1, then 0.97 from ``grok`` on; memo_acc 0.5, then 1.0 from
-  ``memo`` on.
-
-Detector by hand (warm-up 5 finite windows, decline ≤ peak/1.5, persistence 3): the first
-declined window is ``drop`` (peak 10 has been seen, g23 = 5 ≤ 6.67, ≥ 5 earlier finite
-windows when drop ≥ 800), so the alarm fires at drop + 200.
+Every trial is written with the real storage writer. By default the analysis uses full windows
+only (10 rows, from step 900 on), so the detector's warm-up (5 finite windows, decline ≤
+peak/1.5, persistence 3) ends at the 5th full finite window: a trial whose g23 drops at
+``drop`` ≥ 1400 alarms at drop + 200; one that drops earlier alarms at 1600 (the 6th full
+window is 1400; 1400, 1500, 1600 make the streak). A has a non-finite row at 1200 (skipped:
+its 6th full finite window is 1500).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -36,116 +21,26 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy import stats as sps
 
-from edgesweep.platform.aggregate import (AggregateConfig, aggregate_main, aggregate_sweep, family_of,
-                                          summary_table, trial_events)
-from edgesweep.storage import StorageError, TrialWriter, scan, write_table
-
-SWEEP = "synth"
-EVERY = 100
-W = 10
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-@dataclass
-class Synth:
-    """One constructed trial. ``drop``: first step with g23 = 5 (None: g23 stays 10); ``grok``,
-    ``memo``: first eval step above the thresholds (None: never); ``last``: last step written."""
-
-    trial_id: str
-    workload: str
-    weight_decay: float
-    seed: int
-    drop: int | None
-    grok: int | None
-    memo: int | None
-    last: int = 4000
-    status: str = "completed"
-    grok_threshold: float | None = None      # written into the trial's config
-    grok_early: int | None = None            # eval step with grok_acc 0.92 (between 0.9 and 0.95)
-    nonfinite_at: int | None = None          # a diverged window with garbage numbers
-
-    @property
-    def partition(self):
-        return {"workload": self.workload, "optimizer": "adamw", "weight_decay": self.weight_decay}
-
-    def k_star(self, step: int) -> int:
-        """Filling windows: 3. Full windows: 3 when (step/100) % 7 < 3, else 2. For steps
-        900..4000 that is 13 threes and 19 twos over full windows (mode 2), while over *all*
-        windows the 8 filling 3s make 21 threes (mode 3)."""
-        if step < 900:
-            return 3
-        return 3 if (step // 100) % 7 < 3 else 2
-
-    def feature_row(self, step: int) -> dict:
-        window = min(step // EVERY + 1, W)
-        g23 = math.nan if window < 3 else (5.0 if self.drop is not None and step >= self.drop else 10.0)
-        if window < W:
-            r = 3.0
-        else:
-            r = 2.2 if self.grok is not None and step >= self.grok else 2.0
-        row = {"step": step, "window": window, "sigma": [float(W - i) for i in range(window)],
-               "k_star": self.k_star(step), "k_star_weighted": self.k_star(step),
-               "gap_ratio": r, "gap": 1.0, "g23": g23, "adiabatic": 0.5, "bbp_ratio": 50.0,
-               "alpha": [0.5] * window, "lr": 1e-3, "nonfinite": False}
-        if step == self.nonfinite_at:
-            # Were this row used, g23's peak would be 1000 (early = 1000) and R = 50 would break
-            # the detector's stability window.
-            row.update(g23=1000.0, gap_ratio=50.0, nonfinite=True)
-        return row
-
-    def eval_row(self, step: int) -> dict:
-        acc = 0.1
-        if self.grok_early is not None and step >= self.grok_early:
-            acc = 0.92
-        if self.grok is not None and step >= self.grok:
-            acc = 0.97
-        memo = 1.0 if self.memo is not None and step >= self.memo else 0.5
-        return {"step": step, "grok_acc": acc, "test_acc": acc, "memo_acc": memo, "train_acc": memo,
-                "test_loss": 1.0 - acc, "train_loss": 1.0 - memo}
-
-    def trial_row(self, status: str | None = None, steps: int | None = None) -> dict:
-        stop = {"after_grok": None, "memo_threshold": 0.99,
-                "grok_threshold": 0.95 if self.grok_threshold is None else self.grok_threshold}
-        config = {"trial_id": self.trial_id, "monitor": {"window": W, "every": EVERY}, "stop": stop}
-        status = status or self.status
-        done = status != "running"
-        return {"trial_id": self.trial_id, **self.partition, "attempt": 0, "seed": self.seed,
-                "status": status, "steps": (self.last if steps is None else steps),
-                "config": json.dumps(config), "started_at": T0,
-                "finished_at": T0 + timedelta(seconds=100) if done else None,
-                "wall_s": 100.0 if done else None}
-
-
-# The constructed sweep (10 trials). Expected per-run values are derived in EXPECTED below.
-SPEC = [
-    Synth("A_add_wd1_s42", "mod_add", 1.0, 42, drop=1500, grok=3000, memo=1000, nonfinite_at=1200),
-    Synth("B_sub_wd1_s137", "mod_sub", 1.0, 137, drop=1200, grok=2500, memo=800),
-    Synth("C_dyck_wd1_s42", "dyck", 1.0, 42, drop=2500, grok=2000, memo=900),
-    Synth("D_dyck_wd1_s137", "dyck", 1.0, 137, drop=None, grok=2000, memo=900),
-    Synth("E_add_wd0_s42", "mod_add", 0.0, 42, drop=1500, grok=None, memo=1000),
-    Synth("F_sub_wd0_s137", "mod_sub", 0.0, 137, drop=None, grok=None, memo=1000),
-    Synth("G_dyck_wd0_s42", "dyck", 0.0, 42, drop=1000, grok=3000, memo=900),
-    Synth("H_dyck_wd0_s137", "dyck", 0.0, 137, drop=None, grok=None, memo=None),
-    Synth("I_mul_wd1_s2024", "mod_mul", 1.0, 2024, drop=1500, grok=None, memo=1000, last=2000,
-          status="running"),
-    Synth("J_add_wd1_s2024", "mod_add", 1.0, 2024, drop=1500, grok=2600, memo=1000,
-          grok_threshold=0.9, grok_early=2200),
-]
-BY_ID = {s.trial_id: s for s in SPEC}
+from edgesweep.analysis import AnalysisConfig, TrialRecord, TrialSettings, run_row, summary_table
+from edgesweep.platform.aggregate import AggregateConfig, aggregate_main, aggregate_sweep
+from edgesweep.storage import StorageError, StorageWarning, scan
+from edgesweep.workloads.catalog import family
 
 # trial -> (grok, memo, g23_early, g23_grok, decline, preceded, alarm, lead, outcome)
 EXPECTED = {
     # A: peak 10 before grok (the nonfinite 1000 at 1200 is skipped), g23 = 5 at step 3000:
     # decline 2; alarm at 1500+200; lead 3000-1700.
     "A_add_wd1_s42": (3000, 1000, 10.0, 5.0, 2.0, True, 1700, 1300, "hit"),
-    "B_sub_wd1_s137": (2500, 800, 10.0, 5.0, 2.0, True, 1400, 1100, "hit"),
+    # B: drop at 1200, inside the warm-up of full windows: alarm at 1600, lead 900.
+    "B_sub_wd1_s137": (2500, 800, 10.0, 5.0, 2.0, True, 1600, 900, "hit"),
     # C: g23 still 10 at the grok step (decline 1 → not preceded); alarm after grok: late.
     "C_dyck_wd1_s42": (2000, 900, 10.0, 10.0, 1.0, False, 2700, -700, "late"),
     "D_dyck_wd1_s137": (2000, 900, 10.0, 10.0, 1.0, False, None, None, "miss"),
     # E: the caveat — declines and alarms, never groks: a false alarm, not preceded.
     "E_add_wd0_s42": (None, 1000, math.nan, math.nan, math.nan, False, 1700, None, "false_alarm"),
     "F_sub_wd0_s137": (None, 1000, math.nan, math.nan, math.nan, False, None, None, "quiet"),
-    "G_dyck_wd0_s42": (3000, 900, 10.0, 5.0, 2.0, True, 1200, 1800, "hit"),
+    # G: drop at 1000 (the 2nd full window; its peak 10 is the window at 900): alarm at 1600.
+    "G_dyck_wd0_s42": (3000, 900, 10.0, 5.0, 2.0, True, 1600, 1400, "hit"),
     "H_dyck_wd0_s137": (None, None, math.nan, math.nan, math.nan, False, None, None, "quiet"),
     # I: still running at step 2000, not grokked yet: provisionally a false alarm.
     "I_mul_wd1_s2024": (None, 1000, math.nan, math.nan, math.nan, False, 1700, None, "false_alarm"),
@@ -154,37 +49,24 @@ EXPECTED = {
 }
 
 
-def write_trial(root, s: Synth, upto: int | None = None, start: int = EVERY, writer=None,
-                compact: bool = True):
-    """Stream s's rows for steps start..min(upto, s.last) and flush; optionally compact."""
-    w = writer or TrialWriter(root, SWEEP, s.trial_id, 0, s.partition)
-    end = s.last if upto is None else min(upto, s.last)
-    for step in range(start, end + 1, EVERY):
-        w.add("features", s.feature_row(step))
-        w.add("evals", s.eval_row(step))
-    w.flush()
-    if compact:
-        w.compact()
-    return w
-
-
-def write_trials(root, specs, **kw):
-    write_table(root, SWEEP, "trials", pl.DataFrame([s.trial_row(**kw) for s in specs]))
-
-
-def build_sweep(root, specs=SPEC) -> str:
-    for s in specs:
-        write_trial(root, s)
-    write_trials(root, specs)
-    return f"{root}/{SWEEP}"
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("agg")
-    path = build_sweep(str(root))
+def sweep(tmp_path_factory, synth) -> str:
+    path = synth.build_sweep(str(tmp_path_factory.mktemp("agg")))
     aggregate_sweep(path, use_ray=False, report=False)
     return path
+
+
+def record(s, cfg=AnalysisConfig(), config=True, reverse=False):
+    """A TrialRecord of the hand-built trial ``s`` straight from its rows (no storage)."""
+    steps = range(100, s.last + 1, 100)
+    f = pl.DataFrame([s.feature_row(t) for t in steps])
+    e = pl.DataFrame([s.eval_row(t) for t in steps])
+    if reverse:
+        f, e = f.reverse(), e.sample(fraction=1.0, shuffle=True, seed=3)
+    trial = dict(s.trial_row(), family=family(s.workload), sweep="synth")
+    if not config:
+        trial["config"] = None
+    return TrialRecord(trial, TrialSettings.parse(trial["config"], cfg), f, e)
 
 
 def runs_of(path) -> pl.DataFrame:
@@ -217,20 +99,20 @@ def test_runs_events_match_construction(sweep):
         assert all(same(got[c], want[c]) for c in cols), (row["trial_id"], got, want)
 
 
-def test_runs_identity_status_and_counts(sweep):
+def test_runs_identity_status_and_counts(sweep, synth):
     runs = {r["trial_id"]: r for r in runs_of(sweep).iter_rows(named=True)}
-    for tid, s in BY_ID.items():
+    for tid, s in synth.BY_ID.items():
         r = runs[tid]
         assert (r["sweep"], r["workload"], r["optimizer"], r["weight_decay"], r["seed"]) == \
-            (SWEEP, s.workload, "adamw", s.weight_decay, s.seed)
+            (synth.SWEEP, s.workload, "adamw", s.weight_decay, s.seed)
         assert r["status"] == s.status and r["running"] == (s.status == "running")
         assert r["steps"] == s.last
-        n_rows = s.last // EVERY
+        n_rows = s.last // synth.EVERY
         assert r["n_evals"] == n_rows
         assert r["n_nonfinite"] == (1 if s.nonfinite_at else 0)
         assert r["n_windows"] == n_rows - r["n_nonfinite"]
         # full windows: steps 900..last minus a nonfinite one among them
-        assert r["n_full_windows"] == (s.last - 900) // EVERY + 1 - (1 if s.nonfinite_at else 0)
+        assert r["n_full_windows"] == (s.last - 900) // synth.EVERY + 1 - (1 if s.nonfinite_at else 0)
         assert r["error"] is None
     assert runs["A_add_wd1_s42"]["family"] == "modular"
     assert runs["C_dyck_wd1_s42"]["family"] == "dyck"
@@ -238,10 +120,10 @@ def test_runs_identity_status_and_counts(sweep):
     assert runs["A_add_wd1_s42"]["grok_threshold"] == 0.95
 
 
-def test_k_star_mode_and_gap_ratio_use_full_windows(sweep):
+def test_k_star_mode_and_gap_ratio_use_full_windows(sweep, synth):
     runs = {r["trial_id"]: r for r in runs_of(sweep).iter_rows(named=True)}
-    s = BY_ID["D_dyck_wd1_s137"]
-    steps = range(EVERY, s.last + 1, EVERY)
+    s = synth.BY_ID["D_dyck_wd1_s137"]
+    steps = range(synth.EVERY, s.last + 1, synth.EVERY)
     # Independent count: the mode over full windows is 2, over all windows it would be 3.
     full = [s.k_star(t) for t in steps if t >= 900]
     every = [s.k_star(t) for t in steps]
@@ -254,43 +136,57 @@ def test_k_star_mode_and_gap_ratio_use_full_windows(sweep):
 
 
 def test_family_mapping():
-    assert [family_of(w) for w in ("mod_add", "mod_sq_cross", "multitask_3", "dyck", "scan",
-                                   "tinystories", "gpt2", "other")] == \
+    assert [family(w) for w in ("mod_add", "mod_sq_cross", "multitask_3", "dyck", "scan",
+                                "tinystories", "gpt2", "other")] == \
         ["modular", "modular", "multitask", "dyck", "scan", "lm", "lm", "other"]
 
 
-def test_trial_events_without_config_uses_default_thresholds():
-    s = BY_ID["J_add_wd1_s2024"]
-    steps = range(EVERY, s.last + 1, EVERY)
-    f = pl.DataFrame([s.feature_row(t) for t in steps])
-    e = pl.DataFrame([s.eval_row(t) for t in steps])
-    trial = {"trial_id": s.trial_id, "workload": s.workload, "optimizer": "adamw",
-             "weight_decay": 1.0, "seed": 1, "status": "completed", "steps": None, "config": None}
-    row = trial_events(f, e, trial, AggregateConfig())
+def test_run_row_without_config_uses_default_thresholds_and_any_row_order(synth):
+    s = synth.BY_ID["J_add_wd1_s2024"]
+    row = run_row(record(s, config=False), AnalysisConfig())
     assert row["grok_step"] == 2600 and row["lead_steps"] == 2600 - 1700  # 0.95 default
-    # rows in any order give the same answer
-    row2 = trial_events(f.reverse(), e.sample(fraction=1.0, shuffle=True, seed=3), trial)
-    assert row2 == row
+    assert row["n_full_windows"] == 32  # W unknown: the largest window seen (10) counts as full
+    assert run_row(record(s, config=False, reverse=True), AnalysisConfig()) == row
 
 
-def test_trial_events_empty_trial():
+def test_run_row_of_an_empty_trial():
     trial = {"trial_id": "x", "workload": "dyck", "optimizer": "adamw", "weight_decay": 0.0,
              "seed": 1, "status": "failed", "steps": 0, "config": "not json"}
     f = pl.DataFrame(schema={"step": pl.Int64, "g23": pl.Float64, "gap_ratio": pl.Float64,
                              "k_star": pl.Int32, "window": pl.Int32})
     e = pl.DataFrame(schema={"step": pl.Int64, "grok_acc": pl.Float64, "memo_acc": pl.Float64})
-    row = trial_events(f, e, trial)
+    row = run_row(TrialRecord(trial, TrialSettings.parse("not json", AnalysisConfig()), f, e), AnalysisConfig())
     assert row["grok_step"] is None and row["alarm_step"] is None
     assert row["detector_outcome"] == "quiet" and row["n_windows"] == 0 and row["steps"] == 0
 
 
+def test_filling_windows_are_out_of_the_precedence_by_default_and_in_beside_it(synth):
+    # g23 drops at 500 (a 6-row filling window) and stays 5: over full windows there is no
+    # decline (early 5, grok 5); over every window the filling peak of 10 gives decline 2.
+    s = synth.Synth("K_add_wd1", "mod_add", 1.0, 7, drop=500, grok=2000, memo=800)
+    full = run_row(record(s), AnalysisConfig())
+    assert (full["g23_early"], full["g23_decline"], full["preceded"]) == (5.0, 1.0, False)
+    assert (full["g23_decline_all_windows"], full["preceded_all_windows"]) == (2.0, True)
+    every = run_row(record(s), AnalysisConfig(full_windows_only=False))
+    assert (every["g23_decline"], every["preceded"]) == (2.0, True)
+    # On full windows only the detector never sees a decline. With filling windows its warm-up
+    # is the 5 finite windows 200..600, so 700, 800, 900 make the streak (the R window at 900,
+    # [3, 3, 3, 3, 2], has rel. std 0.14 ≤ 0.25) → alarm at 900.
+    assert full["alarm_step"] is None and every["alarm_step"] == 900
+    # a run stopped after 6 snapshots at W = 10 has no full window (one rule everywhere)
+    short = run_row(record(synth.Synth("L_add_wd1", "mod_add", 1.0, 7, drop=None, grok=None, memo=None,
+                                       last=600)), AnalysisConfig())
+    assert (short["n_windows"], short["n_full_windows"], short["k_star_mode"]) == (6, 0, None)
+
+
+def test_runs_and_summary_carry_the_analysis_config(sweep):
+    cfg = json.loads(runs_of(sweep)["analysis_config"][0])
+    assert cfg["detector"] == "g23_collapse" and cfg["full_windows_only"] is True
+    assert cfg["precedence_ratio"] == 1.5
+    assert summary_of(sweep)["analysis_config"].unique().to_list() == [runs_of(sweep)["analysis_config"][0]]
+
+
 # ============================================================================ summary
-
-
-def cp(k, n):
-    """Clopper–Pearson 95 % from scipy's binomtest (not the code under test)."""
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-    return ci.low, ci.high
 
 
 def test_summary_counts_by_hand(sweep):
@@ -304,17 +200,20 @@ def test_summary_counts_by_hand(sweep):
     # detector: hits A B J, late C, miss D, false alarm I (provisional)
     assert (a1["hits"], a1["hits_with_lead"], a1["late"], a1["misses"], a1["false_alarms"],
             a1["quiet"], a1["n_alarmed"]) == (3, 3, 1, 1, 1, 0, 5)
-    # leads 1300, 1100, 500: median 1100; numpy-linear quartiles 800 and 1200
+    # leads 1300, 900, 500: median 900; numpy-linear quartiles 700 and 1100
     assert (a1["lead_n"], a1["lead_median"], a1["lead_q1"], a1["lead_q3"], a1["lead_min"],
-            a1["lead_max"]) == (3, 1100.0, 800.0, 1200.0, 500.0, 1300.0)
+            a1["lead_max"]) == (3, 900.0, 700.0, 1100.0, 500.0, 1300.0)
     # wd=0: E F G H; G grokked and preceded; E false alarm; F, H quiet
     assert (a0["n_runs"], a0["n_grokked"], a0["n_preceded"], a0["precedence"]) == (4, 1, 1, "1/4")
-    assert (a0["hits"], a0["false_alarms"], a0["quiet"], a0["lead_median"]) == (1, 1, 2, 1800.0)
+    assert (a0["hits"], a0["false_alarms"], a0["quiet"], a0["lead_median"]) == (1, 1, 2, 1400.0)
+    # the all-windows count agrees here (every peak of g23 lies in full windows too)
+    assert (a1["precedence_all_windows"], a0["precedence_all_windows"]) == ("3/6", "1/4")
     assert s[("modular", 1.0)]["precedence"] == "3/4" and s[("modular", 0.0)]["precedence"] == "0/2"
     assert s[("dyck", 1.0)]["precedence"] == "0/2" and s[("dyck", 0.0)]["precedence"] == "1/2"
 
 
-def test_summary_intervals_and_fisher_against_scipy(sweep):
+def test_summary_intervals_and_fisher_against_scipy(sweep, synth):
+    cp = synth.cp
     s = {(r["scope"], r["weight_decay"]): r for r in summary_of(sweep).iter_rows(named=True)}
     a1, a0 = s[("all", 1.0)], s[("all", 0.0)]
     assert (a1["preceded_lo"], a1["preceded_hi"]) == pytest.approx(cp(3, 6), rel=1e-9)
@@ -334,20 +233,23 @@ def test_summary_intervals_and_fisher_against_scipy(sweep):
     assert a0["fisher_p_preceded"] is None and a0["fisher_p_alarm"] is None
 
 
-def test_summary_without_control_arm_has_null_fisher():
+def test_summary_without_control_arm_has_null_fisher(synth):
     rows = [{"trial_id": f"t{i}", "family": "modular", "weight_decay": 1.0, "running": False,
-             "grok_step": 100, "preceded": True, "alarm_step": 50, "error": None} for i in range(3)]
+             "grok_step": 100, "preceded": True, "preceded_all_windows": True, "alarm_step": 50,
+             "error": None} for i in range(3)]
     s = summary_table(pl.DataFrame(rows))
     assert s.height == 2  # all + modular
     assert s.get_column("fisher_p_preceded").is_null().all()
     assert s.get_column("fisher_p_alarm").is_null().all()
     assert s.row(0, named=True)["precedence"] == "3/3"
-    lo, hi = cp(3, 3)
+    lo, hi = synth.cp(3, 3)
     assert s.row(0, named=True)["preceded_lo"] == pytest.approx(lo) and hi == 1.0
 
 
 def test_scorecard_json_written(sweep):
-    card = json.loads(Path(sweep, "scorecard.json").read_text())
+    doc = json.loads(Path(sweep, "scorecard.json").read_text())
+    assert doc["analysis_config"]["detector"] == "g23_collapse"
+    card = doc["predictions"]
     names = [p["name"] for p in card]
     assert "grokking_precedence" in names and "bbp_vacuous" in names
     prec = next(p for p in card if p["name"] == "grokking_precedence")
@@ -362,41 +264,42 @@ def test_scorecard_json_written(sweep):
 # ============================================================================ incremental / idempotent
 
 
-def test_incremental_equals_once_at_the_end(tmp_path):
+def test_incremental_equals_once_at_the_end(tmp_path, synth):
     live, once = str(tmp_path / "live"), str(tmp_path / "once")
+    SPEC, SWEEP = synth.SPEC, synth.SWEEP
     path_live = f"{live}/{SWEEP}"
     # The sweep "runs": every trial has written up to step 1600, trials say running.
-    writers = {s.trial_id: write_trial(live, s, upto=1600, compact=False) for s in SPEC}
-    write_trials(live, SPEC, status="running", steps=0)
+    writers = {s.trial_id: synth.write_trial(live, s, upto=1600, compact=False) for s in SPEC}
+    synth.write_trials(live, SPEC, status="running", steps=0)
     aggregate_sweep(path_live, use_ray=False, report=False)
     mid = {r["trial_id"]: r for r in runs_of(path_live).iter_rows(named=True)}
     assert all(r["running"] for r in mid.values())
-    # B grokked at 2500, but at step 1600 it has not: alarm at 1400 is provisionally false.
+    # B grokked at 2500, but at step 1600 it has not: alarm at 1600 is provisionally false.
     b = mid["B_sub_wd1_s137"]
     assert (b["grok_step"], b["alarm_step"], b["detector_outcome"], b["steps"]) == \
-        (None, 1400, "false_alarm", 1600)
+        (None, 1600, "false_alarm", 1600)
     # The rest arrives; trials finish.
     for s in SPEC:
-        write_trial(live, s, start=1700, writer=writers[s.trial_id])
-    write_trials(live, SPEC)
+        synth.write_trial(live, s, start=1700, writer=writers[s.trial_id])
+    synth.write_trials(live, SPEC)
     aggregate_sweep(path_live, use_ray=False, report=False)
     aggregate_sweep(path_live, use_ray=False, report=False)  # idempotent: a rerun changes nothing
 
-    build_sweep(once)
+    synth.build_sweep(once)
     aggregate_sweep(f"{once}/{SWEEP}", use_ray=False, report=False)
     assert_frame_equal(runs_of(path_live), runs_of(f"{once}/{SWEEP}"))
     assert_frame_equal(summary_of(path_live), summary_of(f"{once}/{SWEEP}"))
     assert Path(path_live, "scorecard.json").read_text() == Path(once, SWEEP, "scorecard.json").read_text()
     b = runs_of(path_live).filter(pl.col("trial_id") == "B_sub_wd1_s137").row(0, named=True)
-    assert (b["grok_step"], b["detector_outcome"], b["lead_steps"]) == (2500, "hit", 1100)
+    assert (b["grok_step"], b["detector_outcome"], b["lead_steps"]) == (2500, "hit", 900)
 
 
-def test_trial_without_trials_row_is_not_lost(tmp_path):
+def test_trial_without_trials_row_is_not_lost(tmp_path, synth):
     root = str(tmp_path)
-    build_sweep(root, SPEC[:2])
-    write_trial(root, SPEC[2])  # C streamed data, its trials row never got written
-    aggregate_sweep(f"{root}/{SWEEP}", use_ray=False, report=False)
-    runs = {r["trial_id"]: r for r in runs_of(f"{root}/{SWEEP}").iter_rows(named=True)}
+    synth.build_sweep(root, synth.SPEC[:2])
+    synth.write_trial(root, synth.SPEC[2])  # C streamed data, its trials row never got written
+    aggregate_sweep(f"{root}/{synth.SWEEP}", use_ray=False, report=False)
+    runs = {r["trial_id"]: r for r in runs_of(f"{root}/{synth.SWEEP}").iter_rows(named=True)}
     c = runs["C_dyck_wd1_s42"]
     assert c["status"] == "unknown" and c["workload"] == "dyck" and c["weight_decay"] == 1.0
     assert (c["grok_step"], c["alarm_step"], c["detector_outcome"]) == (2000, 2700, "late")
@@ -405,18 +308,18 @@ def test_trial_without_trials_row_is_not_lost(tmp_path):
 # ============================================================================ errors
 
 
-def test_a_trial_that_fails_to_evaluate_keeps_its_row(tmp_path, monkeypatch, capsys):
+def test_a_trial_that_fails_to_evaluate_keeps_its_row(tmp_path, monkeypatch, capsys, synth):
     import edgesweep.platform.aggregate as agg
 
-    real = agg.trial_events
+    real = agg.run_row
 
-    def flaky(f, e, trial, cfg=None):
-        if trial["trial_id"] == "B_sub_wd1_s137":
+    def flaky(rec, cfg):
+        if rec.trial_id == "B_sub_wd1_s137":
             raise ValueError("corrupt stream")
-        return real(f, e, trial, cfg)
+        return real(rec, cfg)
 
-    monkeypatch.setattr(agg, "trial_events", flaky)
-    path = build_sweep(str(tmp_path), SPEC[:3])
+    monkeypatch.setattr(agg, "run_row", flaky)
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:3])
     with pytest.warns(RuntimeWarning, match="B_sub_wd1_s137: ValueError: corrupt stream"):
         assert aggregate_main(path, use_ray=False, report=False) == 0
     runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
@@ -438,8 +341,8 @@ def test_missing_sweep_is_a_clear_error(tmp_path, capsys):
     assert str(missing) in err and "Traceback" not in err
 
 
-def test_root_instead_of_sweep_and_empty_sweep(tmp_path):
-    build_sweep(str(tmp_path / "root"), SPEC[:1])
+def test_root_instead_of_sweep_and_empty_sweep(tmp_path, synth):
+    synth.build_sweep(str(tmp_path / "root"), synth.SPEC[:1])
     with pytest.raises(StorageError, match="pass ROOT/SWEEP"):
         aggregate_sweep(str(tmp_path / "root"), use_ray=False)
     (tmp_path / "root" / "empty" / "trials").mkdir(parents=True)
@@ -459,23 +362,9 @@ def test_cli_aggregate_prints_table(sweep):
 # ============================================================================ Ray
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray  # a hard dependency: failing to import it must fail the test
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    tmp = tempfile.mkdtemp(prefix="esagg-", dir="/tmp")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp,
-             log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @pytest.mark.ray
-def test_ray_and_in_process_give_identical_tables(tmp_path, ray_local):
-    path = build_sweep(str(tmp_path))
+def test_ray_and_in_process_give_identical_tables(tmp_path, local_ray, synth):
+    path = synth.build_sweep(str(tmp_path))
     aggregate_sweep(path, use_ray=False, report=False)
     runs_local, summary_local = runs_of(path), summary_of(path)
     card_local = Path(path, "scorecard.json").read_text()
@@ -484,4 +373,67 @@ def test_ray_and_in_process_give_identical_tables(tmp_path, ray_local):
     assert_frame_equal(runs_of(path), runs_local)
     assert_frame_equal(summary_of(path), summary_local)
     assert Path(path, "scorecard.json").read_text() == card_local
-    assert ray_local.is_initialized()  # a cluster we did not start is left running
+    assert local_ray.is_initialized()  # a cluster we did not start is left running
+
+
+def test_every_run_is_classified(sweep):
+    # fit (train ≥ 0.9) = the memorisation step of the construction; test accuracy 0.1 there.
+    # A: fit 1000, grok 3000 (2000 later) → grokked; D: 900 → 2000; J: its own 0.9 threshold is
+    # met by the 0.92 at 2200; E, F, H, I never cross → censored (H never fits either).
+    runs = {r["trial_id"]: r for r in runs_of(sweep).iter_rows(named=True)}
+    assert {t: r["generalisation"] for t, r in runs.items()} == {
+        "A_add_wd1_s42": "grokked", "B_sub_wd1_s137": "grokked", "C_dyck_wd1_s42": "grokked",
+        "D_dyck_wd1_s137": "grokked", "E_add_wd0_s42": "censored", "F_sub_wd0_s137": "censored",
+        "G_dyck_wd0_s42": "grokked", "H_dyck_wd0_s137": "censored", "I_mul_wd1_s2024": "censored",
+        "J_add_wd1_s2024": "grokked"}
+    assert (runs["A_add_wd1_s42"]["fit_step"], runs["A_add_wd1_s42"]["grok_delay"]) == (1000, 2000)
+    assert runs["H_dyck_wd0_s137"]["fit_step"] is None
+
+
+# ============================================================================ damaged storage
+
+
+def _part(root, sweep, table, trial_id):
+    files = [p for p in Path(root, sweep, table).rglob(f"{trial_id}.*.parquet")]
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_a_deleted_part_marks_its_trial_incomplete_and_the_rest_aggregate(tmp_path, synth):
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:3])
+    gone = _part(tmp_path, synth.SWEEP, "evals", "B_sub_wd1_s137")
+    gone.unlink()
+    with pytest.warns(StorageWarning, match=f"{gone.name}.*missing"):
+        aggregate_sweep(path, use_ray=False, report=False)
+    runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
+    b = runs["B_sub_wd1_s137"]
+    assert b["status"] == "incomplete" and gone.name in b["error"] and b["grok_step"] is None
+    assert runs["A_add_wd1_s42"]["status"] == "completed" and runs["A_add_wd1_s42"]["alarm_step"] == 1700
+    s = summary_of(path).filter(pl.col("scope") == "all").row(0, named=True)
+    assert (s["n_runs"], s["n_preceded"]) == (2, 1)  # A (preceded) and C; B is out of the counts
+
+
+def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_path, synth):
+    """Without a seal record to miss, the trial's own row still says how far it got."""
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:2])
+    part = _part(tmp_path, synth.SWEEP, "evals", "B_sub_wd1_s137")
+    part.unlink()
+    for rec in Path(tmp_path, synth.SWEEP, "evals").rglob("_sealed/B_sub_wd1_s137.*"):
+        rec.unlink()
+    aggregate_sweep(path, use_ray=False, report=False)
+    b = runs_of(path).filter(pl.col("trial_id") == "B_sub_wd1_s137").row(0, named=True)
+    assert b["status"] == "incomplete"
+    assert "its trials row says 4000 steps but its evaluations end at None" in b["error"]
+
+
+def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:3])
+    bad = _part(tmp_path, synth.SWEEP, "features", "A_add_wd1_s42")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 8] = b"\xff" * 8
+    bad.write_bytes(bytes(data))
+    with pytest.warns(StorageWarning, match=f"{bad.name}.*corrupt"):
+        assert aggregate_main(path, use_ray=False, report=False) == 0
+    runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
+    assert runs["A_add_wd1_s42"]["status"] == "incomplete" and bad.name in runs["A_add_wd1_s42"]["error"]
+    assert runs["B_sub_wd1_s137"]["alarm_step"] == 1600 and runs["C_dyck_wd1_s42"]["alarm_step"] == 2700

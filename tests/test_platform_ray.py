@@ -17,18 +17,11 @@ import polars as pl
 import pytest
 
 from edgesweep.storage import scan
+from edgesweep.storage.liveness import process_alive
 
-from raycluster import REPO, RAY_BIN, RayCluster, ray_env, require_loopback_namespace
+from raycluster import REPO, RAY_BIN, VENV_BIN, RayCluster, check_tables, cluster_env, require_loopback_namespace
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-VENV_BIN = str(Path(sys.executable).parent)
-
-
-def cluster_env(extra=None):
-    # `python` in a job entrypoint must be this interpreter (the venv's): put it first on PATH.
-    return ray_env(dict({"PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}, **(extra or {})))
-
 
 @pytest.fixture(scope="module")
 def head():
@@ -44,38 +37,6 @@ def head():
         os.environ["PATH"] = old_path
         cluster.stop()
         assert cluster.our_pids() == [], "Ray processes of this test survived teardown"
-
-
-def write_sweep(path: Path, name: str, storage: Path, seeds=(42,), wds=(1.0, 0.0), max_steps=1500,
-                checkpoint_every=250, max_failures=2) -> Path:
-    """The smoke protocol (sweeps/smoke.yaml) with knobs for the fault tests."""
-    text = (REPO / "sweeps" / "smoke.yaml").read_text()
-    text = text.replace("name: smoke", f"name: {name}").replace("storage: ./results", f"storage: {storage}")
-    text = text.replace("seed: [42]", f"seed: [{', '.join(map(str, seeds))}]")
-    text = text.replace("weight_decay: [1.0, 0.0]", f"weight_decay: [{', '.join(map(str, wds))}]")
-    text = text.replace("max_steps: 1500", f"max_steps: {max_steps}")
-    text = text.replace("checkpoint_every: 250", f"checkpoint_every: {checkpoint_every}")
-    text = text.replace("max_failures: 2", f"max_failures: {max_failures}")
-    path.write_text(text)
-    return path
-
-
-def check_tables(sweep_dir: Path, expect_trials: set[str]):
-    trials = scan(sweep_dir, "trials").collect()
-    evals = scan(sweep_dir, "evals").collect()
-    feats = scan(sweep_dir, "features").collect()
-    assert set(trials["trial_id"]) == expect_trials
-    assert set(trials["status"]) <= {"completed", "stopped"}, trials.select("trial_id", "status", "error")
-    for tid in expect_trials:
-        steps = trials.filter(pl.col("trial_id") == tid)["steps"][0]
-        f = feats.filter(pl.col("trial_id") == tid).sort("step")
-        e = evals.filter(pl.col("trial_id") == tid).sort("step")
-        # every snapshot from the second delta (step 50 at every=25) to the end, exactly once
-        assert f["step"].to_list() == list(range(50, steps + 1, 25)), tid
-        assert e["step"].to_list() == list(range(0, steps + 1, 50)), tid
-        assert f["sigma"].list.len().max() == 8
-        assert f.filter(pl.col("window") == 8)["g23"].is_nan().sum() == 0
-    return trials, evals, feats
 
 
 def test_ray_job_submit_end_to_end(head, tmp_path):
@@ -128,21 +89,21 @@ def comparable(df: pl.DataFrame) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference_run(head, tmp_path_factory):
+def reference_run(head, tmp_path_factory, make_sweep):
     """The fault sweep run once without faults: what every faulty run must reproduce."""
     tmp = tmp_path_factory.mktemp("reference")
     storage = tmp / "reference"
-    spec = write_sweep(tmp / "ref.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    spec = make_sweep(tmp / "ref.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
     proc = run_driver(spec, head.address)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
     return storage / "faults", spec
 
 
-def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path):
+def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path, make_sweep):
     ref_dir, _ = reference_run
     storage = tmp_path / "results"
-    spec = write_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    spec = make_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
     victim = "mod_add-adamw-wd0.0-s42"
     proc = run_driver(spec, head.address)
     try:
@@ -167,10 +128,10 @@ def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path):
     assert comparable(scan(sweep_dir, "evals").collect()).equals(comparable(scan(ref_dir, "evals").collect()))
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference_run, tmp_path):
+def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference_run, tmp_path, make_sweep):
     ref_dir, _ = reference_run
     storage = tmp_path / "results"
-    spec = write_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
+    spec = make_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
     sweep_dir = storage / "faults"
     proc = run_driver(spec, head.address)
 
@@ -181,10 +142,25 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference
             return None
         return t if t.height >= 1 else None
 
-    finished = wait_for(one_finished, 600, "a finished trial")
+    wait_for(one_finished, 600, "a finished trial")
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
     proc.wait(timeout=30)
+    # Ray ends the job's workers only once it notices the driver is gone, and a trial can finish
+    # in that window (CI saw one): what counts as finished is read once those workers are gone.
+    workers = scan(sweep_dir, "trials").select("pid", "pid_start").unique().collect().rows()
+    wait_for(lambda: not any(process_alive(pid, start) for pid, start in workers), 120,
+             "the dead driver's workers to end")
+    finished = one_finished()
     done_before = finished.select("trial_id", "started_at", "pid").sort("trial_id")
+
+    # Before any --resume, a reader sees the unfinished trials as interrupted, not running.
+    from edgesweep.platform.aggregate import aggregate_sweep
+    runs = scan(aggregate_sweep(sweep_dir, use_ray=False, report=False), "runs").collect()
+    assert runs.filter(pl.col("running"))["trial_id"].to_list() == []
+    stopped = runs.filter(pl.col("status") == "interrupted")
+    # every trial that started and had not finished (trials never started have no row)
+    assert stopped.height == runs.height - finished.height, runs.select("trial_id", "status", "status_note").to_dicts()
+    assert all("not running" in note for note in stopped["status_note"]), stopped["status_note"].to_list()
 
     resumed = run_driver(spec, head.address, "--resume")
     out, _ = resumed.communicate(timeout=900)
@@ -201,3 +177,56 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference
     want = scan(ref_dir, "runs").collect().select(cols).sort("trial_id")
     assert got.equals(want), (got, want)
     assert comparable(feats).equals(comparable(scan(ref_dir, "features").collect()))
+
+
+def test_ctrl_c_reports_exactly_what_finished_and_never_started(head, tmp_path, make_sweep):
+    """One trial at a time (cpu: 2 on a 2-CPU head). Ctrl-C while the first runs: the driver
+    says 0 finished, 1 interrupted, 1 never started — counted from storage — exits 130, and
+    closes its record; the trial is interrupted in runs without a --resume."""
+    import json
+
+    import yaml
+
+    storage = tmp_path / "results"
+    spec = make_sweep(tmp_path / "ctrlc.yaml", "ctrlc", storage)
+    doc = yaml.safe_load(spec.read_text())
+    doc["trial_resources"] = {"cpu": 2, "gpu": 0}
+    spec.write_text(yaml.safe_dump(doc))
+    sweep_dir = storage / "ctrlc"
+    proc = run_driver(spec, head.address)
+    try:
+        wait_for(lambda: sealed_max_step(sweep_dir, "mod_add-adamw-wd1.0-s42") > 0
+                 or sealed_max_step(sweep_dir, "mod_add-adamw-wd0.0-s42") > 0, 600, "a trial's first rows")
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-4000:]
+    assert "0 finished, 0 failed, 1 interrupted, 1 never started (of 2)" in out, out[-4000:]
+    assert "--resume" in out and "finished, 0 failed\n" not in out
+    record = json.loads((sweep_dir / "_driver.json").read_text())
+    assert record["outcome"] == "interrupted" and record["ended_at"]
+    assert record["counts"] == {"finished": 0, "failed": 0, "interrupted": 1, "never_started": 1}
+    from edgesweep.platform.aggregate import aggregate_sweep
+    runs = scan(aggregate_sweep(sweep_dir, use_ray=False, report=False), "runs").collect()
+    assert runs["status"].to_list() == ["interrupted"], runs
+    assert runs["status_note"][0].startswith("its driver ended at ")
+
+
+def test_unsatisfiable_trial_resources_are_an_error_not_a_hang(head, tmp_path, make_sweep):
+    import yaml
+
+    spec = make_sweep(tmp_path / "gpu.yaml", "gpu4", tmp_path / "results")
+    doc = yaml.safe_load(spec.read_text())
+    doc["trial_resources"] = {"cpu": 1, "gpu": 4}
+    spec.write_text(yaml.safe_dump(doc))
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-m", "edgesweep", "run", str(spec), "--address", head.address],
+                         cwd=REPO, env=cluster_env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    err = out.stderr.strip().splitlines()
+    assert err[-1].startswith(f"edgesweep run: error: {spec}: trial_resources: one trial needs 1 CPU and 4 GPU")
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results" / "gpu4" / "_tune").exists()  # Tune never started
+    assert time.time() - t0 < 120

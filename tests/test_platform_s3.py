@@ -2,13 +2,9 @@
 Tune's experiment state and checkpoints, the Parquet tables, the aggregation and the report
 all go through the object store; then `--resume` of the finished sweep reruns nothing."""
 
-import tempfile
-
 import polars as pl
 import pytest
 import pyarrow.fs as pafs
-from raycluster import require_loopback_namespace
-from s3server import s3_env, s3_root, s3_server  # noqa: F401  (pytest fixtures)
 
 from edgesweep.platform.driver import run_sweep
 from edgesweep.storage import resolve_root, scan
@@ -26,20 +22,8 @@ monitor: {window: 4, every: 5, params: all}
 """
 
 
-@pytest.fixture
-def local_ray(s3_env):
-    require_loopback_namespace()
-    import ray
-    tmp = tempfile.mkdtemp(prefix="ess3-", dir="/tmp")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def test_sweep_on_s3_root(local_ray, s3_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_sweep_on_s3_root(s3_env, local_ray, local_ray_dir, s3_root, tmp_path):
+    # s3_env comes before local_ray: Ray's workers inherit the environment of ray.init.
     spec = tmp_path / "s3.yaml"
     spec.write_text(SPEC)
     assert run_sweep(str(spec), storage=s3_root) == 0
@@ -56,6 +40,11 @@ def test_sweep_on_s3_root(local_ray, s3_root, tmp_path, monkeypatch):
     assert any("checkpoint_" in f.path for f in tune_files)  # Tune checkpoints live in S3 too
     # no local fallback directory was created
     assert not (tmp_path / "unused").exists()
+
+    # the S3 secret the trials wrote with is in no file the sweep or Ray wrote
+    from test_secrets import files_containing
+    secret = s3_env.env["AWS_SECRET_ACCESS_KEY"].encode()
+    assert files_containing(local_ray_dir, [secret]) == {} and files_containing(tmp_path, [secret]) == {}
 
     # resuming a finished sweep trains nothing again
     before = trials.select("trial_id", "started_at", "attempt").sort("trial_id")

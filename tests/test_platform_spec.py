@@ -1,5 +1,7 @@
-"""Bad sweep specs: one clear message naming file and key, exit code ≠ 0, no Ray started."""
+"""Sweep specs: bad specs fail with one clear line (file, key path, line, what is allowed) and
+exit code ≠ 0 before Ray is imported; good ones expand into the trials they describe."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,73 +10,141 @@ from pathlib import Path
 
 import pytest
 
+from edgesweep.platform.plan import plan_text
 from edgesweep.platform.spec import SpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
+HEAD = "name: bad\nstorage: {storage}\n"
+ADD = "grid:\n  workload: [mod_add]\n"
+TINY = "train: {preset: tiny, max_steps: 10}\n"
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "grid: {workload: [mod_add]}\n"
 
-GOOD = textwrap.dedent("""\
-    name: ok
-    storage: {storage}
-    grid:
-      workload: [mod_add]
-      weight_decay: [1.0, 0.0]
-    train: {preset: tiny, max_steps: 10}
-    """)
-
-
-def run_cli(spec_text: str, tmp_path: Path, storage: str | None = None):
-    spec = tmp_path / "sweep.yaml"
-    spec.write_text(spec_text.replace("{storage}", str(storage or tmp_path / "results")))
-    # Probe in the same process whether Ray was imported at all: a bad spec must be rejected
-    # before Ray (and so before any cluster) is touched.
-    code = ("import sys; from edgesweep.cli import main; rc = main(['run', sys.argv[1]]); "
-            "print('RAY_IMPORTED=' + str('ray' in sys.modules)); sys.exit(rc)")
-    env = dict(os.environ, RAY_ADDRESS="127.0.0.1:1")  # would fail loudly if ever dialled
-    out = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True,
-                         cwd=REPO, env=env, timeout=120)
-    return out, spec
-
-
+# case → (YAML body after name/storage, key path in the message, words in the message)
 BAD_SPECS = {
-    "unknown workload": ("grid:\n  workload: [mod_div]\n", "grid.workload[0]", "unknown workload 'mod_div'"),
-    "unknown optimizer": ("grid:\n  workload: [mod_add]\n  optimizer: [adam]\n", "grid.optimizer[0]",
-                          "allowed: adamw, muon, sgd"),
-    "typo'd key": ("grid:\n  workload: [mod_add]\nmonitr: {window: 3}\n", "monitr", "unknown key"),
-    "typo'd nested key": ("grid:\n  workload: [mod_add]\nmonitor: {windw: 3}\n", "monitor.windw",
-                          "allowed: window, every"),
+    "unknown workload": ("grid:\n  workload: [mod_div]\n", "grid.workload[0] (line 4)", "must be one of 'mod_add', 'mod_sub'"),
+    "unknown optimizer": (ADD + "  optimizer: [adam]\n", "grid.optimizer[0] (line 5)", "must be one of 'adamw', 'muon', 'sgd'; got 'adam'"),
+    "typo'd key": (ADD + "monitr: {window: 3}\n", "monitr (line 5)", "unknown key; allowed: name, description"),
+    "typo'd nested key": (ADD + "monitor: {windw: 3}\n", "monitor.windw (line 5)", "unknown key; allowed: window, every"),
     "negative weight decay": ("grid:\n  workload: [mod_add]\n  weight_decay: [1.0, -0.5]\n",
                               "grid.weight_decay[1]", "must be ≥ 0"),
-    "zero budget": ("grid:\n  workload: [mod_add]\ntrain: {max_steps: 0}\n", "train.max_steps", "must be ≥ 1"),
-    "equal grid values": ("grid:\n  workload: [mod_add]\n  weight_decay: [1, 1.0]\n", "grid",
-                          "same trial twice: mod_add-adamw-wd1.0-s42"),
-    "unknown model key": ("grid:\n  workload: [mod_add]\ntrain: {model: {d_modl: 32}}\n", "train.model",
-                          "unknown key(s) ['d_modl']"),
-    "momentum out of range": ("grid:\n  workload: [mod_add]\noptimizer: {momentum: 1.5}\n",
-                              "optimizer.momentum", "[0, 1)"),
+    "zero budget": (ADD + "train: {max_steps: 0}\n", "train.max_steps", "must be ≥ 1"),
+    "equal grid values": (ADD + "  weight_decay: [1, 1.0]\n", "grid", "same trial twice: mod_add-adamw-wd1.0-s42"),
+    "unknown model key": (ADD + "train: {model: {d_modl: 32}}\n", "train.model", "unknown key(s) ['d_modl'] for workload 'mod_add'; allowed: ['d_ff'"),
+    "momentum out of range": (ADD + "optimizer: {momentum: 1.5}\n", "optimizer.momentum", "must be < 1"),
     "bad per-workload override": ("grid:\n  workload: [dyck]\nper_workload:\n  dyck: {monitor: {window: 1}}\n",
                                   "per_workload.dyck.monitor.window", "must be ≥ 2"),
+    "model width is not a number": (ADD + "train: {model: {d_model: big}}\n", "train.model.d_model",
+                                    "ModArithConfig.d_model: got 'big'; allowed: an integer"),
+    "negative modulus": (ADD + "train: {task: {p: -7}}\n", "train.task.p", "allowed: an integer in [2, 2000000]"),
+    "window 1e9": (ADD + "monitor: {window: 1e9}\n", "monitor.window", "must be ≤ 1000; got 1000000000"),
+    "seed 2**70": ("grid:\n  workload: [mod_add]\n  seed: [2**70]\n", "grid.seed[0] (line 5)", "must be an integer, got '2**70'"),
+    "huge seed": ("grid:\n  workload: [mod_add]\n  seed: [1180591620717411303424]\n", "grid.seed[0]",
+                  "must be ≤ 9223372036854775807"),
+    "cuda without a GPU": (ADD + "train: {device: cuda}\n", "train.device", "allowed here: auto, cpu"),
+    "selector matches nothing": (ADD + TINY + "monitor: {params: 'q_prj'}\n", "monitor.params",
+                                 "matches no parameter of the mod_add model; closest names:"),
+    "bad regex": (ADD + "monitor: {params: '(['}\n", "monitor", "not a valid regex"),
+    "unknown preset": (ADD + "train: {preset: huge}\n", "train.preset", "must be one of 'laptop', 'paper', 'tiny'"),
+    "unknown axis": (ADD + "  bogus.x: [1]\n", "grid.bogus.x", "unknown axis; allowed: workload, optimizer"),
+    "random without samples": ("method: random\n" + ADD, "method", "random needs samples"),
+    "samples with grid": ("samples: 3\n" + ADD, "samples", "is only for method: random"),
+    "distribution under grid": (ADD + "  optimizer.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n", "grid.optimizer.lr",
+                                "a distribution needs method: random"),
+    "bad distribution": ("method: random\nsamples: 3\n" + ADD + "  optimizer.lr: {log_uniform: [0, 1]}\n",
+                         "grid.optimizer.lr", "needs low < high and low > 0"),
+    "unknown distribution": ("method: random\nsamples: 3\n" + ADD + "  optimizer.lr: {normal: [0, 1]}\n",
+                             "grid.optimizer.lr", "one of choice, uniform, log_uniform, int_uniform"),
+    "unknown resource": (ADD + "trial_resources: {tpu: 1}\n", "trial_resources.tpu", "unknown key; allowed: cpu, gpu"),
+    "no resources": (ADD + "trial_resources: {cpu: 0, gpu: 0}\n", "trial_resources", "a trial needs some cpu or gpu"),
+    "bad grok threshold": (ADD + "stop: {grok_threshold: 1.5}\n", "stop.grok_threshold", "must be ≤ 1"),
+    "no grid": ("train: {max_steps: 10}\n", "grid", "is required"),
+    "no workload axis": ("grid:\n  seed: [1]\n", "grid.workload", "is required"),
+    "override of an unknown workload": (ADD + "per_workload:\n  mod_div: {monitor: {window: 3}}\n",
+                                        "per_workload.mod_div", "must be one of 'mod_add'"),
+    "override of an unknown section": (ADD + "per_workload:\n  mod_add: {monitr: {window: 3}}\n",
+                                       "per_workload.mod_add.monitr", "must be one of 'train', 'optimizer'"),
+    "negative learning rate": (ADD + "optimizer: {lr: -1.0e-3}\n", "optimizer.lr", "must be > 0"),
+    "bad grid value on a key path": (ADD + "  train.task.train_frac: [0.5, 1.5]\n", "grid.train.task.train_frac[1]",
+                                     "ModularTaskConfig.train_frac: got 1.5; allowed: a number in (0, 1)"),
+    "heads do not divide the width": (ADD + "train: {model: {d_model: 30, n_heads: 4}}\n", "train.model.d_model",
+                                      "allowed: a multiple of n_heads"),
+    "unknown decay mode": (ADD + "optimizer: {decay: some}\n", "optimizer.decay", "must be one of 'all', 'matrices'"),
+    "max_failures below -1": (ADD + "max_failures: -2\n", "max_failures", "must be ≥ -1"),
+    "fractional eval interval": (ADD + "train: {eval_every: 0.5}\n", "train.eval_every", "must be an integer, got 0.5"),
+    "duplicate key": (ADD + "train: {max_steps: 10}\ntrain: {max_steps: 20}\n", "line 6", "train: duplicate key"),
+    "alias bomb": (BOMB, "sweep.yaml", "expands to more than 200,000 nodes"),
+    "reserved sweep name": (ADD, "name", "sweep name 'features' is reserved"),
+    "http storage root": (ADD + TINY, "storage", "unsupported storage root"),
+    "upper-case scheme": (ADD + TINY, "storage", "URI schemes are lower-case; accepted: a local path, file://"),
+    "too many trials": ("grid:\n  workload: [mod_add]\n  seed: [" + ", ".join(map(str, range(10001))) + "]\n",
+                        "grid", "10,001 trials exceed the limit of 10,000; pass --max-trials 10001"),
 }
 
 
+def run_cli_cases(tmp_path: Path, cases: dict[str, str]) -> dict[str, dict]:
+    """Run ``edgesweep run FILE`` on every case in ONE fresh interpreter (one import of the
+    package for 40 cases), recording exit code, stderr and whether Ray was imported."""
+    files = {}
+    for i, (case, text) in enumerate(cases.items()):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        f = d / "sweep.yaml"
+        f.write_text(text.replace("{storage}", str(d / "results")))
+        files[case] = str(f)
+    code = textwrap.dedent("""\
+        import contextlib, io, json, sys
+        from edgesweep.cli import main
+        out = {}
+        for case, path in json.loads(sys.argv[1]).items():
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(["run", path])
+            out[case] = {"rc": rc, "err": err.getvalue(), "ray": "ray" in sys.modules}
+        print(json.dumps(out))
+        """)
+    env = dict(os.environ, RAY_ADDRESS="127.0.0.1:1")  # would fail loudly if ever dialled
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(files)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for case, r in results.items():
+        r["file"] = files[case]
+    return results
+
+
+HEADS = {"reserved sweep name": "name: features\nstorage: {storage}\n",
+         "http storage root": "name: bad\nstorage: http://example.invalid/x\n",
+         "upper-case scheme": "name: bad\nstorage: S3://bucket/x\n"}
+
+
+@pytest.fixture(scope="module")
+def bad_results(tmp_path_factory):
+    return run_cli_cases(tmp_path_factory.mktemp("bad"),
+                         {c: HEADS.get(c, HEAD) + body for c, (body, _, _) in BAD_SPECS.items()})
+
+
+def test_at_least_30_malformed_specs():
+    assert len(BAD_SPECS) >= 30
+
+
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
-def test_bad_spec_is_one_clear_message_and_no_ray(case, tmp_path):
-    body, key, words = BAD_SPECS[case]
-    out, spec = run_cli("name: bad\nstorage: {storage}\n" + body, tmp_path)
-    assert out.returncode == 2, out.stderr
-    err = out.stderr.strip()
+def test_bad_spec_is_one_clear_message_and_no_ray(case, bad_results):
+    _, key, words = BAD_SPECS[case]
+    r = bad_results[case]
+    assert r["rc"] == 2, r
+    err = r["err"].strip()
     assert len(err.splitlines()) == 1, err  # one line, no traceback
-    assert str(spec) in err and key in err and words in err, err
-    assert "Traceback" not in out.stderr
-    assert "RAY_IMPORTED=False" in out.stdout
+    assert r["file"] in err and key in err and words in err, err
+    assert "Traceback" not in err and not r["ray"]
 
 
 def test_unwritable_storage_root_is_rejected_before_ray(tmp_path):
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
-    out, spec = run_cli(GOOD, tmp_path, storage=str(blocker / "sub"))
-    assert out.returncode == 2
-    assert "storage: cannot write to" in out.stderr and str(blocker) in out.stderr
-    assert "RAY_IMPORTED=False" in out.stdout
+    r = run_cli_cases(tmp_path, {"blocked": HEAD.replace("{storage}", str(blocker / "sub")) + ADD + TINY})["blocked"]
+    assert r["rc"] == 2 and "storage: cannot write to" in r["err"] and str(blocker) in r["err"]
+    assert not r["ray"]
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -82,8 +152,16 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_spec(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(SpecError, match=f"{bad}: not valid YAML"):
+    with pytest.raises(SpecError, match=f"{bad} \\(line 2\\): not valid YAML"):
         load_spec(bad)
+
+
+def test_yaml_1_1_numbers_read_as_meant(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: n\n" + ADD + "  optimizer.lr: [1e-3, 3E-3]\n" + TINY + "optimizer: {grad_clip: 1e0}\n")
+    spec = load_spec(f)
+    assert [t.optim["lr"] for t in spec.trials] == [0.001, 0.003]
+    assert spec.trials[0].optim["grad_clip"] == 1.0
 
 
 def test_grid_expands_with_overrides_and_stable_ids():
@@ -101,12 +179,112 @@ def test_grid_expands_with_overrides_and_stable_ids():
     assert isinstance(add.weight_decay, float)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")))
-def test_shipped_sweeps_validate_and_are_executable(path):
-    spec = load_spec(path)
-    assert spec.trials
-    assert path.read_text().startswith("#!/usr/bin/env -S python -m edgesweep run\n")
-    assert os.access(path, os.X_OK)
-    if path.name == "grokking.yaml":
-        assert len(spec.trials) == 48
-        assert sum(t.weight_decay > 0 for t in spec.trials) == 24
+def test_any_key_path_is_an_axis_and_axis_values_win():
+    spec = parse_spec({"name": "g", "grid": {"workload": ["mod_add"], "optimizer.lr": [1e-3, 3e-3],
+                                             "train.task.train_frac": [0.3, 0.5], "monitor.window": [4]},
+                       "train": {"preset": "tiny", "task": {"p": 13}},
+                       "per_workload": {"mod_add": {"monitor": {"window": 6}}}})
+    assert [t.trial_id for t in spec.trials] == [
+        "mod_add-adamw-wd1.0-s42-lr0.001-train_frac0.3-window4",
+        "mod_add-adamw-wd1.0-s42-lr0.001-train_frac0.5-window4",
+        "mod_add-adamw-wd1.0-s42-lr0.003-train_frac0.3-window4",
+        "mod_add-adamw-wd1.0-s42-lr0.003-train_frac0.5-window4"]
+    t = spec.trials[1]
+    assert t.train["task"] == {"p": 13, "train_frac": 0.5}  # the section's other keys stay
+    assert t.optim["lr"] == 0.001 and t.monitor["window"] == 4  # axis > per_workload > section
+    assert t.axes == {"optimizer.lr": 0.001, "train.task.train_frac": 0.5, "monitor.window": 4}
+    assert t.train_config().task_overrides == {"p": 13, "train_frac": 0.5}
+
+
+def test_random_search_is_deterministic_and_draws_from_the_distributions():
+    raw = {"name": "r", "method": "random", "samples": 40, "seed": 7, "train": {"preset": "tiny"},
+           "grid": {"workload": ["mod_add", "mod_sub"],
+                    "weight_decay": {"log_uniform": [0.01, 3.0], "p_zero": 0.25},
+                    "optimizer.lr": {"log_uniform": [1e-4, 1e-2]},
+                    "train.task.train_frac": {"uniform": [0.3, 0.7]},
+                    "seed": {"int_uniform": [0, 1000]}}}
+    a, b = parse_spec(raw), parse_spec(raw)
+    assert [t.trial_id for t in a.trials] == [t.trial_id for t in b.trials]
+    assert len(a.trials) == 40 and len({t.trial_id for t in a.trials}) == 40
+    c = parse_spec(dict(raw, seed=8))
+    assert [t.trial_id for t in c.trials] != [t.trial_id for t in a.trials]
+    wds = [t.weight_decay for t in a.trials]
+    assert all(w == 0.0 or 0.01 <= w <= 3.0 for w in wds) and 0 < wds.count(0.0) < 40
+    assert all(1e-4 <= t.optim["lr"] <= 1e-2 for t in a.trials)
+    assert all(0.3 <= t.train["task"]["train_frac"] <= 0.7 for t in a.trials)
+    assert {t.workload for t in a.trials} == {"mod_add", "mod_sub"}
+    assert all(0 <= t.seed <= 1000 for t in a.trials)
+    # values are rounded to 3 significant digits, so the id shows exactly the value used
+    t = a.trials[0]
+    assert f"lr{t.optim['lr']!r}" in t.trial_id and len(repr(t.optim["lr"]).replace("0.", "").lstrip("0")) <= 5
+
+
+def test_shipped_sweeps_validate_and_are_executable():
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert spec.trials, path
+        assert path.read_text().startswith("#!/usr/bin/env -S python -m edgesweep run\n"), path
+        assert os.access(path, os.X_OK), path
+        if path.name == "grokking.yaml":
+            assert len(spec.trials) == 48
+            assert sum(t.weight_decay > 0 for t in spec.trials) == 24
+
+
+def test_plan_lists_the_trials_and_starts_nothing(tmp_path):
+    for name in ("grid-lr-trainfrac.yaml", "random-small.yaml"):
+        out = subprocess.run([sys.executable, "-c", "import sys; from edgesweep.cli import main; rc = main(['plan', "
+                              f"'sweeps/{name}']); print('RAY_IMPORTED=' + str('ray' in sys.modules)); sys.exit(rc)"],
+                             capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert out.returncode == 0, out.stderr
+        spec = load_spec(REPO / "sweeps" / name)
+        for t in spec.trials:
+            assert t.trial_id in out.stdout
+        assert f"{len(spec.trials)} trials;" in out.stdout and "of one CPU thread" in out.stdout
+        assert "RAY_IMPORTED=False" in out.stdout
+    text = plan_text(load_spec(REPO / "sweeps" / "grid-lr-trainfrac.yaml"))
+    assert "optimizer.lr=0.001, train.task.train_frac=0.3" in text
+
+
+def test_existing_spec_files_keep_their_trial_ids():
+    # ids of the committed reproduction are what its tables hold: the spec change keeps them
+    from edgesweep.storage import scan
+
+    spec = load_spec(REPO / "docs" / "results" / "grokking-laptop" / "sweep.yaml")
+    stored = set(scan(REPO / "docs" / "results" / "grokking-laptop", "trials").collect()["trial_id"])
+    assert {t.trial_id for t in spec.trials} == stored
+
+
+def test_blocks_are_sub_spaces_with_their_own_draws_and_settings(tmp_path):
+    f = tmp_path / "b.yaml"
+    f.write_text(textwrap.dedent("""\
+        name: b
+        method: random
+        seed: 3
+        grid:
+          workload: [mod_add]
+          optimizer.lr: {log_uniform: [1.0e-3, 3.0e-3]}
+        train: {preset: tiny, max_steps: 100, task: {p: 13}}
+        blocks:
+          - name: pos
+            samples: 3
+            grid: {weight_decay: {log_uniform: [0.3, 1.0]}}
+          - name: neg
+            samples: 2
+            grid: {weight_decay: [0.0]}
+            train: {max_steps: 300, task: {train_frac: 0.3}}
+        """))
+    spec = load_spec(f)
+    assert [t.block for t in spec.trials] == ["pos"] * 3 + ["neg"] * 2
+    pos, neg = spec.trials[0], spec.trials[-1]
+    assert pos.train["max_steps"] == 100 and pos.train["task"] == {"p": 13} and 0.3 <= pos.weight_decay <= 1
+    assert neg.train["max_steps"] == 300 and neg.train["task"] == {"p": 13, "train_frac": 0.3}
+    assert neg.weight_decay == 0.0
+    # a block's draws do not depend on the blocks before it
+    text = f.read_text()
+    g = tmp_path / "b2.yaml"
+    g.write_text(text.replace("samples: 3", "samples: 4"))
+    assert [t.trial_id for t in load_spec(g).trials if t.block == "neg"] == [t.trial_id for t in spec.trials[-2:]]
+    # an error in a block names the block's key and line
+    g.write_text(text.replace("max_steps: 300", "max_steps: 0"))
+    with pytest.raises(SpecError, match=r"blocks\[1\]\.train\.max_steps \(line 15\): must be ≥ 1"):
+        load_spec(g)

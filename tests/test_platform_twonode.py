@@ -7,15 +7,14 @@ import subprocess
 import sys
 
 import pytest
-from raycluster import REPO, RayCluster, require_loopback_namespace
-from test_platform_ray import VENV_BIN, check_tables, cluster_env, write_sweep
+from raycluster import REPO, VENV_BIN, RayCluster, check_tables, cluster_env, require_loopback_namespace
 
 from edgesweep.storage import scan
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_two_nodes_share_the_sweep(tmp_path):
+def test_two_nodes_share_the_sweep(tmp_path, make_sweep):
     require_loopback_namespace()
     cluster = RayCluster(num_cpus=1)
     old_path = os.environ.get("PATH", "")
@@ -24,7 +23,7 @@ def test_two_nodes_share_the_sweep(tmp_path):
         cluster.start_head()
         cluster.add_node("node2")
         storage = tmp_path / "results"
-        spec = write_sweep(tmp_path / "two.yaml", "two", storage, max_steps=400)
+        spec = make_sweep(tmp_path / "two.yaml", "two", storage, max_steps=400)
         out = subprocess.run([sys.executable, "-m", "edgesweep", "submit", str(spec),
                               "--address", cluster.dashboard], cwd=REPO, env=cluster_env(),
                              capture_output=True, text=True, timeout=600)

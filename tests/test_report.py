@@ -1,9 +1,8 @@
-"""The sweep report on the constructed sweep of test_aggregate.py (answers known by
+"""The sweep report on the hand-built sweep of tests/conftest.py (answers known by
 construction): files exist and are real PNGs, report.md carries the measured tables."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -11,12 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_aggregate import SPEC, SWEEP, build_sweep, cp  # noqa: E402
-
-from edgesweep.platform.aggregate import aggregate_sweep  # noqa: E402
-from edgesweep.platform.report import phase_of, report_main, write_report  # noqa: E402
-from edgesweep.storage import scan  # noqa: E402
+from edgesweep.platform.aggregate import aggregate_sweep
+from edgesweep.platform.report import report_main, write_report
+from edgesweep.storage import scan
 
 EXPECTED_FIGURES = ["figures/overview_modular.png", "figures/overview_dyck.png",
                     "figures/k_star_by_optimizer.png", "figures/adiabatic_by_phase.png",
@@ -24,16 +20,16 @@ EXPECTED_FIGURES = ["figures/overview_modular.png", "figures/overview_dyck.png",
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory) -> Path:
+def reported(tmp_path_factory, synth) -> Path:
     root = tmp_path_factory.mktemp("rep")
-    path = build_sweep(str(root))
+    path = synth.build_sweep(str(root))
     aggregate_sweep(path, use_ray=False, report=True)
     return Path(path)
 
 
-def test_report_files_exist_and_are_pngs(reported):
+def test_report_files_exist_and_are_pngs(reported, synth):
     assert (reported / "report.md").is_file()
-    for rel in EXPECTED_FIGURES + [f"figures/trials/{s.trial_id}.png" for s in SPEC]:
+    for rel in EXPECTED_FIGURES + [f"figures/trials/{s.trial_id}.png" for s in synth.SPEC]:
         p = reported / rel
         assert p.is_file(), rel
         img = mpimg.imread(p)  # decodes: a truncated or non-PNG file raises
@@ -43,26 +39,31 @@ def test_report_files_exist_and_are_pngs(reported):
     assert not [p for p in reported.rglob(".*") if p.is_file()]
 
 
-def test_report_precedence_table_has_measured_numbers(reported):
+def test_report_precedence_table_has_measured_numbers(reported, synth):
+    cp = synth.cp
     md = (reported / "report.md").read_text()
     assert "**gap dynamics preceded grokking in 3/6 runs with weight decay, 1/4 without.**" in md
     lo, hi = cp(3, 6)
     p = sps.fisher_exact([[3, 3], [1, 3]]).pvalue
-    # scope all, wd 1: 6 runs, 1 running, 5 grokked, 3/6 preceded, 3/5 of grokked
-    assert f"| all | 1 | 6 | 1 | 5 | **3/6** | 3/5 | [{lo:.2f}, {hi:.2f}] | {p:.2g} |" in md
+    # scope all, wd 1: 6 runs, 1 running, 5 grokked, 3/6 preceded, 3/5 of grokked; 3/6 over all windows
+    assert f"| all | 1 | 6 | 1 | 5 | **3/6** | 3/5 | [{lo:.2f}, {hi:.2f}] | {p:.2g} | 3/6 |" in md
     lo0, hi0 = cp(1, 4)
-    assert f"| all | 0 | 4 | 0 | 1 | **1/4** | 1/1 | [{lo0:.2f}, {hi0:.2f}] | — |" in md
+    assert f"| all | 0 | 4 | 0 | 1 | **1/4** | 1/1 | [{lo0:.2f}, {hi0:.2f}] | — | 1/4 |" in md
+    # the report states the criterion the aggregation used, not a constant of its own
+    assert "g23_early / g23_grok > 1.5" in md and "full windows only" in md
     assert "| modular | 1 | 4 | 1 | 3 | **3/4** |" in md
 
 
-def test_report_detector_table(reported):
+def test_report_detector_table(reported, synth):
+    cp = synth.cp
     md = (reported / "report.md").read_text()
     hlo, hhi = cp(3, 5)
     flo, fhi = cp(1, 1)
     p = sps.fisher_exact([[5, 1], [2, 2]]).pvalue
-    # hits 3 (all with lead), late 1, miss 1, false alarm 1, quiet 0; leads 1300/1100/500
+    # hits 3 (all with lead), late 1, miss 1, false alarm 1, quiet 0; leads 1300/900/500
     assert (f"| all | 1 | 3 | 3 | 1 | 1 | 1 | 0 | 3/5 [{hlo:.2f}, {hhi:.2f}] | 1/1 [{flo:.2f}, {fhi:.2f}] "
-            f"| 1100 [800, 1200] (500–1300) | {p:.2g} |") in md
+            f"| 900 [700, 1100] (500–1300) | {p:.2g} |") in md
+    assert "## Prospective detector `g23_collapse` (causal)" in md
 
 
 def test_report_runs_scorecard_and_status(reported):
@@ -77,17 +78,16 @@ def test_report_runs_scorecard_and_status(reported):
     assert "1 trial(s) still running" in md
 
 
-def test_report_k_star_and_adiabatic_tables(reported):
+def test_report_k_star_and_adiabatic_tables(reported, synth):
     md = (reported / "report.md").read_text()
     # Independent count over the constructed full windows (steps ≥ 900, nonfinite row dropped)
     k = {2: 0, 3: 0}
     phase = [0, 0, 0]
-    for s in SPEC:
-        for step in range(100, s.last + 1, 100):
+    for s in synth.SPEC:
+        for step in range(900, s.last + 1, 100):
             if step == s.nonfinite_at:
                 continue
-            if step >= 900:
-                k[s.k_star(step)] += 1
+            k[s.k_star(step)] += 1
             grok = s.grok
             if s.grok_threshold is not None and s.grok_early is not None:
                 grok = s.grok_early  # its own threshold 0.9 is met at grok_early
@@ -104,16 +104,9 @@ def test_report_k_star_and_adiabatic_tables(reported):
     assert f"| after grok | {phase[2]} | 0.5 |" in md
 
 
-def test_phase_of_by_hand():
-    steps = np.array([100, 500, 900, 1000, 2999, 3000, 4000])
-    assert phase_of(steps, 900, 3000).tolist() == [0, 0, 1, 1, 1, 2, 2]
-    assert phase_of(steps, None, None).tolist() == [0] * 7
-    assert phase_of(steps, None, 1000).tolist() == [0, 0, 0, 2, 2, 2, 2]  # grok without memorising
-
-
-def test_wall_time_when_finished(tmp_path):
-    done = [s for s in SPEC if s.status != "running"]  # 9 trials, each 100 s, all started at T0
-    path = build_sweep(str(tmp_path), done)
+def test_wall_time_when_finished(tmp_path, synth):
+    done = [s for s in synth.SPEC if s.status != "running"]  # 9 trials, each 100 s, all started at T0
+    path = synth.build_sweep(str(tmp_path), done)
     aggregate_sweep(path, use_ray=False, report=False)
     write_report(path, trial_figures=False)
     md = Path(path, "report.md").read_text()
@@ -121,46 +114,62 @@ def test_wall_time_when_finished(tmp_path):
     assert not Path(path, "figures", "trials").exists()
 
 
-def test_report_main_errors(tmp_path, capsys):
-    missing = tmp_path / "nope" / SWEEP
+def test_trial_figures_default_off_above_the_limit_and_on_demand(tmp_path, monkeypatch, synth):
+    """A large sweep gets no per-trial PNGs unless asked (`edgesweep report --trial-figures`):
+    1,000 of them cost minutes. The per-run table then links to nothing that is missing."""
+    from edgesweep import cli
+    from edgesweep.platform import report
+
+    path = synth.build_sweep(str(tmp_path))
+    aggregate_sweep(path, use_ray=False, report=False)
+    n = len(synth.SPEC)
+    monkeypatch.setattr(report, "TRIAL_FIGURES_AUTO_MAX", n - 1)  # this sweep is "large"
+    write_report(path)
+    trials_dir = Path(path, "figures", "trials")
+    md = Path(path, "report.md").read_text()
+    assert not trials_dir.exists()
+    assert "](figures/trials/" not in md  # no link
+    assert f"| `{synth.SPEC[0].trial_id}` | mod_add |" in md
+    assert f"this sweep has {n} trials (more than {n - 1}); `edgesweep report {path} --trial-figures`" in md
+    assert Path(path, "figures", "overview_modular.png").is_file()
+
+    assert cli.main(["report", path, "--trial-figures"]) == 0
+    assert sorted(p.name for p in trials_dir.iterdir()) == sorted(f"{s.trial_id}.png" for s in synth.SPEC)
+    md = Path(path, "report.md").read_text()
+    assert f"[`{synth.SPEC[0].trial_id}`](figures/trials/{synth.SPEC[0].trial_id}.png)" in md
+
+    monkeypatch.setattr(report, "TRIAL_FIGURES_AUTO_MAX", n)  # at the limit: drawn by default
+    Path(trials_dir, f"{synth.SPEC[0].trial_id}.png").unlink()
+    write_report(path)
+    assert Path(trials_dir, f"{synth.SPEC[0].trial_id}.png").is_file()
+    assert cli.main(["report", path, "--no-trial-figures"]) == 0
+    assert "](figures/trials/" not in Path(path, "report.md").read_text()
+
+
+def test_report_main_errors(tmp_path, capsys, synth):
+    missing = tmp_path / "nope" / synth.SWEEP
     assert report_main(str(missing)) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "Traceback" not in err
-    path = build_sweep(str(tmp_path / "root"), SPEC[:1])  # data, but never aggregated
+    path = synth.build_sweep(str(tmp_path / "root"), synth.SPEC[:1])  # data, but never aggregated
     assert report_main(path) == 2
     assert "edgesweep aggregate" in capsys.readouterr().err
 
 
 @pytest.mark.s3
-def test_report_on_s3(tmp_path, monkeypatch):
+def test_report_on_s3(s3_env, s3_root, synth):
     """An s3:// sweep: tables, scorecard.json, report.md and figures land under its prefix."""
-    from s3server import SeaweedS3, SeaweedUnavailable
+    from edgesweep.storage import resolve_root
 
-    (tmp_path / "s3").mkdir()  # SeaweedS3 runs `weed version` in its workdir before creating it
-    srv = SeaweedS3(tmp_path / "s3")
-    try:
-        srv.start()
-    except SeaweedUnavailable as exc:
-        pytest.skip(f"SeaweedFS cannot run here: {exc}")
-    try:
-        for k, v in srv.env.items():
-            monkeypatch.setenv(k, v)
-        root = f"s3://{srv.bucket}/prefix"
-        path = build_sweep(root, [SPEC[0], SPEC[4]])
-        aggregate_sweep(path, use_ray=False, report=True)
-        runs = scan(path, "runs").collect().sort("trial_id")
-        assert runs["alarm_step"].to_list() == [1700, 1700]
-        assert runs["detector_outcome"].to_list() == ["hit", "false_alarm"]
-
-        import pyarrow.fs as pafs
-        fs = pafs.S3FileSystem(access_key=srv.access_key, secret_key=srv.secret_key,
-                               endpoint_override=srv.endpoint, scheme="http", region="us-east-1")
-        base = f"{srv.bucket}/prefix/{SWEEP}"
-        for rel in ["report.md", "scorecard.json", "figures/overview_modular.png",
-                    f"figures/trials/{SPEC[0].trial_id}.png"]:
-            assert fs.get_file_info(f"{base}/{rel}").type == pafs.FileType.File, rel
-        with fs.open_input_stream(f"{base}/report.md") as f:
-            md = f.read().decode()
-        assert "gap dynamics preceded grokking in 1/1 runs with weight decay, 0/1 without" in md
-    finally:
-        srv.stop()
+    path = synth.build_sweep(s3_root, [synth.SPEC[0], synth.SPEC[4]])
+    aggregate_sweep(path, use_ray=False, report=True)
+    runs = scan(path, "runs").collect().sort("trial_id")
+    assert runs["alarm_step"].to_list() == [1700, 1700]
+    assert runs["detector_outcome"].to_list() == ["hit", "false_alarm"]
+    root = resolve_root(path)
+    for rel in ["report.md", "scorecard.json", "figures/overview_modular.png",
+                f"figures/trials/{synth.SPEC[0].trial_id}.png"]:
+        assert root.exists(root.path(rel)), rel
+    with root.fs.open_input_stream(root.path("report.md")) as f:
+        md = f.read().decode()
+    assert "gap dynamics preceded grokking in 1/1 runs with weight decay, 0/1 without" in md

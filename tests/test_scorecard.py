@@ -5,12 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from edgesweep.spectral.scorecard import (
+import json
+
+import polars as pl
+
+from edgesweep.analysis.record import AnalysisConfig, TrialRecord, TrialSettings
+from edgesweep.analysis.runs import run_row, runs_table, summary_table
+from edgesweep.analysis.scorecard import (
     FAIL,
     NOT_TESTABLE,
     PASS,
-    RunData,
     check_adiabatic_regimes,
+    bbp_ceiling,
     check_bbp_vacuous,
     check_gap_flow_damping,
     check_gap_loss_correlation,
@@ -32,23 +38,37 @@ RISING = np.linspace(1.0, 5.0, 30)
 
 def test_k_star_optimizer_pass_fail_not_testable():
     one, two = np.ones(20), np.full(20, 2.0)
-    res = check_k_star_optimizer(["muon", "AdamW"], ["lm", "lm"], [one, two], [3.00, 3.10])
+    res = check_k_star_optimizer(["muon", "AdamW"], ["lm", "lm"], [one, two], [3.00, 3.10], min_runs=1)
     assert res.verdict == PASS, res.reason
     assert res.measured["workloads"]["lm"]["muon_k_star"] == 1
-    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [two, two], [3.0, 3.1])
+    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [two, two], [3.0, 3.1], min_runs=1)
     assert res.verdict == FAIL
     # only one optimizer
-    res = check_k_star_optimizer(["adamw", "adamw"], ["lm", "lm"], [two, two], [3.0, 3.1])
+    res = check_k_star_optimizer(["adamw", "adamw"], ["lm", "lm"], [two, two], [3.0, 3.1], min_runs=1)
     assert res.verdict == NOT_TESTABLE
     # both optimizers but validation losses 33 % apart: the premise "comparable loss" fails
-    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [one, two], [3.0, 4.0])
+    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [one, two], [3.0, 4.0], min_runs=1)
     assert res.verdict == NOT_TESTABLE and not res.measured["workloads"]["lm"]["comparable_loss"]
+
+
+def test_k_star_testability_needs_three_runs_per_optimizer_and_reports_fixed_ratios():
+    one, two = np.ones(20), np.full(20, 2.0)
+    fr = {"sigma12": np.full(20, 3.0), "sigma23": np.full(20, 1.5), "sigma34": np.full(20, 1.2)}
+    two_each = check_k_star_optimizer(["muon", "muon", "adamw", "adamw"], ["lm"] * 4, [one, one, two, two],
+                                      [3.0] * 4, [fr] * 4)
+    assert two_each.verdict == NOT_TESTABLE and two_each.testability["met"] is False
+    assert "measured 0" in two_each.reason and ">= 3 Muon" in two_each.reason
+    three = check_k_star_optimizer(["muon"] * 3 + ["adamw"] * 3, ["lm"] * 6, [one] * 3 + [two] * 3, [3.0] * 6, [fr] * 6)
+    assert three.verdict == PASS and three.testability["met"]
+    e = three.measured["workloads"]["lm"]
+    assert e["muon_runs_k1"][:2] == [3, 3] and e["adamw_runs_k2"][:2] == [3, 3]
+    assert (e["muon_sigma12"], e["adamw_sigma23"], e["adamw_sigma34"]) == (3.0, 1.5, 1.2)
 
 
 def test_k_star_uses_modal_value_per_run():
     mostly_one = np.array([1, 1, 1, 2, 3])
     mostly_two = np.array([2, 2, 1, 2])
-    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [mostly_one, mostly_two], [2.0, 2.0])
+    res = check_k_star_optimizer(["muon", "adamw"], ["lm", "lm"], [mostly_one, mostly_two], [2.0, 2.0], min_runs=1)
     assert res.verdict == PASS
 
 
@@ -68,6 +88,20 @@ def test_bbp_pass_and_fail_with_hand_medians():
     # +inf (d_crit = 0 below a positive σ_W) is kept as the extreme value, NaN dropped:
     # values (10, 30, inf) → median 30
     assert check_bbp_vacuous([[np.inf, 10.0, 30.0, np.nan]]).measured["median_of_run_medians"] == 30.0
+
+
+def test_bbp_ceiling_is_exact_and_decides_testability():
+    # a window with σ = (4, 3, 2, 1) at P = 10⁶, W = 4: ν² = mean(λ_3, λ_4)/P = 2.5/P, so
+    # d_crit = √2.5·(W−1)^¼·P^−¼ and the ratio = 1/d_crit; its ceiling (P/(W−1))^¼ = 24.03.
+    P, sig = 1e6, np.array([4.0, 3.0, 2.0, 1.0])
+    ratio = sig[-1] / (math.sqrt(np.mean(sig[2:] ** 2) / P) * (P * 3) ** 0.25)
+    assert bbp_ceiling(sig, ratio) == pytest.approx((P / 3) ** 0.25)
+    # P = 32,768 attention parameters at W = 10: ceiling 7.77 < 40 → NOT-TESTABLE with the number
+    small = check_bbp_vacuous([[6.0, 7.0]], [[(32768 / 9) ** 0.25] * 2])
+    assert small.verdict == NOT_TESTABLE and "measured 7.768, needs >= 40" in small.reason and small.testability["required"] == 40.0
+    # P = 10⁸ at W = 10: ceiling 57.7 ≥ 40 → tested (here FAIL: ratios 6–7 ≪ 20)
+    big = check_bbp_vacuous([[6.0, 7.0]], [[(1e8 / 9) ** 0.25] * 2])
+    assert big.verdict == FAIL and big.testability["met"]
 
 
 # ------------------------------------------------------------------ (c) stability ordering
@@ -124,10 +158,22 @@ def test_three_phase_shapes():
 
 
 def test_three_phase_verdicts():
-    assert check_three_phase([TRAPEZOID, TRAPEZOID * 1.1, RISING]).verdict == PASS  # 2/3
-    res = check_three_phase([TRAPEZOID, RISING, TRIANGLE])  # 1/3
+    followed = [12, 12, 12]  # windows after the transition
+    assert check_three_phase([TRAPEZOID, TRAPEZOID * 1.1, RISING], post_windows=followed).verdict == PASS  # 2/3
+    res = check_three_phase([TRAPEZOID, RISING, TRIANGLE], post_windows=followed)  # 1/3
     assert res.verdict == FAIL and res.measured["n_present"] == 1
-    assert check_three_phase([TRAPEZOID[:8]]).verdict == NOT_TESTABLE
+    assert check_three_phase([TRAPEZOID[:8]] * 3, post_windows=followed).verdict == FAIL  # too short
+
+
+def test_three_phase_testability_needs_runs_followed_past_the_transition():
+    # three runs stopped 3 windows after grokking: the collapse cannot be seen → NOT-TESTABLE
+    cut = check_three_phase([TRAPEZOID] * 3, post_windows=[3, 3, 3])
+    assert cut.verdict == NOT_TESTABLE and "measured 0" in cut.reason
+    # runs without a grok event (language models) count as followed with ≥ 30 windows
+    assert check_three_phase([TRAPEZOID] * 3, post_windows=[None] * 3).testability["met"]
+    # the fixed-position ratio is judged; the k*-relative R is reported beside
+    res = check_three_phase([RISING] * 3, fixed_ratio=[TRAPEZOID] * 3, post_windows=[12] * 3)
+    assert res.verdict == PASS and res.measured["n_present_in_k_star_relative_R"] == 0
 
 
 # ------------------------------------------------------------------ (e) R vs validation loss
@@ -247,7 +293,28 @@ def test_adiabatic_regimes_pass_fail_not_testable():
     assert check_adiabatic_regimes([steps], [A], [None], [memo]).verdict == NOT_TESTABLE
 
 
+def test_adiabatic_testability_needs_windows_narrower_than_the_transition():
+    runs = [_adiabatic_run(0.1, 1.0) for _ in range(3)]
+    wide = check_adiabatic_regimes(*zip(*runs), window_span=[1000.0] * 3, transition_width=[200.0] * 3)
+    assert wide.verdict == NOT_TESTABLE and "measured 1000, needs <= 200" in wide.reason and wide.testability["required"] == 200.0
+    narrow = check_adiabatic_regimes(*zip(*runs), window_span=[100.0] * 3, transition_width=[200.0] * 3)
+    assert narrow.verdict == PASS and narrow.testability["met"]
+
+
 # ------------------------------------------------------------------ (h) precedence
+
+
+def summary_of(wd, grokked, preceded, dec=None):
+    """The summary table of runs with these outcomes (the counts come from summary_table)."""
+    n = len(wd)
+    runs = pl.DataFrame({"trial_id": [f"t{i}" for i in range(n)], "family": ["modular"] * n,
+                         "weight_decay": [float(w) for w in wd], "running": [False] * n,
+                         "grok_step": [100 if g else None for g in grokked], "preceded": preceded,
+                         "alarm_step": [None] * n, "error": [None] * n,
+                         "decline_peak_to_final": dec if dec is not None else [None] * n},
+                        schema_overrides={"grok_step": pl.Int64, "alarm_step": pl.Int64, "error": pl.String,
+                                          "decline_peak_to_final": pl.Float64})
+    return summary_table(runs)
 
 
 def test_precedence_24_of_24_vs_0_of_24():
@@ -255,75 +322,75 @@ def test_precedence_24_of_24_vs_0_of_24():
     grokked = [True] * 24 + [False] * 24
     preceded = [True] * 24 + [False] * 24
     dec = [20.0] * 24 + [31.0] * 24
-    res = check_precedence(wd, grokked, preceded, dec)
+    res = check_precedence(summary_of(wd, grokked, preceded, dec))
     assert res.verdict == PASS, res.reason
     m = res.measured
     assert m["weight_decay"]["preceded_ci"][0] == pytest.approx(0.025 ** (1 / 24))
     assert m["control"]["preceded_ci"][1] == pytest.approx(1 - 0.025 ** (1 / 24))
     assert m["fisher_p"] == pytest.approx(2 / math.comb(48, 24), rel=1e-9)
-    assert m["control"]["decline_peak_to_final"]["median"] == 31.0  # the caveat, reported
+    assert m["control"]["decline_peak_to_final_median"] == 31.0  # the caveat, reported
 
 
 def test_precedence_fail_cases_and_v2_count():
     wd = [1.0] * 24 + [0.0] * 24
     # one weight-decay run grokked without a preceding decline
     pre = [True] * 23 + [False] + [False] * 24
-    assert check_precedence(wd, [True] * 24 + [False] * 24, pre).verdict == FAIL
+    assert check_precedence(summary_of(wd, [True] * 24 + [False] * 24, pre)).verdict == FAIL
     # v2 of the paper: 1/24 controls → still PASS; 2/24 → FAIL
     gk = [True] * 24 + [True, True] + [False] * 22
     one = [True] * 24 + [True, False] + [False] * 22
     two = [True] * 24 + [True, True] + [False] * 22
-    assert check_precedence(wd, gk, one).verdict == PASS
-    assert check_precedence(wd, gk, two).verdict == FAIL
+    assert check_precedence(summary_of(wd, gk, one)).verdict == PASS
+    assert check_precedence(summary_of(wd, gk, two)).verdict == FAIL
     # no weight-decay arm / no grokking in it
-    assert check_precedence([0.0] * 3, [False] * 3, [False] * 3).verdict == NOT_TESTABLE
-    assert check_precedence([1.0] * 3, [False] * 3, [False] * 3).verdict == NOT_TESTABLE
+    assert check_precedence(summary_of([0.0] * 3, [False] * 3, [False] * 3)).verdict == NOT_TESTABLE
+    assert check_precedence(summary_of([1.0] * 3, [False] * 3, [False] * 3)).verdict == NOT_TESTABLE
     # a weight-decay run that did not grok is not a grokking event: 2/2 grokked preceded → PASS
-    assert check_precedence([1.0] * 3, [True, True, False], [True, True, False]).verdict == PASS
-    with pytest.raises(ValueError):
-        check_precedence([1.0], [False], [True])
+    assert check_precedence(summary_of([1.0] * 3, [True, True, False], [True, True, False])).verdict == PASS
+    # weight decays drawn at random pool into one arm
+    mixed = summary_of([0.1, 0.3, 2.0, 0.0], [True, True, True, False], [True, True, True, False])
+    assert check_precedence(mixed).measured["weight_decay"]["n"] == 3
 
 
-# ------------------------------------------------------------------ RunData + scorecard()
+# ------------------------------------------------------------------ records + scorecard()
 
 
 def _run(trial_id, wd, grok, seed=0):
-    """A grokking-like run: g23 peaks then collapses 10x by the grok step (wd > 0) or a
-    control whose g23 also collapses but whose accuracy never crosses 0.95."""
+    """A grokking-like run (a TrialRecord with configured W = 4): g23 peaks then collapses 10x
+    by the grok step (wd > 0), or a control whose g23 also collapses but whose accuracy never
+    crosses 0.95."""
     n = 30
     steps = 100 * np.arange(1, n + 1)
     g23 = np.concatenate([np.linspace(1, 10, 8), np.linspace(10, 1, 14), np.full(8, 0.5)])
-    sigma = np.full((n, 4), np.nan)
-    for i in range(n):
-        w = min(i + 2, 4)  # the window fills: 2, 3, 4, 4, ... rows
-        sigma[i, :w] = [4.0, 2.0, 1.5, 1.0][:w]
+    windows = [min(i + 2, 4) for i in range(n)]  # the window fills: 2, 3, 4, 4, ... rows
     acc = np.where(steps >= 2300, 0.99, 0.3) if grok else np.full(n, 0.3)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)  # rows arrive shuffled; RunData sorts them
-    return RunData(
-        trial_id=trial_id, workload="mod_add", optimizer="adamw", weight_decay=wd, seed=seed,
-        step=steps[perm], sigma=sigma[perm], k_star=np.ones(n)[perm], gap_ratio=TRAPEZOID[3:33][perm],
-        gap=np.full(n, 2.0)[perm], g23=g23[perm], alpha=[np.array([0.9, 0.5, 0.2, 0.1])] * n,
-        adiabatic=np.full(n, 0.1)[perm], bbp_ratio=np.full(n, 30.0)[perm],
-        eval_step=steps, test_loss=np.linspace(4, 1, n), grok_acc=acc, memo_acc=np.where(steps >= 500, 1.0, 0.5),
-    )
+    perm = np.random.default_rng(seed).permutation(n)  # rows arrive shuffled; the record sorts them
+    feats = pl.DataFrame({
+        "step": steps, "window": windows, "sigma": [[4.0, 2.0, 1.5, 1.0][:w] for w in windows],
+        "k_star": np.ones(n, dtype=np.int32), "gap_ratio": TRAPEZOID[3:33], "gap": np.full(n, 2.0),
+        "g23": g23, "alpha": [[0.9, 0.5, 0.2, 0.1][:w] for w in windows], "adiabatic": np.full(n, 0.1),
+        "bbp_ratio": np.full(n, 60.0), "nonfinite": [False] * n})[perm]
+    evals = pl.DataFrame({"step": steps, "test_loss": np.linspace(4, 1, n), "grok_acc": acc,
+                          "memo_acc": np.where(steps >= 500, 1.0, 0.5)})
+    trial = {"trial_id": trial_id, "workload": "mod_add", "family": "modular", "optimizer": "adamw",
+             "weight_decay": wd, "seed": seed, "status": "completed", "steps": int(steps[-1]),
+             "config": json.dumps({"monitor": {"window": 4}})}
+    return TrialRecord(trial, TrialSettings.parse(trial["config"], AnalysisConfig()), feats, evals)
 
 
-def test_run_data_normalises_columns():
+def test_record_normalises_rows_and_finds_full_windows():
     r = _run("t0", 1.0, grok=True, seed=3)
-    assert np.all(np.diff(r.step) > 0)
+    assert np.all(np.diff(r.features["step"].to_numpy()) > 0)
     assert r.grok_step == 2300 and r.memorization_step == 500
-    assert [x.size for x in r.sigma[:4]] == [2, 3, 4, 4]  # NaN padding stripped, sorted
-    assert r.full_windows.sum() == 28
-    np.testing.assert_allclose(r.g23[:2], [1.0, 1 + 9 / 7])
+    assert r.windows(full_only=True).height == 28 and r.windows(full_only=False).height == 30
+    np.testing.assert_allclose(r.features["g23"].to_numpy()[:2], [1.0, 1 + 9 / 7])
     assert r.final_val_loss == 1.0
-    with pytest.raises(ValueError):
-        RunData(trial_id="bad", step=[1, 2], g23=[1.0])
 
 
 def test_scorecard_end_to_end_fixed_order_and_precedence():
-    runs = [_run(f"wd{i}", 1.0, True, i) for i in range(3)] + [_run(f"c{i}", 0.0, False, i) for i in range(3)]
-    preds = scorecard(runs)
+    records = [_run(f"wd{i}", 1.0, True, i) for i in range(3)] + [_run(f"c{i}", 0.0, False, i) for i in range(3)]
+    runs = runs_table([run_row(r, AnalysisConfig()) for r in records])
+    preds = scorecard(records, runs, summary_table(runs))
     names = [p.name for p in preds]
     assert names == [
         "optimizer_dependent_k_star", "bbp_vacuous", "stability_ordering", "three_phase_gap_ratio",
@@ -331,13 +398,14 @@ def test_scorecard_end_to_end_fixed_order_and_precedence():
     ]
     by = {p.name: p for p in preds}
     assert by["optimizer_dependent_k_star"].verdict == NOT_TESTABLE  # AdamW only
-    assert by["bbp_vacuous"].verdict == PASS  # 30 ≥ 20
+    # 60 ≥ 20, and testable: the ceiling 60·rms(1.5, 1)/1 = 76.5 ≥ 40
+    assert by["bbp_vacuous"].verdict == PASS and by["bbp_vacuous"].measured["median_ceiling"] == pytest.approx(76.5, rel=1e-3)
     assert by["stability_ordering"].verdict == NOT_TESTABLE  # k* = 1 everywhere
     # g23 peaks at 10 (steps 800 and 900); grok at 2300 where g23 = 0.5 → decline 20 > 1.5 for
     # every wd run; controls never grok, their peak-to-final decline is also 10 / 0.5 = 20
     prec = by["grokking_precedence"]
     assert prec.verdict == PASS
     assert prec.measured["weight_decay"]["preceded"] == 3 and prec.measured["control"]["grokked"] == 0
-    assert prec.measured["control"]["decline_peak_to_final"]["median"] == pytest.approx(20.0)
+    assert prec.measured["control"]["decline_peak_to_final_median"] == pytest.approx(20.0)
     for p in preds:
         assert p.verdict in (PASS, FAIL, NOT_TESTABLE)

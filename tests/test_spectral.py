@@ -165,6 +165,19 @@ def test_degenerate_windows_have_defined_outputs(w, p, pattern, seed):
 
 
 # ----------------------------------------------------------------------------- streaming
+def comparable(row):
+    return None if row is None else {k: v for k, v in row.items() if k != "gram_ms"}
+
+
+@pytest.fixture(params=["numba", "torch"])
+def backend(request, monkeypatch):
+    """Run a test through the compiled CPU kernel and through the torch path (CUDA's)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("EDGESWEEP_MONITOR_BACKEND", request.param)
+    return request.param
+
+
 def stream(rng, n, p, dtype=torch.float64):
     """Snapshots θ_t of a drifting random walk with a low-rank backbone."""
     theta = torch.zeros(p, dtype=torch.float64)
@@ -203,8 +216,10 @@ def ref_window(rows, prev_rows, lr):
                                                      np.pad(prev_lam, (0, n - prev_lam.size)))))
     alpha = []
     for j in range(w):
-        gap_j = min(abs(lam[j] - lam[i]) for i in range(w) if i != j)
-        alpha.append(max(0.0, 1 - dg**2 / gap_j**2))
+        # neighbours: the other λ_i and, when P > w, the P − w zero eigenvalues of XᵀX
+        others = [lam[i] for i in range(w) if i != j] + ([0.0] if p > w else [])
+        gap_j = min(abs(lam[j] - o) for o in others)
+        alpha.append(max(0.0, 1 - dg**2 / gap_j**2) if gap_j > 0 else 0.0)
     gap = sigma[k - 1] - sigma[k]
     nu = math.sqrt(lam[w // 2:].mean() / p)
     return {"sigma": sigma, "k_star": k, "gap_ratio": sigma[k - 1] / sigma[k], "gap": gap,
@@ -214,7 +229,7 @@ def ref_window(rows, prev_rows, lr):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-6), (torch.float32, 1e-3)])
-def test_monitor_matches_independent_reference_on_every_window(dtype, tol):
+def test_monitor_matches_independent_reference_on_every_window(dtype, tol, backend):
     """Per-σ relative error ≤ tol (the DESIGN §5 bar) for every window of a stream, with the
     monitor's default settings; every other feature relative to its own size."""
     rng = np.random.default_rng(11)
@@ -265,9 +280,9 @@ def test_monitor_matches_independent_reference_on_every_window(dtype, tol):
     assert checked >= len(snaps) - 2 - W  # windows without duplicate rows were all compared
 
 
-def test_default_monitor_resolves_small_singular_values_in_float32():
-    """σ_4/σ_1 = 0.003 in a float32 window: the default (float64 accumulation) gets it to
-    1e-3 relative; the documented "block" mode would report it as 0 (its floor is ~0.55 %)."""
+def test_default_monitor_resolves_small_singular_values_in_float32(backend):
+    """σ_4/σ_1 = 0.003 in a float32 window: float64 products and sums get it to 1e-3 relative
+    (float32 products per 64k block, the old "block" mode, reported it as 0: floor ~0.55 %)."""
     rng = np.random.default_rng(21)
     p, target = 200000, np.array([1.0, 0.5, 0.2, 0.003])
     u, _ = np.linalg.qr(rng.standard_normal((4, 4)))
@@ -276,38 +291,37 @@ def test_default_monitor_resolves_small_singular_values_in_float32():
     theta = np.vstack([np.zeros(p), np.cumsum(deltas, axis=0)]).astype(np.float32)
     true_deltas = np.diff(theta.astype(np.float64), axis=0)  # what float32 snapshots really hold
     ref = ref_sigma(true_deltas)
-    for mode, ok in (("float64", True), ("block", False)):
-        mon = SpectralMonitor(MonitorConfig(window=4, params="all", accumulate=mode))
-        for i, th in enumerate(theta):
-            row = mon.observe(torch.from_numpy(th), step=i)
-        err = np.abs(np.array(row["sigma"]) / ref - 1)
-        assert (err.max() <= 1e-3) == ok, (mode, err)
+    mon = SpectralMonitor(MonitorConfig(window=4, params="all"))
+    for i, th in enumerate(theta):
+        row = mon.observe(torch.from_numpy(th), step=i)
+    err = np.abs(np.array(row["sigma"]) / ref - 1)
+    assert err.max() <= 1e-6, err  # far inside the 1e-3 bar: the Gram is exact to float64
 
 
-def test_block_accumulation_mode_is_within_its_documented_resolution():
+def test_accumulate_block_is_a_deprecated_alias_of_float64():
+    """Specs and checkpoints that say accumulate: block keep working, with a warning, and get
+    the exact result (the fused float64 kernel is as fast as block mode was)."""
     rng = np.random.default_rng(12)
-    snaps = stream(rng, 8, 300000, torch.float32)
-    exact = SpectralMonitor(MonitorConfig(window=4, params="all", accumulate="float64"))
-    fast = SpectralMonitor(MonitorConfig(window=4, params="all", accumulate="block", block=4096))
+    snaps = stream(rng, 8, 3000, torch.float32)
+    with pytest.warns(FutureWarning, match="deprecated"):
+        cfg = MonitorConfig(window=4, params="all", accumulate="block")
+    assert cfg == MonitorConfig(window=4, params="all") and cfg.accumulate == "float64"
+    exact, alias = SpectralMonitor(MonitorConfig(window=4, params="all")), SpectralMonitor(cfg)
     for i, s in enumerate(snaps):
-        a, b = exact.observe(s, step=i), fast.observe(s, step=i)
-        if a is not None:
-            assert np.max(np.abs(np.array(a["sigma"]) - b["sigma"])) <= 1e-3 * a["sigma"][0]
+        assert comparable(exact.observe(s, step=i)) == comparable(alias.observe(s, step=i))
     with pytest.raises(ValueError, match="accumulate"):
         MonitorConfig(accumulate="fast")
 
 
-@pytest.mark.parametrize("accumulate", ["block", "float64"])
-def test_float32_duplicate_update_rows_give_exact_zero(accumulate):
-    """Two identical float32 update rows: σ_3 = 0 exactly and an infinite edge above it,
-    in both accumulation modes (block mode via its resolution floor)."""
+def test_float32_duplicate_update_rows_give_exact_zero(backend):
+    """Two identical float32 update rows: σ_3 = 0 exactly and an infinite edge above it."""
     rng = np.random.default_rng(8)
     # integer multiples of 2^-20: every sum and difference below is exact in float32
     d1, d2 = (torch.from_numpy(rng.integers(-1000, 1000, 200000)).float() * 2.0**-20 for _ in range(2))
     theta = [torch.zeros(200000)]
     for d in (d1, d2, d2):
         theta.append(theta[-1] + d)
-    mon = SpectralMonitor(MonitorConfig(window=3, params="all", accumulate=accumulate))
+    mon = SpectralMonitor(MonitorConfig(window=3, params="all"))
     rows = [mon.observe(t, step=i) for i, t in enumerate(theta)]
     deltas = np.array([(theta[i] - theta[i - 1]).double().numpy() for i in (1, 2, 3)])
     ref = ref_sigma(deltas)
@@ -317,10 +331,11 @@ def test_float32_duplicate_update_rows_give_exact_zero(accumulate):
     assert rel_err(last["sigma"][:2], ref[:2]) <= 1e-3
 
 
-def test_save_restore_reproduces_rows_exactly():
+@pytest.mark.parametrize("sketch_dim", [None, 40])
+def test_save_restore_reproduces_rows_exactly(backend, sketch_dim):
     rng = np.random.default_rng(5)
     snaps = stream(rng, 14, 1500, torch.float32)
-    cfg = MonitorConfig(window=4, params="all")
+    cfg = MonitorConfig(window=4, params="all", sketch_dim=sketch_dim)
     straight = SpectralMonitor(cfg)
     expected = [straight.observe(s, step=i, lr=0.01) for i, s in enumerate(snaps)]
 
@@ -333,28 +348,42 @@ def test_save_restore_reproduces_rows_exactly():
     resumed.load_state_dict(torch.load(buf, weights_only=False))
     got += [resumed.observe(s, step=i + 7, lr=0.01) for i, s in enumerate(snaps[7:])]
 
-    def comparable(row):
-        return None if row is None else {k: v for k, v in row.items() if k != "gram_ms"}
-
     assert [comparable(r) for r in got] == [comparable(r) for r in expected]
     with pytest.raises(ValueError, match="different MonitorConfig"):
-        SpectralMonitor(MonitorConfig(window=5, params="all")).load_state_dict(first.state_dict())
+        SpectralMonitor(MonitorConfig(window=5, params="all", sketch_dim=sketch_dim)).load_state_dict(
+            first.state_dict())
 
 
-def test_non_finite_snapshot_is_flagged_and_skipped():
+@pytest.mark.parametrize("sketch_dim", [None, 64])
+def test_non_finite_snapshot_restarts_the_window(sketch_dim, backend):
+    """After a NaN snapshot the monitor starts over: the next snapshot re-seeds, and the rows
+    after it form a fresh window — no slot of the old window, no old spectrum to compare
+    with. The first new window (one row) therefore has no predecessor; the first row emitted
+    (two rows) compares with that one-row window only, exactly as at the start of a stream."""
     rng = np.random.default_rng(2)
-    snaps = stream(rng, 8, 300)
-    mon = SpectralMonitor(MonitorConfig(window=3, params="all"))
-    rows = [mon.observe(s, step=i) for i, s in enumerate(snaps[:5])]
+    snaps = stream(rng, 11, 300)
+    cfg = MonitorConfig(window=3, params="all", sketch_dim=sketch_dim, sketch_seed=4)
+    mon = SpectralMonitor(cfg)
+    rows = [mon.observe(s, step=i, lr=0.1) for i, s in enumerate(snaps[:5])]
+    assert rows[-1]["nonfinite"] is False and rows[-1]["window"] == 3
     bad = snaps[5].clone()
     bad[17] = float("nan")
-    flagged = mon.observe(bad, step=5)
+    flagged = mon.observe(bad, step=5, lr=0.1)
     assert flagged["nonfinite"] is True and math.isnan(flagged["gap_ratio"])
-    assert mon.observe(snaps[6], step=6) is None  # re-seeds θ_prev, window untouched
-    after = mon.observe(snaps[7], step=7)
-    window = np.array([(snaps[i] - snaps[i - 1]).numpy() for i in (3, 4)] + [(snaps[7] - snaps[6]).numpy()])
-    assert np.allclose(after["sigma"], ref_sigma(window), rtol=1e-9)
-    assert rows[-1]["nonfinite"] is False
+    state = mon.state_dict()
+    assert state["slots"] == [] and state["prev_lam"] is None  # nothing stale survives
+    after = [mon.observe(s, step=6 + i, lr=0.1) for i, s in enumerate(snaps[6:])]
+    assert after[0] is None and after[1] is None  # re-seed, then a one-row window
+    assert after[2]["window"] == 2 and after[3]["window"] == 3
+    fresh = SpectralMonitor(cfg)
+    expected = [fresh.observe(s, step=6 + i, lr=0.1) for i, s in enumerate(snaps[6:])]
+    assert [comparable(r) for r in after] == [comparable(r) for r in expected]
+    if sketch_dim is None:  # against the reference built from the new rows alone
+        d7, d8 = ((snaps[i] - snaps[i - 1]).numpy() for i in (7, 8))
+        lam = ref_sigma(np.array([d7, d8])) ** 2
+        dg = math.hypot(lam[0] - d7 @ d7, lam[1])
+        assert after[2]["delta_gram_fro"] == pytest.approx(dg, rel=1e-9)
+        assert np.allclose(after[2]["sigma"], np.sqrt(lam), rtol=1e-9)
 
 
 class TinyAttention(torch.nn.Module):
@@ -413,25 +442,78 @@ def sketch_gap_errors(d, seeds=range(20)):
 
 
 def test_sketched_gap_ratio_error_is_measured_and_bounded():
-    """The author reports ≤ 7 % gap-ratio error at d = 10W. Measured here (20 seeds):
-    median ≈ 8 % at d = 10W, ≈ 3 % at d = 100W; the bounds leave ~1.5× headroom and the
-    error must shrink with d (a sketch that ignored its input would fail all three)."""
+    """The author reports ≤ 7 % gap-ratio error at d = 10W. Measured here (20 seeds, the
+    index-hash map): median 5.5 % (max 18 %) at d = 10W, 3.0 % (max 7.6 %) at d = 100W; the
+    bounds leave 1.3–2× headroom and the error must shrink with d (a sketch that ignored its
+    input would fail all three)."""
     e100, e1000 = sketch_gap_errors(100), sketch_gap_errors(1000)
     assert np.median(e100) < 0.12 and e100.max() < 0.3, e100
-    assert np.median(e1000) < 0.05 and e1000.max() < 0.08, e1000
+    assert np.median(e1000) < 0.05 and e1000.max() < 0.1, e1000
     assert np.median(e1000) < 0.6 * np.median(e100)
 
 
-def test_sketched_monitor_tracks_exact_monitor():
+def test_sketched_monitor_tracks_exact_monitor(backend):
+    """σ_1 within 10 %; update_norm is the sketched norm ‖Sδ‖ — equal to the norm of an
+    explicit sketch of δ (linearity: Sθ_t − Sθ_{t−1} = Sδ) and close to ‖δ‖ (d = 200: the
+    relative sd of ‖Sδ‖ is ≈ 1/√(2d) = 5 %)."""
+    from edgesweep.spectral import CountSketch
+
     rng = np.random.default_rng(9)
     snaps = stream(rng, 14, 30000, torch.float32)
     exact = SpectralMonitor(MonitorConfig(window=5, params="all"))
     sk = SpectralMonitor(MonitorConfig(window=5, params="all", sketch_dim=200, sketch_seed=3))
+    explicit = CountSketch(30000, 200, seed=3)
     ratios = []
     for i, s in enumerate(snaps):
         a, b = exact.observe(s, step=i), sk.observe(s, step=i)
         if a is not None:
-            assert b["update_norm"] == pytest.approx(a["update_norm"], rel=1e-4)  # exact, not sketched
+            delta = snaps[i].double() - snaps[i - 1].double()
+            assert b["update_norm"] == pytest.approx(float(explicit.project(delta).norm()), rel=1e-9)
+            assert b["update_norm"] == pytest.approx(a["update_norm"], rel=0.25)
             ratios.append(abs(b["sigma"][0] / a["sigma"][0] - 1))
     assert max(ratios) < 0.1, ratios
-    assert sk.ring.shape == (6, 200)
+    assert sk.ring.shape == (6, 200) and sk.prev is None
+
+
+# ----------------------------------------------------------------------------- issue 9, item 4
+def ref_alpha_from_operator(rows, prev_rows):
+    """α_j from the P×P operator XᵀX itself (all P eigenvalues, its P − w zeros included):
+    gap_j = distance from λ_j to the nearest other eigenvalue of the operator."""
+    rows, prev_rows = np.asarray(rows, np.float64), np.asarray(prev_rows, np.float64)
+    w = rows.shape[0]
+    op = np.linalg.eigvalsh(rows.T @ rows)[::-1]          # P eigenvalues, descending
+    lam = op[:w]
+    prev_lam = np.linalg.eigvalsh(prev_rows.T @ prev_rows)[::-1][:prev_rows.shape[0]]
+    n = max(lam.size, prev_lam.size)
+    dg = math.sqrt(np.sum((np.pad(lam, (0, n - lam.size)) - np.pad(prev_lam, (0, n - prev_lam.size))) ** 2))
+    alpha = []
+    for j in range(w):
+        gap = min(abs(lam[j] - op[i]) for i in range(op.size) if i != j)
+        alpha.append(max(0.0, 1.0 - dg**2 / gap**2))
+    return np.array(alpha), dg
+
+
+@pytest.mark.parametrize("w,p", [(4, 40), (3, 40), (2, 40), (4, 4)])
+@pytest.mark.parametrize("prev_kind", ["perturbed", "filling"])
+def test_alpha_of_smallest_eigenvalue_counts_the_operators_zero_eigenvalues(w, p, prev_kind):
+    """λ_w = 1 sits 3 below λ_{w−1} = 4 but only 1 above the P − w zero eigenvalues of XᵀX,
+    so its Davis–Kahan gap is 1, not 3. Full (w = 4) and filling (w = 2, 3) windows; the
+    previous window is either a small perturbation (‖ΔG‖ = 0.25·√w: α_w is 0.75–0.88 with the
+    right gap, ≥ 0.97 with the spectral one) or the window one row shorter, as while a window fills. With
+    P = w the operator has no zero eigenvalue and the gap is the spectral one."""
+    rng = np.random.default_rng(30 + w)
+    u, _ = np.linalg.qr(rng.standard_normal((w, w)))
+    v, _ = np.linalg.qr(rng.standard_normal((p, w)))
+    lam = np.array([25.0, 16.0, 4.0, 1.0])[-w:]
+    rows = (u * np.sqrt(lam)) @ v.T
+    if prev_kind == "perturbed":
+        # same singular vectors, eigenvalues moved by ±0.25: ‖ΔG‖ = 0.25·√w
+        prev_rows = (u * np.sqrt(lam + 0.25 * np.array([1, -1, 1, -1])[:w])) @ v.T
+    else:
+        prev_rows = rows[:-1]
+    ref, dg = ref_alpha_from_operator(rows, prev_rows)
+    if prev_kind == "perturbed":
+        assert 0.3 < dg < 0.6 and (p == w or ref[-1] < 0.9)  # the case tells gap 1 from gap 3
+    feats = window_features(rows, prev_rows=prev_rows)
+    assert feats["delta_gram_fro"] == pytest.approx(dg, rel=1e-9)
+    assert np.allclose(feats["alpha"], ref, rtol=1e-9, atol=1e-9), (feats["alpha"], ref)

@@ -76,3 +76,22 @@ def test_resume_from_checkpoint_replays_exactly(tmp_path):
     attempts = scan(tmp_path / "run" / "unit", "features").collect()
     assert attempts.filter(pl.col("step") > 40)["attempt"].unique().to_list() == [1]
     assert attempts.filter(pl.col("step") <= 40)["attempt"].unique().to_list() == [0]
+
+
+def test_online_alarm_equals_the_offline_replay(tmp_path, monkeypatch):
+    """The detector the trial runs live and the one the aggregation replays over the stored rows
+    alarm at the same step (a sensitive configuration, so that it does alarm)."""
+    import edgesweep.platform.trainable as trainable
+    from edgesweep.analysis import AnalysisConfig
+    from edgesweep.platform.aggregate import AggregateConfig, aggregate_sweep
+
+    sensitive = {"decline_factor": 1.05, "warmup_windows": 1, "persistence": 1, "stability_windows": 1,
+                 "max_rel_std": float("inf")}
+    real = trainable.make_detector
+    monkeypatch.setattr(trainable, "make_detector", lambda window=None, context=None: real(params=sensitive, window=window, context=context))
+    execute_trial(tiny_trial(max_steps=200), "unit", str(tmp_path))
+    online = scan(tmp_path / "unit", "trials").collect()["alarm_step"][0]
+    aggregate_sweep(tmp_path / "unit", use_ray=False, report=False,
+                    config=AggregateConfig(analysis=AnalysisConfig(detector_params=sensitive)))
+    offline = scan(tmp_path / "unit", "runs").collect()["alarm_step"][0]
+    assert online is not None and online == offline

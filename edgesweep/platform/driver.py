@@ -15,7 +15,12 @@ from pathlib import Path
 
 from ..storage.errors import StorageError
 from ..storage.fs import resolve_root
-from .spec import SpecError, SweepSpec, TrialSpec, load_spec
+from ..storage.liveness import DriverRecord, write_driver_record
+from ..storage.sweep import SweepPath
+from .outcome import sweep_outcome
+from .resources import check_trial_resources, looks_autoscaling, reuse_workers
+from .secrets import keep_credentials_out_of_runtime_envs
+from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 
@@ -33,8 +38,8 @@ def resolve_storage(storage: str) -> str:
     """Absolute local path or s3:// URI. A relative path inside a `ray job submit` working
     dir would land in a temporary copy that Ray deletes, so it is anchored at
     $EDGESWEEP_RESULTS_BASE (default: the home directory) instead, and said so."""
-    if storage.startswith("s3://"):
-        return storage
+    if "://" in storage:
+        return storage  # a URI: the storage layer accepts it (s3://, gs://, file://) or names what it accepts
     path = Path(storage).expanduser()
     if path.is_absolute():
         return str(path)
@@ -78,17 +83,22 @@ def connect_ray(address: str | None):
     return ray
 
 
-def _progress_callback(total: int, every_s: float):
+def _progress_callback(total: int, every_s: float, heartbeat=None):
     from ray import tune
 
     class ProgressView(tune.Callback):
-        """One readable line per event and a periodic summary, instead of Tune's tables."""
+        """One readable line per event and a periodic summary, instead of Tune's tables; and
+        the driver's heartbeat (``heartbeat()``, throttled by its caller) on every loop step."""
 
         def __init__(self):
             self.last = {}
             self.status = {}
             self.t_print = 0.0
             self.t_start = time.time()
+
+        def on_step_end(self, iteration, trials, **info):
+            if heartbeat is not None:
+                heartbeat()
 
         @staticmethod
         def _id(trial):
@@ -154,9 +164,34 @@ def _error_text(trial) -> str:
     return lines[-1][:400] if lines else "unknown error"
 
 
+class _Heartbeat:
+    """The driver record (storage/liveness.py): written at start, refreshed at most every
+    ``heartbeat_s`` from Tune's loop, closed with the outcome. A failed refresh is logged,
+    never fatal: the record only tells readers whether this driver still lives."""
+
+    def __init__(self, sp: SweepPath):
+        self.sp, self.rec, self.t_last = sp, DriverRecord.start(), time.monotonic()
+        write_driver_record(sp, self.rec)
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.t_last < self.rec.heartbeat_s:
+            return
+        self.t_last = time.monotonic()
+        self.rec.beat()
+        try:
+            write_driver_record(self.sp, self.rec)
+        except StorageError as exc:
+            _log(f"WARNING: driver heartbeat not written: {exc}")
+
+    def end(self, outcome: str, counts: dict) -> None:
+        self.rec.end(outcome, counts)
+        write_driver_record(self.sp, self.rec)
+
+
 def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
-              address: str | None = None, aggregate: bool = True) -> int:
-    spec = load_spec(spec_path, storage=storage)
+              address: str | None = None, aggregate: bool = True,
+              max_trials: int = DEFAULT_MAX_TRIALS, resource_timeout: float | None = None) -> int:
+    spec = load_spec(spec_path, storage=storage, max_trials=max_trials)
     storage_uri = resolve_storage(spec.storage)
     check_storage_writable(spec, storage_uri)
     root = resolve_root(storage_uri)
@@ -175,21 +210,36 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                         "state; use --resume to continue it, `edgesweep aggregate` to re-aggregate, "
                         "or another name/storage to start afresh")
 
+    from .trackers import tracker_callbacks, tracker_failures  # `loggers:`; a missing package fails here
+    trackers = tracker_callbacks(spec, storage_uri)
+
     # Our progress view replaces Tune's tables and its checkpoint-sync chatter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's automatic per-trial loggers (progress.csv, result.json, TensorBoard events) write
+    # every result of every trial a second time; the Parquet tables are the record and the
+    # `loggers:` trackers are explicit callbacks (not affected). Off unless the user sets it.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1":
+        # The result grid then finds no result.json to read metrics from and warns once per
+        # trial; the driver reads only errors and configs from it (the tables hold the rest).
+        import logging
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     ray = connect_ray(address)
+    check_trial_resources(ray, spec, resource_timeout, log=_log)  # never wait on the impossible
     if not root.is_s3 and len(ray.nodes()) > 1:
         _log(f"WARNING: storage {storage_uri} is a local path and the cluster has {len(ray.nodes())} "
              "nodes; every node must see it as the same shared filesystem, otherwise use s3://")
 
-    from .trainable import next_attempt, recorded_trial, run_trial, trial_row
     import polars as pl
-    from ..storage import write_table
+
+    from ..storage import next_attempt, recorded_trial, write_table
+    from .trainable import run_trial, trial_row
 
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
-    callbacks = [_progress_callback(len(spec.trials), every_s=30.0)]
+    heartbeat = _Heartbeat(SweepPath.parse(f"{storage_uri}/{spec.name}"))
+    callbacks = [_progress_callback(len(spec.trials), every_s=30.0, heartbeat=heartbeat)] + trackers
     if resume:
         _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
@@ -208,6 +258,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
             verbose=0,
             callbacks=callbacks,
         )
+        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+        reuse = reuse_workers(alive, looks_autoscaling(), os.environ.get("EDGESWEEP_REUSE_WORKERS"))
         param_space = {"trial": tune.grid_search([t.as_dict() for t in spec.trials]),
                        "sweep": {"name": spec.name, "storage": storage_uri,
                                  "cpus_per_trial": spec.trial_resources["cpu"]}}
@@ -215,9 +267,20 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                            tune_config=tune.TuneConfig(
                                trial_name_creator=lambda t: t.config["trial"]["trial_id"],
                                trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-                               reuse_actors=False))
+                               # On one node a finished trial's worker runs the next one: no
+                               # process start and no torch import per trial (seconds each on a
+                               # busy CPU); each trial sets its own seeds and threads
+                               # (trainable.run_trial). Off on clusters (resources.reuse_workers).
+                               reuse_actors=reuse))
+    keep_credentials_out_of_runtime_envs()  # Tune would write them into Ray's logs (secrets.py)
     t0 = time.time()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()  # Tune turns the first Ctrl-C into a graceful stop and returns
+    except KeyboardInterrupt:  # a second Ctrl-C
+        grid = []
+    except BaseException as exc:
+        heartbeat.end(f"error: {type(exc).__name__}", {})
+        raise
     wall = time.time() - t0
 
     failed = []
@@ -228,18 +291,29 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         text = str(result.error).strip().splitlines()
         failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
         # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
-        row = recorded_trial(storage_uri, spec.name, trial) or trial_row(
+        row = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition) or trial_row(
             trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
         row.update(status="failed", error="\n".join(text[-20:])[:4000])
         write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
-    _log(f"training finished in {wall:,.0f}s: {len(spec.trials) - len(failed)} trials finished, "
-         f"{len(failed)} failed")
+    # What is stored, not what Tune's grid implies: after Ctrl-C unstarted trials have no error.
+    outcome = sweep_outcome(spec, storage_uri)
+    heartbeat.end(outcome.verdict, outcome.counts())
+    _log(f"training {'finished' if outcome.complete else 'stopped'} after {wall:,.0f}s: {outcome.sentence()}")
     for tid, err in failed:
         _log(f"  failed: {tid}: {err}")
+    for line in tracker_failures(trackers):
+        _log(line)
+    if not outcome.complete:
+        _log(f"the sweep did not finish: {len(outcome.interrupted)} trial(s) stopped midway "
+             f"({', '.join(outcome.interrupted[:5]) or 'none'}) and {len(outcome.never_started)} never "
+             f"started; `edgesweep run {spec.source} --resume` continues it, "
+             f"`edgesweep aggregate {storage_uri}/{spec.name}` summarises what is stored")
+        return 130
 
     if aggregate:
         from ..storage import scan
-        from .aggregate import aggregate_sweep, precedence_sentence, precedence_text
+        from .aggregate import aggregate_sweep
+        from .report import precedence_sentence, precedence_text
         out = aggregate_sweep(f"{storage_uri}/{spec.name}")
         summary = scan(out, "summary").collect()
         print(precedence_text(summary), flush=True)
@@ -247,4 +321,4 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"aggregated: {out}/runs, {out}/summary, {out}/scorecard.json; report: {out}/report.md")
     _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {storage_uri}/{spec.name} "
          "\"SELECT * FROM runs\")")
-    return 1 if failed else 0
+    return 1 if outcome.failed else 0

@@ -1,14 +1,17 @@
 """The sweep report: ``report.md`` and PNG figures in the sweep folder (local or s3://).
 
-Reads only what the aggregation stored — ``runs``, ``summary``, ``scorecard.json`` — plus the
-``trials``, ``features`` and ``evals`` tables for the curves, so ``edgesweep report`` can be
-rerun at any time without recomputing events. Figures are drawn with matplotlib's object API
+Presentation only: it reads what the aggregation stored — ``runs``, ``summary``,
+``scorecard.json`` (predictions, distributions and the analysis config that produced them) —
+plus the ``trials``, ``features`` and ``evals`` tables for the curves; it computes no event,
+statistic or rule of its own, and states the configuration the aggregation actually used.
+``edgesweep report`` can be rerun at any time. Figures are drawn with matplotlib's object API
 on an Agg canvas (no pyplot, no global backend switch: safe inside a Ray driver or a server).
 
 Contents of report.md, in order: trial statuses and wall time; the precedence table (paper
 criterion) with exact intervals and Fisher tests; the prospective detector's hits, false
 alarms and lead times; the scorecard; k* by optimizer; the adiabatic parameter 𝒜 by training
-phase; per-run events; overview grids per workload family and one figure per trial.
+phase; per-run events; overview grids per workload family and one figure per trial (by default
+only up to TRIAL_FIGURES_AUTO_MAX trials; `edgesweep report --trial-figures` for any size).
 """
 
 from __future__ import annotations
@@ -24,27 +27,28 @@ import numpy as np
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, LogLocator, MaxNLocator, NullLocator
 
-from ..spectral.detector import DetectorConfig
-from ..storage import StorageError, scan
-from .aggregate import AggregateConfig, SweepPath, _fmt_p, _trial_settings, precedence_sentence
+from ..analysis.events import PHASES
+from ..storage import StorageError, SweepPath, scan
+from .report_html import write_report_html
 
-__all__ = ["write_report", "report_main", "phase_of"]
+__all__ = ["write_report", "report_main", "precedence_sentence", "precedence_text"]
 
 DPI = 90
 MAX_OVERVIEW_PANELS = 48     # a family grid beyond this is unreadable; the rest are in trials/
 MAX_RUN_TABLE_ROWS = 200
+#: Per-trial figures are drawn by default up to this many trials. Each costs ~0.3–0.8 s on a
+#: small CPU, so a 1,000-trial sweep would spend minutes on PNGs nobody opens one by one (the
+#: overview grids and report.html's per-trial curves cover them); ``edgesweep report
+#: --trial-figures`` draws them anyway.
+TRIAL_FIGURES_AUTO_MAX = 100
 COLORS = {"grok": "#2ca02c", "alarm": "#d62728", "memo": "#7f7f7f"}
-PHASES = ("before memorisation", "memorised, not grokked", "after grok")
 
 
 # ------------------------------------------------------------------------------------------
 # Small formatting helpers
 # ------------------------------------------------------------------------------------------
-
-
-def _isnum(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _f(x: Any, fmt: str = ".3g") -> str:
@@ -81,21 +85,48 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-# ------------------------------------------------------------------------------------------
-# Phase of a window, for the adiabatic distribution
-# ------------------------------------------------------------------------------------------
+def _fmt_p(p: Any) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "—"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def phase_of(step: np.ndarray, memorization_step: int | None, grok_step: int | None) -> np.ndarray:
-    """Phase index per window step: 0 before memorisation, 1 memorised but not (yet) grokked,
-    2 at or after the grok step. A run that groks without ever memorising goes 0 → 2."""
-    s = np.asarray(step)
-    out = np.zeros(s.shape, dtype=np.int64)
-    if memorization_step is not None:
-        out[s >= memorization_step] = 1
-    if grok_step is not None:
-        out[s >= grok_step] = 2
-    return out
+def precedence_sentence(summary: pl.DataFrame) -> str:
+    """The paper's sentence from the "all" scope: weight_decay > 0 arms pooled vs = 0."""
+    allr = summary.filter(pl.col("scope") == "all")
+    wd, ctrl = allr.filter(pl.col("arm") == "wd>0"), allr.filter(pl.col("arm") == "wd=0")
+    parts = []
+    if wd.height:
+        parts.append(f"{int(wd['n_preceded'].sum())}/{int(wd['n_runs'].sum())} runs with weight decay")
+    if ctrl.height:
+        parts.append(f"{int(ctrl['n_preceded'].sum())}/{int(ctrl['n_runs'].sum())} without")
+    if not parts:
+        return "gap dynamics preceded grokking in no run (no arm with a weight decay value)"
+    return "gap dynamics preceded grokking in " + ", ".join(parts)
+
+
+def _wd(r: dict) -> str:
+    """An arm's weight decay: its value, or the range of a pooled arm."""
+    if r["weight_decay"] is not None:
+        return f"{r['weight_decay']:g}"
+    return f"{r['wd_min']:.3g}–{r['wd_max']:.3g}"
+
+
+def precedence_text(summary: pl.DataFrame) -> str:
+    """Fixed-width table of the summary for a terminal."""
+    head = (f"{'scope':<10} {'wd':>9} {'runs':>5} {'live':>4} {'grok':>5} {'preceded':>9} "
+            f"{'95% CI':>13} {'all win.':>8} {'hits':>5} {'late':>4} {'miss':>4} {'FA':>4} "
+            f"{'lead med':>9} {'p(prec)':>8} {'p(alarm)':>8}")
+    lines = [head, "-" * len(head)]
+    for r in summary.iter_rows(named=True):
+        lead = "—" if r["lead_median"] is None or math.isnan(r["lead_median"]) else f"{r['lead_median']:.0f}"
+        ci = f"[{r['preceded_lo']:.2f}, {r['preceded_hi']:.2f}]"
+        lines.append(
+            f"{r['scope']:<10} {_wd(r):>9} {r['n_runs']:>5} {r['n_running']:>4} "
+            f"{r['n_grokked']:>5} {r['precedence']:>9} {ci:>13} {r['precedence_all_windows']:>8} "
+            f"{r['hits']:>5} {r['late']:>4} {r['misses']:>4} {r['false_alarms']:>4} {lead:>9} "
+            f"{_fmt_p(r['fisher_p_preceded']):>8} {_fmt_p(r['fisher_p_alarm']):>8}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------
@@ -128,9 +159,10 @@ def _trial_title(run: dict) -> str:
             f"{lead} ({run.get('detector_outcome')}); g23 decline {_f(run.get('g23_decline'))}× ({prec})")
 
 
-def trial_figure(run: dict, f: pl.DataFrame, e: pl.DataFrame) -> bytes:
+def trial_figure(run: dict, f: pl.DataFrame, e: pl.DataFrame, ratio: float) -> bytes:
     """Test/train accuracy, g23 and gap ratio R against step, events marked. f, e: the trial's
-    finite-training feature rows and eval rows, sorted by step."""
+    finite-training feature rows and eval rows, sorted by step; ratio: the precedence ratio
+    the aggregation used."""
     fig = Figure(figsize=(8.5, 8.0))
     fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.07, hspace=0.12)
     axes = fig.subplots(3, 1, sharex=True)
@@ -158,8 +190,8 @@ def trial_figure(run: dict, f: pl.DataFrame, e: pl.DataFrame) -> bytes:
         _mark_events(ax, run)
     early = run.get("g23_early")
     if early is not None and math.isfinite(early) and early > 0:
-        axes[1].axhline(early / 1.5, color=COLORS["alarm"], ls=":", lw=0.8,
-                        label="pre-grok peak / 1.5 (paper criterion)")
+        axes[1].axhline(early / ratio, color=COLORS["alarm"], ls=":", lw=0.8,
+                        label=f"pre-grok peak / {ratio:g} (paper criterion)")
         axes[1].legend(loc="upper right", fontsize=7)
     axes[2].set_xlabel("optimizer step")
     return _png(fig)
@@ -184,20 +216,34 @@ def overview_figure(family: str, runs: list[dict], feats: dict, evals: dict) -> 
             y = f["g23"].cast(pl.Float64).to_numpy()
             ax.plot(f["step"].to_numpy(), y, color="#444444", lw=1)
             _log_if_wide(ax, y)
+        _few_ticks(ax)
         ax.tick_params(which="both", labelsize=6)
         ax2 = ax.twinx()
         if e is not None and e.height:
             ax2.plot(e["step"].to_numpy(), e["grok_acc"].cast(pl.Float64).to_numpy(), color="#1f77b4", lw=1)
         ax2.set_ylim(-0.02, 1.02)
+        ax2.yaxis.set_major_locator(FixedLocator([0.0, 0.5, 1.0]))
+        ax2.yaxis.set_minor_locator(NullLocator())
         ax2.tick_params(labelsize=6, colors="#1f77b4")
         _mark_events(ax, run)
         ax.set_title(f"{run['trial_id']}\nwd={_f(run.get('weight_decay'), 'g')} · {run.get('detector_outcome')}"
-                     f"{' · preceded' if run.get('preceded') else ''}", fontsize=7)
+                     f"{' · preceded' if run.get('preceded') else ''}", fontsize=7,
+                     y=1.0)  # a fixed y: automatic title placement measures every twin's ticks
     for ax in axes[n:]:
         ax.set_visible(False)
     more = f" (first {n} of {len(runs)})" if len(runs) > n else ""
     fig.suptitle(f"{family}: g23 (black) and test accuracy (blue); grok green, alarm red{more}", fontsize=9)
     return _png(fig)
+
+
+def _few_ticks(ax) -> None:
+    """Three or four major ticks and no minor ones on a small panel. Tick objects dominate a
+    grid's drawing time (a log axis makes ~20 minor ticks per decade; 96 axes per family grid),
+    and a 3-inch panel cannot show more labels anyway."""
+    ax.xaxis.set_major_locator(MaxNLocator(3))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_locator(LogLocator(numticks=4) if ax.get_yscale() == "log" else MaxNLocator(4))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def k_star_figure(counts: dict[str, dict[int, int]]) -> bytes:
@@ -220,43 +266,42 @@ def k_star_figure(counts: dict[str, dict[int, int]]) -> bytes:
     return _png(fig)
 
 
-def adiabatic_figure(values: list[np.ndarray]) -> bytes:
-    """log10 𝒜 per phase (box plot; finite positive values)."""
+def adiabatic_figure(phases: dict[str, dict]) -> bytes:
+    """log10 𝒜 per phase as boxes (5–95 % whiskers) from the aggregation's quantiles."""
     fig = Figure(figsize=(7, 3.6), layout="tight")
     ax = fig.subplots()
-    data = [np.log10(v[np.isfinite(v) & (v > 0)]) for v in values]
-    pos = [i for i, d in enumerate(data) if d.size]
-    if pos:
-        ax.boxplot([data[i] for i in pos], positions=pos, widths=0.5, showfliers=False)
+    stats = [(i, phases[p]["log10_box"]) for i, p in enumerate(PHASES) if phases.get(p, {}).get("log10_box")]
+    ax.bxp([{"whislo": b[0], "q1": b[1], "med": b[2], "q3": b[3], "whishi": b[4], "label": ""}
+            for _, b in stats], positions=[i for i, _ in stats], widths=0.5, showfliers=False)
     ax.set_xticks(range(len(PHASES)))
-    ax.set_xticklabels([f"{p}\n(n={data[i].size})" for i, p in enumerate(PHASES)], fontsize=8)
+    ax.set_xticklabels([f"{p}\n(n={phases.get(p, {}).get('n', 0)})" for p in PHASES], fontsize=8)
     ax.axhline(0.0, color="#999999", ls=":", lw=0.8)
     ax.set_ylabel(r"$\log_{10}\,\mathcal{A}$,  $\mathcal{A} = \|\Delta G\|_F / (\eta g^2)$")
     ax.set_title(r"adiabatic parameter $\mathcal{A}$ by training phase ($\ll 1$ plateau, $\sim 1$ transition)", fontsize=10)
     return _png(fig)
 
 
-def decline_figure(runs: pl.DataFrame) -> bytes:
-    """Per run and weight-decay arm: the paper's pre-grok decline (grokking runs) and the
+def decline_figure(runs: pl.DataFrame, ratio: float) -> bytes:
+    """Per run, weight decay > 0 vs = 0: the paper's pre-grok decline (grokking runs) and the
     peak-to-final decline (every run) — the caveat: controls decline too."""
     fig = Figure(figsize=(7, 3.6), layout="tight")
     ax = fig.subplots()
-    arms = sorted(runs["weight_decay"].drop_nulls().unique().to_list(), reverse=True)
     rng = np.random.default_rng(0)  # jitter only; fixed so reruns draw the same figure
-    shown = []
-    for i, wd in enumerate(arms):
-        arm = runs.filter(pl.col("weight_decay") == wd)
-        for col, dx, marker, label in (("g23_decline", -0.15, "o", "g23_early / g23_grok (grokked)"),
-                                       ("decline_peak_to_final", 0.15, "x", "peak / final (all runs)")):
+    arms = [("weight decay > 0", pl.col("weight_decay") > 0), ("weight decay = 0", pl.col("weight_decay") == 0)]
+    shown = [np.array([ratio])]
+    for i, (_, cond) in enumerate(arms):
+        arm = runs.filter(cond)
+        for col, dx, marker, color, label in (("g23_decline", -0.15, "o", "#1f77b4", "g23_early / g23_grok (grokked)"),
+                                              ("decline_peak_to_final", 0.15, "x", "#ff7f0e", "peak / final (all runs)")):
             v = arm[col].cast(pl.Float64).to_numpy()
             v = v[np.isfinite(v) & (v > 0)]
             shown.append(v)
-            ax.scatter(i + dx + rng.uniform(-0.05, 0.05, v.size), v, marker=marker, s=18,
-                       color="#1f77b4" if marker == "o" else "#ff7f0e", label=label if i == 0 else None)
-    ax.axhline(1.5, color=COLORS["alarm"], ls="--", lw=0.8, label="paper threshold 1.5")
-    _log_if_wide(ax, np.concatenate(shown + [np.array([1.5])]))
+            ax.scatter(i + dx + rng.uniform(-0.05, 0.05, v.size), v, marker=marker, s=18, color=color,
+                       label=label if i == 0 else None)
+    ax.axhline(ratio, color=COLORS["alarm"], ls="--", lw=0.8, label=f"paper threshold {ratio:g}")
+    _log_if_wide(ax, np.concatenate(shown))
     ax.set_xticks(range(len(arms)))
-    ax.set_xticklabels([f"wd={wd:g}" for wd in arms])
+    ax.set_xticklabels([name for name, _ in arms])
     ax.set_ylabel("g23 decline factor")
     ax.legend(fontsize=7)
     ax.set_title("g23 declines by weight-decay arm", fontsize=10)
@@ -286,13 +331,15 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     runs = runs.sort("trial_id")
     summary = scan(uri, "summary").collect()
     raw = sp.read_bytes("scorecard.json")
-    card = json.loads(raw) if raw else None
+    card = json.loads(raw) if raw else {}
     trials = scan(uri, "trials").collect()
     feats = _collect(uri, "features", REPORT_FEATURES)
     if "nonfinite" in feats.columns:
         feats = feats.filter(~pl.col("nonfinite").fill_null(False))
     evals = _collect(uri, "evals", REPORT_EVALS)
-    return {"runs": runs, "summary": summary, "scorecard": card, "trials": trials,
+    config = json.loads(runs["analysis_config"].drop_nulls()[0]) if "analysis_config" in runs.columns \
+        and runs["analysis_config"].drop_nulls().len() else card.get("analysis_config", {})
+    return {"runs": runs, "summary": summary, "card": card, "config": config, "trials": trials,
             "features": feats.sort("trial_id", "step"), "evals": evals.sort("trial_id", "step")}
 
 
@@ -329,6 +376,12 @@ def _status_section(trials: pl.DataFrame, runs: pl.DataFrame) -> str:
                     line += (f"; sum of trial wall times {busy:,.0f} s "
                              f"(×{busy / wall:.1f} parallelism)" if wall > 0 else "")
                 out.append(line + ".")
+    gone = runs.filter(pl.col("status") == "interrupted") if "status_note" in runs.columns else runs.clear()
+    if gone.height:
+        out += ["", f"**{gone.height} trial(s) interrupted**: their rows say running but their worker or "
+                "driver is gone, so their results stop where it died (`edgesweep run SPEC --resume` "
+                "continues them):", ""]
+        out += [f"* `{r['trial_id']}` at step {r['steps']}: {r['status_note']}" for r in gone.iter_rows(named=True)]
     errs = runs.filter(pl.col("error").is_not_null()) if "error" in runs.columns else runs.clear()
     if errs.height:
         out += ["", f"{errs.height} trial(s) could not be evaluated:", ""]
@@ -336,59 +389,59 @@ def _status_section(trials: pl.DataFrame, runs: pl.DataFrame) -> str:
     return "\n".join(out)
 
 
-def _precedence_section(summary: pl.DataFrame) -> str:
-    rows = [[r["scope"], _f(r["weight_decay"], "g"), r["n_runs"], r["n_running"], r["n_grokked"],
+def _precedence_section(summary: pl.DataFrame, config: dict) -> str:
+    rows = [[r["scope"], _wd(r), r["n_runs"], r["n_running"], r["n_grokked"],
              f"**{r['precedence']}**", r["preceded_of_grokked"], _ci(r["preceded_lo"], r["preceded_hi"]),
-             _fmt_p(r["fisher_p_preceded"])] for r in summary.iter_rows(named=True)]
+             _fmt_p(r["fisher_p_preceded"]), r["precedence_all_windows"]] for r in summary.iter_rows(named=True)]
+    ratio = config.get("precedence_ratio", "?")
+    windows = ("full windows only (W rows; windows still filling are left out)"
+               if config.get("full_windows_only", True) else "every window, filling ones included")
     return "\n".join([
         "## Grokking precedence (paper criterion, retrospective)", "",
         f"**{precedence_sentence(summary)}.**", "",
-        "A run counts when it grokked (first eval with test accuracy ≥ threshold) and "
-        "g23_early / g23_grok > 1.5, g23_early being the largest g23 of the windows ending before "
-        "the grok step. Denominator: every run of the arm (controls that never grok count as "
-        "negatives). 95 % Clopper–Pearson intervals; Fisher exact p (two-sided) against the "
-        "weight_decay = 0 arm of the same scope.", "",
+        f"A run counts when it grokked (first eval with test accuracy ≥ threshold) and "
+        f"g23_early / g23_grok > {ratio}, g23_early being the largest g23 of the windows ending before "
+        f"the grok step; computed on {windows}. The last column is the same count over every window, "
+        "the way the paper's scripts include filling windows. Denominator: every run of the arm "
+        "(controls that never grok count as negatives). 95 % Clopper–Pearson intervals; Fisher exact "
+        "p (two-sided) against the weight_decay = 0 arm of the same scope; runs with weight decay > 0 "
+        "form one arm (its range is shown when it holds several values).", "",
         _table(["scope", "weight decay", "runs", "running", "grokked", "preceded", "preceded / grokked",
-                "95 % CI", "Fisher p vs wd 0"], rows),
+                "95 % CI", "Fisher p vs wd 0", "preceded, all windows"], rows),
     ])
 
 
-def _detector_section(summary: pl.DataFrame) -> str:
-    cfg = DetectorConfig()
+def _detector_section(summary: pl.DataFrame, config: dict) -> str:
     rows = []
     for r in summary.iter_rows(named=True):
         lead = "—" if not r["lead_n"] else (f"{_f(r['lead_median'], '.0f')} [{_f(r['lead_q1'], '.0f')}, "
                                              f"{_f(r['lead_q3'], '.0f')}] ({_f(r['lead_min'], '.0f')}–"
                                              f"{_f(r['lead_max'], '.0f')})")
-        rows.append([r["scope"], _f(r["weight_decay"], "g"), r["hits"], r["hits_with_lead"], r["late"],
+        rows.append([r["scope"], _wd(r), r["hits"], r["hits_with_lead"], r["late"],
                      r["misses"], r["false_alarms"], r["quiet"],
                      f"{r['hits']}/{r['n_grokked']} {_ci(r['hit_lo'], r['hit_hi'])}",
                      f"{r['false_alarms']}/{r['n_runs'] - r['n_grokked']} "
                      f"{_ci(r['false_alarm_lo'], r['false_alarm_hi'])}", lead, _fmt_p(r["fisher_p_alarm"])])
+    params = ", ".join(f"{k}={v}" for k, v in sorted((config.get("detector_params") or {}).items())) or "defaults"
     return "\n".join([
-        "## Prospective detector (causal g23-collapse alarm)", "",
-        f"Rule: after {cfg.warmup_windows} finite windows, g23 ≤ running peak / {cfg.decline_factor:g} "
-        f"while the last {cfg.stability_windows} gap ratios have relative std ≤ {cfg.max_rel_std:g}, "
-        f"on {cfg.persistence} consecutive windows. hit: alarm at or before the grok step; late: after "
-        "it; miss: grokked without alarm; false alarm: alarm on a run that did not grok (within its "
-        "budget). Lead = grok step − alarm step, in optimizer steps: median [q1, q3] (min–max). "
-        "Fisher p compares runs with any alarm against the weight_decay = 0 arm.", "",
+        f"## Prospective detector `{config.get('detector', '?')}` (causal)", "",
+        f"Parameters: {params} (see `edgesweep.analysis.detectors`); "
+        f"{'full windows only' if config.get('full_windows_only', True) else 'every window'}. "
+        "hit: alarm at or before the grok step; late: after it; miss: grokked without alarm; false "
+        "alarm: alarm on a run that did not grok (within its budget). Lead = grok step − alarm step, "
+        "in optimizer steps: median [q1, q3] (min–max). Fisher p compares runs with any alarm against "
+        "the weight_decay = 0 arm.", "",
         _table(["scope", "weight decay", "hits", "with lead > 0", "late", "misses", "false alarms", "quiet",
                 "hit rate [95 % CI]", "false-alarm rate [95 % CI]", "lead (steps)", "Fisher p (alarm)"], rows),
     ])
 
 
 def _scalars(measured: dict, limit: int = 8) -> str:
-    items = []
-    for k, v in measured.items():
-        if _isnum(v):
-            items.append(f"{k}={_f(v)}")
-        if len(items) >= limit:
-            break
-    return ", ".join(items)
+    nums = [(k, v) for k, v in measured.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(f"{k}={_f(v)}" for k, v in nums[:limit])
 
 
-def _scorecard_section(card: list[dict] | None) -> str:
+def _scorecard_section(card: list[dict]) -> str:
     out = ["## Scorecard (predictions of the Spectral Edge Thesis this sweep can test)", ""]
     if not card:
         return "\n".join(out + ["No scorecard.json (aggregated with the scorecard turned off)."])
@@ -399,25 +452,6 @@ def _scorecard_section(card: list[dict] | None) -> str:
             for p in card]
     out.append(_table(["prediction", "claim", "verdict", "measured", "numbers"], rows))
     return "\n".join(out)
-
-
-def _k_star_counts(feats: pl.DataFrame, runs: pl.DataFrame, trials: pl.DataFrame) -> dict[str, dict[int, int]]:
-    """k* counts over full windows, per optimizer. Full: the trial's configured window size
-    (else the largest seen) — the same rule as the runs table's k_star_mode."""
-    if feats.height == 0 or "k_star" not in feats.columns:
-        return {}
-    cfg_w = {t["trial_id"]: _trial_settings(t, AggregateConfig())[2] for t in trials.iter_rows(named=True)}
-    maxw = feats.group_by("trial_id").agg(pl.col("window").max().alias("_wmax"))
-    wmap = pl.DataFrame({"trial_id": list(cfg_w), "_wcfg": list(cfg_w.values())},
-                        schema={"trial_id": pl.String, "_wcfg": pl.Int64})
-    f = (feats.join(maxw, on="trial_id", how="left").join(wmap, on="trial_id", how="left")
-              .join(runs.select("trial_id", "optimizer"), on="trial_id", how="left")
-              .filter(pl.col("window") == pl.coalesce("_wcfg", "_wmax"))
-              .filter(pl.col("k_star").is_not_null()))
-    counts: dict[str, dict[int, int]] = {}
-    for opt, k, n in f.group_by("optimizer", "k_star").len().iter_rows():
-        counts.setdefault(opt or "—", {})[int(k)] = int(n)
-    return counts
 
 
 def _k_star_section(counts: dict[str, dict[int, int]], runs: pl.DataFrame, have_fig: bool) -> str:
@@ -437,34 +471,12 @@ def _k_star_section(counts: dict[str, dict[int, int]], runs: pl.DataFrame, have_
     return "\n".join(out)
 
 
-def _adiabatic_values(feats: pl.DataFrame, runs: pl.DataFrame) -> list[np.ndarray]:
-    vals: list[list[np.ndarray]] = [[], [], []]
-    if feats.height == 0 or "adiabatic" not in feats.columns:
-        return [np.empty(0)] * 3
-    ev = {r["trial_id"]: r for r in runs.iter_rows(named=True)}
-    for tid, f in _by_trial(feats).items():
-        r = ev.get(tid)
-        if r is None:
-            continue
-        ph = phase_of(f["step"].to_numpy(), r.get("memorization_step"), r.get("grok_step"))
-        a = f["adiabatic"].cast(pl.Float64).to_numpy()
-        for i in range(3):
-            vals[i].append(a[ph == i])
-    return [np.concatenate(v) if v else np.empty(0) for v in vals]
-
-
-def _adiabatic_section(values: list[np.ndarray], have_fig: bool) -> str:
-    rows = []
-    for name, v in zip(PHASES, values):
-        v = v[~np.isnan(v)]
-        if v.size:
-            q1, med, q3 = np.percentile(v, [25, 50, 75])
-            rows.append([name, v.size, _f(float(med)), _f(float(q1)), _f(float(q3)), f"{np.mean(v < 1):.2f}"])
-        else:
-            rows.append([name, 0, "—", "—", "—", "—"])
+def _adiabatic_section(phases: dict[str, dict], have_fig: bool) -> str:
+    rows = [[name, ph.get("n", 0), _f(ph.get("median")), _f(ph.get("q1")), _f(ph.get("q3")),
+             _f(ph.get("fraction_below_1"), ".2f")] for name, ph in ((p, phases.get(p, {})) for p in PHASES)]
     out = ["## Adiabatic parameter 𝒜 by phase", "",
-           "Windows by the phase their step falls in: before the memorisation step (train accuracy ≥ "
-           "0.99), memorised but not grokked, at or after the grok step. Absolute levels depend on "
+           "Full windows by the phase their step falls in: before the memorisation step (train accuracy ≥ "
+           "threshold), memorised but not grokked, at or after the grok step. Absolute levels depend on "
            "the logging interval and learning rate (𝒜 carries 1/η); compare phases, not runs.", "",
            _table(["phase", "windows", "median 𝒜", "q1", "q3", "fraction < 1"], rows)]
     if have_fig:
@@ -472,9 +484,71 @@ def _adiabatic_section(values: list[np.ndarray], have_fig: bool) -> str:
     return "\n".join(out)
 
 
-def _runs_section(runs: pl.DataFrame) -> str:
+def _p(p: dict | None, k: str) -> str:
+    n = p[f"{k}_n"]
+    return "—" if not n else f"{p[f'{k}_k']}/{n} [{p[f'{k}_lo']:.2f}, {p[f'{k}_hi']:.2f}]"
+
+
+def _num(x, fmt) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def detection_rows(rows: list[dict]) -> list[list[str]]:
+    """The benchmark's table (rows of the ``detection`` table or ``detection.json``)."""
+    out = []
+    for r in rows:
+        out.append([r["detector"], r["evaluation"], _p(r, "hits"), _p(r, "false_alarms"),
+                    _p(r, "hard_false_alarms"), f"{_num(r['lead_median'], '.0f')} [{_num(r['lead_q1'], '.0f')}, "
+                    f"{_num(r['lead_q3'], '.0f')}]", _num(r["lead_fraction_median"], ".2f"),
+                    _p(r, "p_grok_within_delta"),
+                    f"{_num(r['auroc'], '.2f')} [{_num(r['auroc_lo'], '.2f')}, {_num(r['auroc_hi'], '.2f')}]"])
+    return out
+
+
+DETECTION_HEADER = ["detector", "evaluation", "hits / grokked", "false alarms / negatives", "hard negatives alarmed",
+          "lead, steps: median [q1, q3]", "lead / grok step", "P(grok within Δ | alarm)", "AUROC [95 % CI]"]
+
+
+def _detection_section(doc: dict | None) -> str:
+    """The early-warning benchmark (``edgesweep detect``), when it was run on this sweep."""
+    if not doc:
+        return ""
+    lab, cfg = doc["labels"], doc["config"]
+    counts = _table(["threshold"] + list(next(iter(doc["outcomes_by_threshold"].values()))),
+                    [[t] + list(c.values()) for t, c in doc["outcomes_by_threshold"].items()])
+    crit = doc.get("criterion") or []
+    groups = (("grokked", lambda c: c["label"] == "positive"),
+              ("not grokked, weight decay > 0", lambda c: c["label"] == "negative" and (c["weight_decay"] or 0) > 0),
+              ("not grokked, weight decay 0", lambda c: c["label"] == "negative" and not c["weight_decay"]))
+    crit_rows = []
+    for name, sel in groups:
+        cs = [c for c in crit if sel(c) and c["observed"]]
+        crit_rows.append([name, len(cs), sum(c["peak_met"] for c in cs), sum(c["memo_met"] for c in cs)])
+    return "\n".join([
+        "## Early-warning benchmark", "",
+        f"`edgesweep detect` with detector `{doc['detector']}` {json.dumps(doc['params'])}: "
+        f"{lab.get('positive', 0)} runs grokked (delayed generalisation), {lab.get('negative', 0)} did not "
+        f"grok by their last step ({lab.get('hard', 0)} hard: weight decay > 0, observed ≥ "
+        f"{cfg['hard_factor']:g} × the longest positive's grok step {doc['longest_positive_grok']}), "
+        f"{lab.get('excluded', 0)} excluded (immediate, diverged, failed or running). A hit is an alarm "
+        f"strictly before the grok step; Δ = {cfg['delta']} steps; cross-validation leaves one "
+        f"{cfg['group']} out and tunes each detector's parameters on the rest. Baselines beside it, always.", "",
+        _table(DETECTION_HEADER, detection_rows(doc["results"])), "",
+        "![ROC](figures/detection_roc.png) ![lead](figures/detection_lead.png) "
+        "![alarm vs grok](figures/detection_alarm_vs_grok.png)", "",
+        "Outcomes by the test-accuracy threshold of the grok criterion:", "", counts, "",
+        "The paper's criterion over a comparable span (grok step, or memorisation + the median delay "
+        "of the grokked runs for runs that never grokked): runs meeting decline > 1.5 with the pre-grok "
+        "peak and with the value at memorisation as the reference.", "",
+        _table(["runs", "n", "peak / at grok > 1.5", "at memorisation / at grok > 1.5"], crit_rows),
+    ])
+
+
+def _runs_section(runs: pl.DataFrame, linked: bool = True) -> str:
+    """The per-run table; ``linked``: trial ids link to their figures/trials/ PNG."""
     shown = runs.head(MAX_RUN_TABLE_ROWS)
-    rows = [[f"[`{r['trial_id']}`](figures/trials/{r['trial_id']}.png)", r["workload"], r["optimizer"],
+    rows = [[f"[`{r['trial_id']}`](figures/trials/{r['trial_id']}.png)" if linked else f"`{r['trial_id']}`",
+             r["workload"], r["optimizer"],
              _f(r["weight_decay"], "g"), _f(r["seed"]), r["status"], _f(r["steps"]), _f(r["memorization_step"]),
              _f(r["grok_step"]), _f(r["g23_decline"]), "yes" if r["preceded"] else "no", _f(r["alarm_step"]),
              _f(r["lead_steps"]), r["detector_outcome"] or "—", _f(r["k_star_mode"])]
@@ -492,20 +566,28 @@ def _runs_section(runs: pl.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def write_report(path: str, trial_figures: bool = True) -> str:
+def write_report(path: str, trial_figures: bool | None = None) -> str:
     """Write ``report.md`` and ``figures/`` into the sweep folder at ``path``; return the URI
-    of report.md. Needs a prior aggregation (runs, summary, scorecard.json)."""
+    of report.md. Needs a prior aggregation (runs, summary, scorecard.json).
+
+    trial_figures: one PNG per trial in ``figures/trials/`` — True always, False never, None
+    (the default) when the sweep has at most :data:`TRIAL_FIGURES_AUTO_MAX` trials."""
     sp = SweepPath.parse(path)
     sp.check()
     d = _load(sp)
     runs, summary = d["runs"], d["summary"]
+    auto = trial_figures is None
+    if auto:
+        trial_figures = runs.height <= TRIAL_FIGURES_AUTO_MAX
     feats, evals = _by_trial(d["features"]), _by_trial(d["evals"])
     empty_f, empty_e = d["features"].clear(), d["evals"].clear()
 
+    config, card = d["config"], d["card"]
+    ratio = float(config.get("precedence_ratio", 1.5))
     run_dicts = runs.to_dicts()
     if trial_figures:
         for r in run_dicts:
-            png = trial_figure(r, feats.get(r["trial_id"], empty_f), evals.get(r["trial_id"], empty_e))
+            png = trial_figure(r, feats.get(r["trial_id"], empty_f), evals.get(r["trial_id"], empty_e), ratio)
             sp.write_bytes(f"figures/trials/{r['trial_id']}.png", png)
     families = sorted({r["family"] for r in run_dicts if r.get("family")})
     for fam in families:
@@ -513,14 +595,16 @@ def write_report(path: str, trial_figures: bool = True) -> str:
                          key=lambda r: (-(r.get("weight_decay") or 0.0), r["trial_id"]))
         sp.write_bytes(f"figures/overview_{fam}.png", overview_figure(fam, members, feats, evals))
 
-    k_counts = _k_star_counts(d["features"], runs, d["trials"])
+    dist = card.get("distributions", {})
+    k_counts = {opt: {int(k): n for k, n in c.items()}  # JSON object keys are strings
+                for opt, c in dist.get("k_star_by_optimizer", {}).items()}
     if k_counts:
         sp.write_bytes("figures/k_star_by_optimizer.png", k_star_figure(k_counts))
-    a_vals = _adiabatic_values(d["features"], runs)
-    have_a = any(v.size for v in a_vals)
+    phases = dist.get("adiabatic_by_phase", {})
+    have_a = any(ph.get("log10_box") for ph in phases.values())
     if have_a:
-        sp.write_bytes("figures/adiabatic_by_phase.png", adiabatic_figure(a_vals))
-    sp.write_bytes("figures/decline_by_arm.png", decline_figure(runs))
+        sp.write_bytes("figures/adiabatic_by_phase.png", adiabatic_figure(phases))
+    sp.write_bytes("figures/decline_by_arm.png", decline_figure(runs, ratio))
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts = [
@@ -528,13 +612,14 @@ def write_report(path: str, trial_figures: bool = True) -> str:
         f"{runs.height} trials at `{sp.uri}`; generated {now}. Tables: `runs`, `summary` "
         f"(`edgesweep query {sp.text} \"SELECT * FROM summary\"`), `scorecard.json`.",
         "", _status_section(d["trials"], runs),
-        "", _precedence_section(summary),
+        "", _precedence_section(summary, config),
         "", "![g23 declines by arm](figures/decline_by_arm.png)",
-        "", _detector_section(summary),
-        "", _scorecard_section(d["scorecard"]),
+        "", _detector_section(summary, config),
+        "", _scorecard_section(card.get("predictions", [])),
         "", _k_star_section(k_counts, runs, bool(k_counts)),
-        "", _adiabatic_section(a_vals, have_a),
-        "", _runs_section(runs),
+        "", _adiabatic_section(phases, have_a),
+        "", _detection_section(json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None),
+        "", _runs_section(runs, linked=trial_figures),
         "", "## Figures", "",
         "Per family (g23 and test accuracy per run; grok green, alarm red):", "",
     ]
@@ -542,14 +627,20 @@ def write_report(path: str, trial_figures: bool = True) -> str:
     if trial_figures:
         parts += ["", "One figure per trial (accuracy, g23, gap ratio against step) in `figures/trials/`, "
                       "linked from the per-run table."]
+    else:
+        why = (f"this sweep has {runs.height} trials (more than {TRIAL_FIGURES_AUTO_MAX}); " if auto else "")
+        parts += ["", f"No per-trial figures: {why}`edgesweep report {sp.text} --trial-figures` draws one per "
+                      "trial into `figures/trials/`. report.html shows every trial's curves."]
+    write_report_html(sp, d, parts)  # report.html beside it: the same sections, interactive curves
     return sp.write_bytes("report.md", ("\n".join(parts) + "\n").encode())
 
 
-def report_main(path: str) -> int:
-    """``edgesweep report ROOT/SWEEP``: regenerate report.md and figures; 2 on a missing sweep
-    or missing aggregation, with one message and no traceback."""
+def report_main(path: str, trial_figures: bool | None = None) -> int:
+    """``edgesweep report ROOT/SWEEP [--trial-figures | --no-trial-figures]``: regenerate
+    report.md and figures; 2 on a missing sweep or missing aggregation, with one message and no
+    traceback."""
     try:
-        uri = write_report(path)
+        uri = write_report(path, trial_figures=trial_figures)
     except StorageError as exc:
         print(f"edgesweep report: error: {exc}", file=sys.stderr)
         return 2

@@ -1,139 +1,276 @@
-"""Sweep specs: YAML → validated, fully resolved trial configs (DESIGN.md §3.3).
+"""Sweep specs: YAML → pydantic models → one fully resolved :class:`TrialSpec` per trial.
 
-Every error is a :class:`SpecError` whose message names the file, the key path and what is
-allowed; unknown keys are errors, because a typo must never fall back to a default silently.
-Validation happens before any Ray cluster starts.
+The models below are the single source of truth from the YAML file to the trial: each field has
+its constraint and its one default (taken from the config class it feeds — ``TrainConfig``,
+``MonitorConfig``, the analysis thresholds — so a default is written once), unknown keys are
+errors, and what only a component knows (a model width that is not a multiple of the heads, a
+modulus the data generator refuses, a monitor selector that matches no parameter of the model)
+is checked here by building those components' configs, before Ray is imported. Every error is
+one :class:`SpecError` line naming the file, the key path, the line and what is allowed.
+
+Axes. ``grid`` maps axis → values. The axes ``workload``, ``optimizer`` (its name),
+``weight_decay`` and ``seed`` are the trial's identity; any other axis is a key path into a
+section (``optimizer.lr``, ``train.task.train_frac``, ``train.model.d_model``,
+``monitor.window``…). ``method: grid`` (default) takes the cross product of value lists;
+``method: random`` draws ``samples`` conditions with the sampler ``seed`` from lists (uniform
+choice) or distributions (``{choice: [...]}``, ``{uniform: [lo, hi]}``, ``{log_uniform: [lo,
+hi]}``, ``{int_uniform: [lo, hi]}``, each optionally with ``p_zero``: the probability of exactly
+0). Conditions are expanded up front, not by Tune's samplers: the trial list must be known
+before anything runs (``edgesweep plan``, trial ids that are stable across restarts and name
+every varied axis, resume that finds the same trials), and a seeded numpy generator makes the
+draw a pure function of the file. Precedence: section defaults < the spec's sections <
+``per_workload`` overrides < axis values.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields as dc_fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..workloads import PRESETS, WORKLOADS  # platform → workloads: the names live there
-from ..workloads.optim import OPTIMIZERS
-GRID_AXES = ("workload", "optimizer", "weight_decay", "seed")
+from ..analysis.events import GROK_THRESHOLD, MEMORIZATION_THRESHOLD
+from ..spectral.config import MAX_WINDOW, MonitorConfig
+from ..storage.layout import check_name
+from ..workloads.catalog import DECAY_MODES, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, WORKLOADS
+from ..workloads.train_config import TrainConfig
+from .spec_yaml import YamlProblem, load_yaml
+
+__all__ = ["SpecError", "TrialSpec", "SweepSpec", "parse_spec", "load_spec", "DEFAULT_MAX_TRIALS",
+           "IDENTITY_AXES"]
+
+IDENTITY_AXES = ("workload", "optimizer", "weight_decay", "seed")
+DEFAULT_MAX_TRIALS = 10_000
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed; numpy's is reduced mod 2^32
 
 
 class SpecError(ValueError):
     """A sweep spec that cannot run. The message is meant to be shown as is."""
 
 
-# Each section: key -> (check, default). A check returns an error string or None.
-def _int(lo=None, hi=None):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int):
-            return f"must be an integer, got {v!r}"
-        if lo is not None and v < lo:
-            return f"must be ≥ {lo}, got {v}"
-        if hi is not None and v > hi:
-            return f"must be ≤ {hi}, got {v}"
-        return None
-    return check
+# ------------------------------------------------------------------------------------------
+# Field types: YAML numbers as a user means them, nothing else
+# ------------------------------------------------------------------------------------------
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"must be an integer, got {v!r}")
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+        return int(v)  # 1e3 written in YAML is the integer 1000
+    if isinstance(v, int):
+        return v
+    raise ValueError(f"must be an integer, got {v!r}")
 
 
-def _num(lo=None, positive=False, allow_none=False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return f"must be a finite number, got {v!r}"
-        if positive and v <= 0:
-            return f"must be > 0, got {v}"
-        if lo is not None and v < lo:
-            return f"must be ≥ {lo}, got {v}"
-        return None
-    return check
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"must be a finite number, got {v!r}")
+    return float(v)
 
 
-def _choice(options, allow_none=False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        return None if v in options else f"must be one of {', '.join(map(str, options))}; got {v!r}"
-    return check
+Int = Annotated[int, BeforeValidator(_int)]
+Float = Annotated[float, BeforeValidator(_float)]
 
 
-def _opt_int(lo):
-    base = _int(lo)
-    return lambda v: None if v is None else base(v)
+def _defaults(cls) -> dict[str, Any]:
+    return {f.name: f.default for f in dc_fields(cls)}
 
 
-def _betas(v):
-    if v is None:
-        return None
-    if (not isinstance(v, (list, tuple)) or len(v) != 2
-            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v)):
-        return f"must be a pair [beta1, beta2] with 0 ≤ beta < 1, got {v!r}"
-    return None
+_TRAIN = _defaults(TrainConfig)
+_MONITOR = _defaults(MonitorConfig)
 
 
-def _mapping(v):
-    return None if isinstance(v, dict) else f"must be a mapping, got {type(v).__name__}"
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _regex_or_keyword(v):
-    if not isinstance(v, str):
-        return f"must be 'attention', 'all' or a regex string, got {v!r}"
-    try:
-        re.compile(v)
-    except re.error as exc:
-        return f"is not a valid regex ({exc})"
-    return None
+class TrainSection(_Section):
+    preset: Literal[PRESETS] = _TRAIN["preset"]
+    max_steps: Int = Field(_TRAIN["max_steps"], ge=1, le=10**9)
+    eval_every: Int = Field(_TRAIN["eval_every"], ge=1)
+    checkpoint_every: Int = Field(_TRAIN["checkpoint_every"], ge=1)
+    batch_size: Int | None = Field(_TRAIN["batch_size"], ge=1, le=1 << 24)
+    data_seed: Int = Field(_TRAIN["data_seed"], ge=0, le=SEED_MAX)
+    device: Literal[DEVICES] = _TRAIN["device"]
+    amp: bool = _TRAIN["amp"]
+    model: dict[str, Any] = Field(default_factory=dict)
+    task: dict[str, Any] = Field(default_factory=dict)
 
 
-SECTIONS: dict[str, dict[str, tuple]] = {
-    "train": {
-        "preset": (_choice(PRESETS), "laptop"),
-        "max_steps": (_int(1), 5000),
-        "eval_every": (_int(1), 100),
-        "checkpoint_every": (_int(1), 500),
-        "batch_size": (_opt_int(1), None),
-        "data_seed": (_int(0), 0),
-        "device": (_choice(("auto", "cpu", "cuda")), "auto"),
-        "amp": (_choice((True, False)), False),
-        "model": (_mapping, {}),
-        "task": (_mapping, {}),
-    },
-    "optimizer": {
-        "lr": (_num(positive=True, allow_none=True), None),
-        "betas": (_betas, None),
-        "momentum": (_num(lo=0), 0.9),
-        "decay": (_choice(("all", "matrices")), "all"),
-        "grad_clip": (_num(positive=True, allow_none=True), 1.0),
-        "schedule": (_choice(("constant", "warmup_cosine")), "constant"),
-        "warmup_steps": (_int(0), 0),
-    },
-    "monitor": {
-        "window": (_int(2), 10),
-        "every": (_int(1), 100),
-        "params": (_regex_or_keyword, "attention"),
-        "sketch_dim": (_opt_int(1), None),
-        "sketch_seed": (_int(0), 0),
-        "accumulate": (_choice(("float64", "block")), "float64"),
-    },
-    "stop": {
-        # Stop a trial this many steps after its grok step (None: run to max_steps).
-        "after_grok": (_opt_int(0), None),
-        "grok_threshold": (_num(lo=0), 0.95),
-        "memo_threshold": (_num(lo=0), 0.99),
-    },
-}
+class OptimizerSection(_Section):
+    lr: Float | None = Field(_TRAIN["lr"], gt=0)
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] | None = _TRAIN["betas"]
+    momentum: Float = Field(_TRAIN["momentum"], ge=0, lt=1)
+    decay: Literal[DECAY_MODES] = _TRAIN["decay"]
+    grad_clip: Float | None = Field(_TRAIN["grad_clip"], gt=0)
+    schedule: Literal[SCHEDULES] = _TRAIN["schedule"]
+    warmup_steps: Int = Field(_TRAIN["warmup_steps"], ge=0)
 
-TOP_LEVEL = {"name", "storage", "trial_resources", "max_failures", "grid", "per_workload",
-             "description", *SECTIONS}
+
+class MonitorSection(_Section):
+    window: Int = Field(_MONITOR["window"], ge=2, le=MAX_WINDOW)
+    every: Int = Field(_MONITOR["every"], ge=1)
+    params: str = _MONITOR["params"]
+    sketch_dim: Int | None = Field(_MONITOR["sketch_dim"], ge=1, le=1 << 24)
+    sketch_seed: Int = Field(_MONITOR["sketch_seed"], ge=0, le=SEED_MAX)
+    accumulate: Literal["float64", "block"] = _MONITOR["accumulate"]
+
+    @model_validator(mode="after")
+    def _through_monitor_config(self):
+        MonitorConfig(**self.model_dump())  # the regex, and whatever else the class checks
+        return self
+
+
+class StopSection(_Section):
+    after_grok: Int | None = Field(None, ge=0)  # stop this many steps after the grok step
+    grok_threshold: Float = Field(GROK_THRESHOLD, gt=0, le=1)
+    memo_threshold: Float = Field(MEMORIZATION_THRESHOLD, gt=0, le=1)
+
+
+SECTIONS: dict[str, type[_Section]] = {"train": TrainSection, "optimizer": OptimizerSection,
+                                       "monitor": MonitorSection, "stop": StopSection}
+
+
+class Resources(_Section):
+    cpu: Float = Field(1.0, ge=0)
+    gpu: Float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.cpu <= 0 and self.gpu <= 0:
+            raise ValueError("a trial needs some cpu or gpu")
+        return self
+
+
+class Block(BaseModel):
+    """One sub-space of a sweep: its own draws (or grid) over the top level's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=40)]
+    samples: Int | None = Field(None, ge=1)
+    grid: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    optimizer: dict[str, Any] = Field(default_factory=dict)
+    monitor: dict[str, Any] = Field(default_factory=dict)
+    stop: dict[str, Any] = Field(default_factory=dict)
+    per_workload: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- experiment trackers (`loggers:`), attached by the driver through Ray Tune's own logger
+# callbacks (platform/trackers.py). Parquet stays the source of truth; these are views.
+# No credential is a spec key: API keys and tokens come from the trackers' own environment
+# variables or login files, so they never land in a file the sweep writes.
+
+class MLflowLogger(_Section):
+    tracking_uri: str | None = None       # default: $MLFLOW_TRACKING_URI, else a SQLite store in the sweep folder
+    experiment_name: str | None = None    # default: the sweep name
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class TensorBoardLogger(_Section):
+    pass                                  # event files go to <sweep>/_tune/<trial_id>/
+
+
+class WandbLogger(_Section):
+    project: str | None = None            # default: the sweep name
+    entity: str | None = None
+    group: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None   # default: W&B's own ($WANDB_MODE)
+    dir: str | None = None                # default: <sweep>/_tune/<trial_id>/wandb
+    tags: list[str] = Field(default_factory=list)
+
+
+def _logger_mapping(v: Any) -> Any:
+    """``[mlflow, tensorboard]`` or ``[mlflow, {wandb: {mode: offline}}]`` → a mapping; a name
+    without options (``mlflow:`` / ``mlflow: null``) gets the defaults."""
+    if isinstance(v, list):
+        out: dict[str, Any] = {}
+        for item in v:
+            if isinstance(item, str):
+                name, opts = item, {}
+            elif isinstance(item, dict) and len(item) == 1:
+                (name, opts), = item.items()
+            else:
+                raise ValueError(f"a logger is a name or {{name: options}}; got {item!r}")
+            if name in out:
+                raise ValueError(f"logger {name!r} is listed twice")
+            out[name] = opts
+        v = out
+    if isinstance(v, dict):
+        return {k: ({} if o is None else o) for k, o in v.items()}
+    return v
+
+
+class Loggers(_Section):
+    mlflow: MLflowLogger | None = None
+    tensorboard: TensorBoardLogger | None = None
+    wandb: WandbLogger | None = None
+
+    def chosen(self) -> dict[str, dict]:
+        return {name: getattr(self, name).model_dump() for name in type(self).model_fields
+                if getattr(self, name) is not None}
+
+
+class SweepDoc(BaseModel):
+    """The top level of a sweep YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=120)]
+    description: str | None = None
+    storage: Annotated[str, Field(min_length=1)] = "./results"
+    trial_resources: Resources = Resources()
+    max_failures: Int = Field(3, ge=-1)
+    method: Literal["grid", "random"] = "grid"
+    samples: Int | None = Field(None, ge=1)
+    seed: Int = Field(0, ge=0, le=SEED_MAX)
+    grid: dict[str, Any]  # axis → list, or a distribution mapping (checked in _conditions)
+    train: TrainSection = TrainSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    monitor: MonitorSection = MonitorSection()
+    stop: StopSection = StopSection()
+    per_workload: dict[Literal[WORKLOADS], dict[Literal[tuple(SECTIONS)], dict[str, Any]]] = Field(default_factory=dict)
+    blocks: list[Block] | None = None
+    loggers: Annotated[Loggers, BeforeValidator(_logger_mapping)] = Loggers()
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        return check_name("sweep", v)  # a table name or `_tune` would hide other sweeps' data
+
+
+def _merge_block(raw: dict, block: Block) -> dict:
+    """The spec a block stands for: the top level with the block's axes, section keys (one
+    level deeper for ``train.model`` / ``train.task``), workload overrides and samples."""
+    out = {k: v for k, v in raw.items() if k != "blocks"}
+    out["grid"] = {**raw.get("grid", {}), **block.grid}
+    for sec in SECTIONS:
+        over = getattr(block, sec)
+        if over:
+            base = dict(raw.get(sec) or {})
+            for k, v in over.items():
+                base[k] = {**base.get(k, {}), **v} if k in ("model", "task") and isinstance(v, dict) else v
+            out[sec] = base
+    out["per_workload"] = {**raw.get("per_workload", {}), **block.per_workload}
+    if block.samples is not None:
+        out["samples"] = block.samples
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Trials
+# ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One grid point, fully resolved. ``trial_id`` is stable across restarts and resumes."""
+    """One condition, fully resolved. ``trial_id`` is stable across restarts and resumes;
+    ``axes`` holds the values of the varied non-identity axes (key path → value)."""
 
     trial_id: str
     workload: str
@@ -144,22 +281,34 @@ class TrialSpec:
     optim: dict
     monitor: dict
     stop: dict
+    axes: dict = field(default_factory=dict)
+    block: str | None = None
 
     @property
     def partition(self) -> dict:
         """The storage partition of this trial's rows."""
-        return {"workload": self.workload, "optimizer": self.optimizer,
-                "weight_decay": self.weight_decay}
+        return {"workload": self.workload, "optimizer": self.optimizer, "weight_decay": self.weight_decay}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialSpec":
-        """Inverse of :meth:`as_dict` (what travels in Tune's config)."""
-        return cls(**{k if k != "optimizer_settings" else "optim": v for k, v in d.items()})
+        """Inverse of :meth:`as_dict` (what travels in Tune's config and ``trials.config``)."""
+        return cls(**{("optim" if k == "optimizer_settings" else k): v for k, v in d.items()})
 
     def as_dict(self) -> dict:
         return {"trial_id": self.trial_id, "workload": self.workload, "optimizer": self.optimizer,
                 "weight_decay": self.weight_decay, "seed": self.seed, "train": self.train,
-                "optimizer_settings": self.optim, "monitor": self.monitor, "stop": self.stop}
+                "optimizer_settings": self.optim, "monitor": self.monitor, "stop": self.stop,
+                "axes": self.axes, "block": self.block}
+
+    def train_config(self) -> TrainConfig:
+        fields = {f.name for f in dc_fields(TrainConfig)}
+        settings = {k: v for sec in (self.train, self.optim) for k, v in sec.items() if k in fields}
+        return TrainConfig(**settings, workload=self.workload, optimizer=self.optimizer,
+                           weight_decay=self.weight_decay, seed=self.seed, snapshot_every=self.monitor["every"],
+                           model_overrides=dict(self.train["model"]), task_overrides=dict(self.train["task"]))
+
+    def monitor_config(self) -> MonitorConfig:
+        return MonitorConfig(**self.monitor)
 
 
 @dataclass(frozen=True)
@@ -169,188 +318,440 @@ class SweepSpec:
     trial_resources: dict
     max_failures: int
     trials: tuple[TrialSpec, ...]
+    method: str = "grid"
     source: str = "<memory>"
-    raw: dict = field(default_factory=dict, compare=False)
+    notes: tuple[str, ...] = ()      # e.g. duplicate random draws that were redrawn
+    loggers: dict = field(default_factory=dict)   # tracker name → options (`loggers:`)
 
 
-def trial_id_for(workload: str, optimizer: str, weight_decay: float, seed: int) -> str:
-    return f"{workload}-{optimizer}-wd{float(weight_decay)!r}-s{seed}"
+# ------------------------------------------------------------------------------------------
+# Errors: file, key path, line, what is allowed — one line
+# ------------------------------------------------------------------------------------------
 
 
-def _fail(src: str, path: str, msg: str):
-    raise SpecError(f"{src}: {path}: {msg}")
+class _Located:
+    def __init__(self, source: str, lines: dict[tuple, int], block: tuple = ()):
+        self.source, self.lines, self.block = source, lines, block
+
+    def within(self, block: tuple) -> "_Located":
+        """Errors of a block's merged spec: a key the block sets is located in the block."""
+        return _Located(self.source, self.lines, block)
+
+    def fail(self, path: tuple | str, msg: str) -> SpecError:
+        path = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+        if self.block and any(self.block + path[:i] in self.lines for i in range(len(path), 0, -1)):
+            path = self.block + path
+        line = next((self.lines[path[:i]] for i in range(len(path), 0, -1) if path[:i] in self.lines), None)
+        text = _path_text(path) or "(top level)"
+        where = f" (in {_path_text(self.block)})" if self.block and path[:len(self.block)] != self.block else ""
+        return SpecError(f"{self.source}: {text}{f' (line {line})' if line else ''}{where}: {msg}")
+
+    def from_validation(self, exc: ValidationError, prefix: tuple, model: type[BaseModel],
+                        replace_loc: tuple | None = None) -> SpecError:
+        """The first error of a pydantic ValidationError at ``prefix`` + its location (or at
+        ``replace_loc``, e.g. the grid axis a value came from)."""
+        err = exc.errors(include_url=False)[0]
+        loc = tuple(x for x in err["loc"] if x != "[key]")
+        return self.fail(replace_loc if replace_loc is not None else prefix + loc,
+                         _message(err, model, err["loc"][:-1]))
 
 
-def _check_section(src: str, prefix: str, name: str, values: Any) -> dict:
-    if not isinstance(values, dict):
-        _fail(src, prefix + name, f"must be a mapping, got {type(values).__name__}")
-    allowed = SECTIONS[name]
-    for key, val in values.items():
-        if key not in allowed:
-            _fail(src, f"{prefix}{name}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
-        err = allowed[key][0](val)
-        if err:
-            _fail(src, f"{prefix}{name}.{key}", err)
-    return dict(values)
+_PHRASES = {"greater_than_equal": "must be ≥ {ge}", "greater_than": "must be > {gt}",
+            "less_than_equal": "must be ≤ {le}", "less_than": "must be < {lt}",
+            "string_pattern_mismatch": "must match {pattern}", "missing": "is required",
+            "string_too_short": "must not be empty", "bool_type": "must be true or false",
+            "string_type": "must be a string", "dict_type": "must be a mapping",
+            "list_type": "must be a list", "tuple_type": "must be a list of 2 numbers"}
 
 
-def _grid_values(src: str, grid: dict) -> dict[str, list]:
-    if not isinstance(grid, dict):
-        _fail(src, "grid", "must be a mapping of axis -> list of values")
-    for key in grid:
-        if key not in GRID_AXES:
-            _fail(src, f"grid.{key}", f"unknown axis; allowed: {', '.join(GRID_AXES)}")
-    if "workload" not in grid:
-        _fail(src, "grid.workload", "is required (a list of workloads)")
-    out = {}
-    defaults = {"optimizer": ["adamw"], "weight_decay": [1.0], "seed": [42]}
-    for axis in GRID_AXES:
-        vals = grid.get(axis, defaults.get(axis))
-        if not isinstance(vals, list):
-            vals = [vals]
-        if not vals:
-            _fail(src, f"grid.{axis}", "must not be empty")
-        if len(set(map(repr, vals))) != len(vals):
-            _fail(src, f"grid.{axis}", f"has duplicate values: {vals}")
-        for i, v in enumerate(vals):
-            where = f"grid.{axis}[{i}]"
-            if axis == "workload" and v not in WORKLOADS:
-                _fail(src, where, f"unknown workload {v!r}; allowed: {', '.join(WORKLOADS)}")
-            if axis == "optimizer" and v not in OPTIMIZERS:
-                _fail(src, where, f"unknown optimizer {v!r}; allowed: {', '.join(OPTIMIZERS)}")
-            if axis == "weight_decay":
-                err = _num(lo=0)(v)
-                if err:
-                    _fail(src, where, f"weight decay {err}")
-            if axis == "seed":
-                err = _int(0)(v)
-                if err:
-                    _fail(src, where, f"seed {err}")
-        out[axis] = [float(v) if axis == "weight_decay" else v for v in vals]
+def _message(err: dict, model: type[BaseModel], parent: tuple) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    got = f"; got {err['input']!r}" if "input" in err and kind != "missing" else ""
+    if kind == "extra_forbidden":
+        return f"unknown key; allowed: {', '.join(_fields_at(model, parent))}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '?').replace(' or ', ', ')}{got}"
+    if kind in _PHRASES:
+        return _PHRASES[kind].format(**ctx) + got
+    return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _path_text(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
 
 
-def _merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, val in override.items():
-        merged[key] = val
-    return merged
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    for key in loc:
+        ann = model.model_fields.get(key) if isinstance(key, str) else None
+        sub = getattr(ann, "annotation", None)
+        # an optional section (`X | None`, e.g. a logger's options) names X's keys
+        sub = next((a for a in getattr(sub, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), sub)
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
 
 
-def parse_spec(raw: Any, source: str = "<memory>") -> SweepSpec:
-    """Validate a parsed YAML document and expand its grid into trials."""
-    src = source
+# Which spec key a component's error is about ("ModArithConfig.d_model: …" → train.model.d_model).
+_COMPONENT_KEYS = {"Config": "train.model", "TaskConfig": "train.task"}
+_TRAIN_FIELD_KEY = {"model_overrides": "train.model", "task_overrides": "train.task",
+                    "snapshot_every": "monitor.every",
+                    **{f: f"optimizer.{f}" for f in OptimizerSection.model_fields},
+                    **{f: f"train.{f}" for f in TrainSection.model_fields}}
+
+
+def _component_key(message: str) -> str:
+    m = re.match(r"(\w+?)(TaskConfig|Config)\.(\w+)", message)
+    if not m:
+        return "train"
+    cls, kind, fname = m.groups()
+    if cls == "Train" and kind == "Config":
+        return _TRAIN_FIELD_KEY.get(fname, f"train.{fname}")
+    return f"{_COMPONENT_KEYS[kind]}.{fname}"
+
+
+# ------------------------------------------------------------------------------------------
+# Axes and draws
+# ------------------------------------------------------------------------------------------
+
+_SECTION_PREFIX = {"train.": "train", "optimizer.": "optimizer", "monitor.": "monitor", "stop.": "stop"}
+
+
+def _axis_target(axis: str) -> tuple[str, tuple[str, ...]] | None:
+    """(section, key path inside it) of a key-path axis; None for an identity axis."""
+    if axis in IDENTITY_AXES:
+        return None
+    for prefix, sec in _SECTION_PREFIX.items():
+        if axis.startswith(prefix) and len(axis) > len(prefix):
+            return sec, tuple(axis[len(prefix):].split("."))
+    raise ValueError("unknown axis; allowed: " + ", ".join(IDENTITY_AXES)
+                     + ", or a key path such as optimizer.lr, train.task.train_frac, monitor.window")
+
+
+def _round_sig(x: float, digits: int = 3) -> float:
+    """3 significant digits: a drawn value then reads the same in the trial id, the tables and
+    a YAML file, and equal draws are recognisably equal."""
+    return 0.0 if x == 0 else float(f"{x:.{digits - 1}e}")
+
+
+class _Draw:
+    """A distribution of one random-search axis (see the module docstring)."""
+
+    def __init__(self, spec: list | dict):
+        self.p_zero = 0.0
+        if isinstance(spec, list):
+            spec = {"choice": spec}
+        spec = dict(spec)
+        if "p_zero" in spec:
+            self.p_zero = _float(spec.pop("p_zero"))
+            if not 0 <= self.p_zero <= 1:
+                raise ValueError(f"p_zero must be in [0, 1], got {self.p_zero}")
+        if len(spec) != 1 or next(iter(spec)) not in ("choice", "uniform", "log_uniform", "int_uniform"):
+            raise ValueError(f"a distribution is one of choice, uniform, log_uniform, int_uniform "
+                             f"(plus optional p_zero); got {sorted(spec)}")
+        (self.kind, args), = spec.items()
+        if self.kind == "choice":
+            if not isinstance(args, list) or not args:
+                raise ValueError("choice needs a non-empty list")
+            self.values = args
+            return
+        if not (isinstance(args, list) and len(args) == 2):
+            raise ValueError(f"{self.kind} needs [low, high]")
+        lo, hi = (_int(a) for a in args) if self.kind == "int_uniform" else (_float(a) for a in args)
+        if not lo < hi or (self.kind == "log_uniform" and lo <= 0):
+            raise ValueError(f"{self.kind} needs low < high{' and low > 0' if self.kind == 'log_uniform' else ''}, got {args}")
+        self.lo, self.hi = lo, hi
+
+    def sample(self, rng) -> Any:
+        if self.p_zero and rng.random() < self.p_zero:
+            return 0 if self.kind == "int_uniform" else 0.0
+        if self.kind == "choice":
+            return copy.deepcopy(self.values[int(rng.integers(len(self.values)))])
+        if self.kind == "int_uniform":
+            return int(rng.integers(self.lo, self.hi + 1))
+        if self.kind == "uniform":
+            return _round_sig(float(rng.uniform(self.lo, self.hi)))
+        return _round_sig(math.exp(rng.uniform(math.log(self.lo), math.log(self.hi))))
+
+
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,+=-]+$")
+
+
+def _id_value(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return repr(v)
+    text = str(v)
+    return text if _SAFE_VALUE.match(text) else None
+
+
+def _trial_id(identity: dict, axes: dict, short: dict[str, str], index: dict[str, int]) -> str:
+    base = (f"{identity['workload']}-{identity['optimizer']}-wd{float(identity['weight_decay'])!r}"
+            f"-s{identity['seed']}")
+    parts = []
+    for axis, value in axes.items():
+        text = _id_value(value)
+        parts.append(f"{short[axis]}{text if text is not None else f'v{index[axis] or 0}'}")
+    return "-".join([base] + parts)
+
+
+def _short_names(axes: list[str]) -> dict[str, str]:
+    """The last key of each axis path, or the whole path where two axes share a last key."""
+    last = {a: a.rsplit(".", 1)[-1] for a in axes}
+    clash = {n for n in last.values() if list(last.values()).count(n) > 1}
+    return {a: (a if n in clash else n) for a, n in last.items()}
+
+
+def _set_path(d: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        d = d.setdefault(key, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"{key} is not a mapping")
+    d[path[-1]] = value
+
+
+# ------------------------------------------------------------------------------------------
+# Parsing
+# ------------------------------------------------------------------------------------------
+
+
+def _conditions(doc: SweepDoc, at: _Located, seed_key: tuple = ()) -> tuple[list[dict], list[str]]:
+    """Each condition: {axis: value}, every identity axis present. Linear in the number of
+    conditions (ids de-duplicated with a set)."""
+    grid = dict(doc.grid)
+    if "workload" not in grid:
+        raise at.fail(("grid", "workload"), "is required (a list of workloads)")
+    for axis in grid:
+        try:
+            _axis_target(axis)
+        except ValueError as exc:
+            raise at.fail(("grid", axis), str(exc)) from None
+    defaults = {"optimizer": ["adamw"], "weight_decay": [1.0], "seed": [42]}
+    notes: list[str] = []
+    if doc.method == "grid":
+        for axis, vals in grid.items():
+            if not isinstance(vals, list):
+                raise at.fail(("grid", axis), "a distribution needs method: random; with method: grid give a list")
+            if not vals:
+                raise at.fail(("grid", axis), "must not be empty")
+        axes = list(IDENTITY_AXES) + [a for a in grid if a not in IDENTITY_AXES]
+        lists = [grid.get(a, defaults.get(a)) for a in axes]
+        return [dict(zip(axes, combo)) for combo in itertools.product(*lists)], notes
+    import numpy as np
+
+    draws = {}
+    for axis in list(IDENTITY_AXES) + [a for a in grid if a not in IDENTITY_AXES]:
+        try:
+            draws[axis] = _Draw(grid.get(axis, defaults.get(axis)))
+        except ValueError as exc:
+            raise at.fail(("grid", axis), str(exc)) from None
+    rng = np.random.default_rng([doc.seed, *seed_key])  # blocks draw from streams of their own
+    out, seen, tries = [], set(), 0
+    while len(out) < doc.samples and tries < 50 * doc.samples:
+        tries += 1
+        cond = {a: d.sample(rng) for a, d in draws.items()}
+        key = repr(sorted((a, repr(v)) for a, v in cond.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(cond)
+    if tries > len(out):
+        notes.append(f"{tries - len(out)} duplicate draw(s) redrawn")
+    if len(out) < doc.samples:
+        notes.append(f"only {len(out)} distinct conditions exist; samples: {doc.samples} asked for more")
+    return out, notes
+
+
+class Identity(_Section):
+    """The identity axes of one condition."""
+
+    workload: Literal[WORKLOADS]
+    optimizer: Literal[OPTIMIZERS]
+    weight_decay: Float = Field(ge=0)
+    seed: Int = Field(ge=0, le=SEED_MAX)
+
+
+def _identity(at: _Located, cond: dict, grid: dict) -> dict:
+    try:
+        return Identity.model_validate({a: cond[a] for a in IDENTITY_AXES}).model_dump()
+    except ValidationError as exc:
+        axis = exc.errors()[0]["loc"][0]
+        i = _value_index({axis: cond[axis]}, grid)[axis]
+        raise at.from_validation(exc, (), Identity, ("grid", axis) + ((i,) if i is not None else ())) from None
+
+
+def parse_spec(raw: Any, source: str = "<memory>", lines: dict[tuple, int] | None = None,
+               max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
+    """Validate a parsed YAML document and expand it into trials (see the module docstring).
+    With ``blocks``, each block is the top level merged with the block's keys, expanded on its
+    own (random draws from a stream of its own), and the trials are concatenated."""
+    at = _Located(source, lines or {})
     if not isinstance(raw, dict):
-        raise SpecError(f"{src}: the sweep spec must be a YAML mapping at the top level")
-    for key in raw:
-        if key not in TOP_LEVEL:
-            _fail(src, str(key), f"unknown key; allowed: {', '.join(sorted(TOP_LEVEL))}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
-        _fail(src, "name", f"is required: letters, digits, '_', '.', '-' (used as a folder name); got {name!r}")
-    storage = raw.get("storage", "./results")
-    if not isinstance(storage, str) or not storage:
-        _fail(src, "storage", f"must be a local path or s3://bucket/prefix, got {storage!r}")
-    res = raw.get("trial_resources", {"cpu": 1, "gpu": 0})
-    if not isinstance(res, dict):
-        _fail(src, "trial_resources", "must be a mapping like {cpu: 1, gpu: 0}")
-    for key, val in res.items():
-        if key not in ("cpu", "gpu"):
-            _fail(src, f"trial_resources.{key}", "unknown key; allowed: cpu, gpu")
-        err = _num(lo=0)(val)
-        if err:
-            _fail(src, f"trial_resources.{key}", err)
-    resources = {"cpu": float(res.get("cpu", 1)), "gpu": float(res.get("gpu", 0))}
-    if resources["cpu"] <= 0 and resources["gpu"] <= 0:
-        _fail(src, "trial_resources", "a trial needs some cpu or gpu")
-    max_failures = raw.get("max_failures", 3)
-    err = _int(-1)(max_failures)
-    if err:
-        _fail(src, "max_failures", err + " (-1 = retry forever)")
-
-    sections = {}
-    for sec, keys in SECTIONS.items():
-        given = _check_section(src, "", sec, raw.get(sec, {}))
-        sections[sec] = {k: given.get(k, copy.deepcopy(d)) for k, (_, d) in keys.items()}
-
-    grid = _grid_values(src, raw.get("grid"))
-    per = raw.get("per_workload", {}) or {}
-    if not isinstance(per, dict):
-        _fail(src, "per_workload", "must be a mapping of workload -> overrides")
-    for wl, over in per.items():
-        if wl not in WORKLOADS:
-            _fail(src, f"per_workload.{wl}", f"unknown workload; allowed: {', '.join(WORKLOADS)}")
-        if not isinstance(over, dict):
-            _fail(src, f"per_workload.{wl}", "must be a mapping of section -> settings")
-        for sec, vals in over.items():
-            if sec not in SECTIONS:
-                _fail(src, f"per_workload.{wl}.{sec}", f"unknown section; allowed: {', '.join(SECTIONS)}")
-            _check_section(src, f"per_workload.{wl}.", sec, vals)
-
-    trials = []
-    for wl, opt, wd, seed in itertools.product(*(grid[a] for a in GRID_AXES)):
-        over = per.get(wl, {})
-        resolved = {sec: _merge(sections[sec], over.get(sec, {})) for sec in SECTIONS}
-        trials.append(TrialSpec(trial_id_for(wl, opt, wd, seed), wl, opt, wd, seed,
-                                resolved["train"], resolved["optimizer"], resolved["monitor"],
-                                resolved["stop"]))
-    ids = [t.trial_id for t in trials]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        _fail(src, "grid", f"values that are equal as numbers give the same trial twice: {', '.join(dupes)}")
-    _validate_with_components(src, trials, per)
-    return SweepSpec(name=name, storage=storage, trial_resources=resources,
-                     max_failures=max_failures, trials=tuple(trials), source=src, raw=raw)
+        raise SpecError(f"{source}: the sweep spec must be a YAML mapping at the top level")
+    doc = _validated(raw, at)
+    parts = [(None, doc, ())]
+    for i, block in enumerate(doc.blocks or ()):
+        parts.append((block.name, _validated(_merge_block(raw, block), at.within(("blocks", i))), (i,)))
+    if doc.blocks:
+        parts = parts[1:]
+    trials, notes, ids = [], [], set()
+    for name, sub, key in parts:
+        t, n = _expand(sub, at.within(("blocks", key[0])) if key else at, max_trials - len(trials), name, key)
+        for trial in t:
+            if trial.trial_id in ids:
+                raise at.fail(("blocks",), f"two blocks give the same trial: {trial.trial_id}")
+            ids.add(trial.trial_id)
+        trials += t
+        notes += [f"block {name}: {x}" if name else x for x in n]
+    res = doc.trial_resources
+    for t in trials:
+        if t.train["device"] == "cuda" and res.gpu <= 0:
+            raise at.fail(("train", "device"), "cuda needs trial_resources.gpu > 0 (a trial without a "
+                          "GPU share sees no CUDA device); allowed here: auto, cpu")
+    _check_components(at, trials, doc)
+    return SweepSpec(name=doc.name, storage=doc.storage, trial_resources={"cpu": res.cpu, "gpu": res.gpu},
+                     max_failures=doc.max_failures, trials=tuple(trials), method=doc.method,
+                     source=source, notes=tuple(notes), loggers=doc.loggers.chosen())
 
 
-_FIELD_TO_KEY = {"model_overrides": "train.model", "task_overrides": "train.task",
-                 **{f: f"optimizer.{f}" for f in SECTIONS["optimizer"]},
-                 **{f: f"train.{f}" for f in SECTIONS["train"]}}
+def _validated(raw: dict, at: _Located) -> SweepDoc:
+    try:
+        doc = SweepDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise at.from_validation(exc, (), SweepDoc) from None
+    if doc.blocks is None and doc.method == "random" and doc.samples is None:
+        raise at.fail(("method",), "random needs samples: N (the number of conditions to draw)")
+    if doc.method == "grid" and doc.samples is not None:
+        raise at.fail(("samples",), "is only for method: random; allowed with method: grid: nothing")
+    # per_workload overrides: checked against the full section models now, so a typo fails
+    # with its own key path even if no trial of that workload were generated.
+    for wl, over in doc.per_workload.items():
+        for sec, values in over.items():
+            try:
+                SECTIONS[sec].model_validate({**getattr(doc, sec).model_dump(), **values})
+            except ValidationError as exc:
+                raise at.from_validation(exc, ("per_workload", wl, sec), SECTIONS[sec]) from None
+    return doc
 
 
-def _spec_key(message: str, workload) -> str:
-    """The spec key a TrainConfig error is about ("TrainConfig.momentum: …" → optimizer.momentum)."""
-    m = re.search(r"TrainConfig\.(\w+)", message)
-    key = _FIELD_TO_KEY.get(m.group(1), m.group(1)) if m else "train"
-    return f"per_workload.{workload}.{key} (or {key})" if workload else key
+def _expand(doc: SweepDoc, at: _Located, max_trials: int, block: str | None,
+            seed_key: tuple) -> tuple[list[TrialSpec], list[str]]:
+    n = 1
+    if doc.method == "grid":
+        for axis in set(doc.grid) | {"workload"}:
+            vals = doc.grid.get(axis, [None])
+            n *= len(vals) if isinstance(vals, list) else 1
+    else:
+        n = doc.samples
+    if n > max_trials:
+        raise at.fail(("grid",) if doc.method == "grid" else ("samples",),
+                      f"{n:,} trials exceed the limit of {max_trials:,}; pass --max-trials {n} to run them")
+    conditions, notes = _conditions(doc, at, seed_key)
+    extra_axes = [a for a in doc.grid if a not in IDENTITY_AXES]
+    short = _short_names(extra_axes)
+    trials, ids = [], set()
+    for cond in conditions:
+        ident = _identity(at, cond, doc.grid)
+        over = doc.per_workload.get(ident["workload"], {})
+        sections = {s: {**getattr(doc, s).model_dump(), **over.get(s, {})} for s in SECTIONS}
+        axes = {a: cond[a] for a in extra_axes}
+        for axis, value in axes.items():
+            sec, path = _axis_target(axis)
+            try:
+                _set_path(sections[sec], path, value)
+            except ValueError as exc:
+                raise at.fail(("grid", axis), str(exc)) from None
+        resolved = {}
+        for sec, model in SECTIONS.items():
+            try:
+                resolved[sec] = model.model_validate(sections[sec]).model_dump()
+            except ValidationError as exc:
+                key = ".".join(map(str, (sec,) + exc.errors()[0]["loc"]))
+                raise at.from_validation(exc, (sec,), model, _where(key, axes, doc, ident["workload"])) from None
+        tid = _trial_id(ident, axes, short, _value_index(axes, doc.grid))
+        if tid in ids:
+            raise at.fail(("grid",), f"values that are equal as numbers give the same trial twice: {tid}")
+        ids.add(tid)
+        trials.append(TrialSpec(tid, **ident, train=resolved["train"], optim=resolved["optimizer"],
+                                monitor=resolved["monitor"], stop=resolved["stop"], axes=axes, block=block))
+    return trials, notes
 
 
-def _validate_with_components(src: str, trials: list[TrialSpec], per: dict) -> None:
-    """Build each workload's TrainConfig and MonitorConfig once, so that what only the
-    components know (model/task override keys, momentum range, …) fails here, before any
-    cluster starts, instead of inside every retry of every trial."""
-    from ..spectral.monitor import MonitorConfig
-    from .trainable import train_config_for
-
-    seen = set()
-    for trial in trials:
-        key = (trial.workload, trial.optimizer)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            train_config_for(trial).resolve()
-        except (ValueError, TypeError) as exc:
-            _fail(src, _spec_key(str(exc), trial.workload in per and trial.workload), f"trial {trial.trial_id}: {exc}")
-        try:
-            MonitorConfig(**trial.monitor)
-        except (ValueError, TypeError) as exc:
-            _fail(src, "monitor", str(exc))
+def _value_index(axes: dict, grid: dict) -> dict[str, int | None]:
+    """Position of each axis value in its grid list (None for a drawn value)."""
+    out = {}
+    for axis, v in axes.items():
+        vals = grid.get(axis)
+        out[axis] = next((i for i, x in enumerate(vals) if x == v and type(x) is type(v)), None) \
+            if isinstance(vals, list) else None
+    return out
 
 
-def load_spec(path: str | Path, storage: str | None = None) -> SweepSpec:
+def _where(key: str, axes: dict, doc: SweepDoc, workload: str) -> tuple:
+    """The spec location a resolved key of a trial came from: its grid axis (and the value's
+    position there), else the workload's override, else the section key."""
+    for axis in axes:
+        if key == axis or key.startswith(axis + ".") or axis.startswith(key + "."):
+            i = _value_index({axis: axes[axis]}, doc.grid)[axis]
+            return ("grid", axis) + ((i,) if i is not None else ())
+    sec, _, rest = key.partition(".")
+    if rest and rest.split(".")[0] in doc.per_workload.get(workload, {}).get(sec, {}):
+        return ("per_workload", workload, sec, *rest.split("."))
+    return tuple(key.split("."))
+
+
+def _check_components(at: _Located, trials: list[TrialSpec], doc: SweepDoc) -> None:
+    """Build each distinct trial's TrainConfig (which builds its model and task configs) and
+    match its monitor selector against the model's real parameter names (on torch's ``meta``
+    device: shapes only) — what would otherwise fail inside every retry of every trial."""
+    seen_cfg, seen_params = set(), set()
+    for t in trials:
+        key = repr((t.workload, t.optimizer, t.train, t.optim, t.weight_decay))
+        if key not in seen_cfg:
+            seen_cfg.add(key)
+            try:
+                t.train_config()
+            except (ValueError, TypeError) as exc:
+                raise at.fail(_where(_component_key(str(exc)), t.axes, doc, t.workload),
+                              f"trial {t.trial_id}: {exc}") from None
+        pkey = repr((t.workload, t.train["preset"], t.train["model"], t.train["task"], t.monitor["params"]))
+        if pkey not in seen_params:
+            seen_params.add(pkey)
+            problem = _selector_problem(t)
+            if problem:
+                raise at.fail(_where("monitor.params", t.axes, doc, t.workload), f"trial {t.trial_id}: {problem}")
+
+
+def _selector_problem(t: TrialSpec) -> str | None:
+    from ..spectral.config import ATTENTION_PATTERN
+    from ..workloads.table import parameter_names  # torch, meta device: no memory, no data
+
+    sel = t.monitor["params"]
+    if sel == "all":
+        return None
+    names = [n for n, _ in parameter_names(t.workload, t.train["preset"], t.train["model"], t.train["task"])]
+    pattern = re.compile(ATTENTION_PATTERN if sel == "attention" else sel)
+    if any(pattern.search(n) for n in names):
+        return None
+    close = difflib.get_close_matches(sel, names, n=3, cutoff=0.3) or names[:3]
+    return (f"selector {sel!r} matches no parameter of the {t.workload} model; closest names: "
+            f"{', '.join(close)} ({len(names)} parameters; 'attention' and 'all' are also allowed)")
+
+
+def load_spec(path: str | Path, storage: str | None = None, max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
     """Read and validate a sweep YAML file; ``storage`` overrides its storage root."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{p}: sweep spec file not found")
     try:
-        text = p.read_text()
-        # The optional shebang line is a YAML comment already; nothing to strip.
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{p}: not valid YAML: {exc}") from None
+        raw, lines = load_yaml(p.read_text())  # a shebang line is a YAML comment already
+    except YamlProblem as exc:
+        raise SpecError(f"{p}{f' (line {exc.line})' if exc.line else ''}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{p}: cannot read: {exc}") from None
     if storage is not None and isinstance(raw, dict):
         raw = dict(raw, storage=storage)
-    return parse_spec(raw, str(p))
+    return parse_spec(raw, str(p), lines, max_trials=max_trials)

@@ -10,6 +10,7 @@ every (trial_id, step). Only ``ray.tune`` APIs are used inside the trial (Ray 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,13 +25,12 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ..spectral import MonitorConfig, SpectralMonitor
-from ..spectral.detector import DetectorConfig, G23CollapseDetector
-from ..storage import TrialWriter, write_table
-from ..storage.fs import resolve_root
-from ..storage.layout import parse_part_name, table_dir, trial_file_name
+from ..analysis import Detector, make_detector
+from ..spectral import SpectralMonitor
+from ..storage import TrialWriter, next_attempt, recorded_trial, write_table
+from ..storage.liveness import process_identity
 from ..storage.schema import DECLARED
-from ..workloads import TrainConfig, train
+from ..workloads import family, train
 from .spec import TrialSpec
 
 EVAL_COLUMNS = [n for n in DECLARED["evals"].names
@@ -39,8 +39,11 @@ FEATURE_COLUMNS = [n for n in DECLARED["features"].names
                    if n not in ("trial_id", "workload", "optimizer", "weight_decay", "attempt")]
 
 
+@functools.cache
 def code_version() -> str:
-    """git commit of the code (with '+dirty' when modified), else the package version."""
+    """git commit of the code (with '+dirty' when modified), else the package version. Once
+    per process: the code a process runs is the code it imported (a reused worker runs many
+    trials; two git calls per trial row cost ~0.1–1 s on a busy CPU)."""
     here = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
@@ -58,44 +61,12 @@ def code_version() -> str:
         return "unknown"
 
 
-def train_config_for(trial: TrialSpec) -> TrainConfig:
-    t, o = trial.train, trial.optim
-    return TrainConfig(
-        workload=trial.workload, preset=t["preset"], optimizer=trial.optimizer, lr=o["lr"],
-        weight_decay=trial.weight_decay, decay=o["decay"],
-        betas=None if o["betas"] is None else tuple(o["betas"]), momentum=o["momentum"],
-        batch_size=t["batch_size"], grad_clip=o["grad_clip"], schedule=o["schedule"],
-        warmup_steps=o["warmup_steps"], max_steps=t["max_steps"], eval_every=t["eval_every"],
-        snapshot_every=trial.monitor["every"], checkpoint_every=t["checkpoint_every"],
-        seed=trial.seed, data_seed=t["data_seed"], device=t["device"], amp=t["amp"],
-        model_overrides=dict(t["model"]), task_overrides=dict(t["task"]))
-
-
-def monitor_config_for(trial: TrialSpec) -> MonitorConfig:
-    return MonitorConfig(**trial.monitor)
-
-
-def next_attempt(storage: str, sweep: str, trial_id: str, partition: dict) -> int:
-    """1 + the highest attempt this trial has written, so replayed rows always win."""
-    root = resolve_root(storage)
-    best = -1
-    for table in ("features", "evals"):
-        directory = root.path(table_dir(sweep, table, partition))
-        if not root.is_dir(directory):
-            continue
-        for info in root.list_files(directory):
-            part = parse_part_name(os.path.basename(info.path))
-            if part is not None and part.trial_id == trial_id:
-                best = max(best, part.attempt)
-    return best + 1
-
-
 class TrialRecorder:
     """Training-loop callback: monitor at snapshots, rows to the writer, grok/alarm events,
     the stop rule, and progress to Tune. Its state rides in the training checkpoint."""
 
     def __init__(self, trial: TrialSpec, writer: TrialWriter, monitor: SpectralMonitor,
-                 detector: G23CollapseDetector, report=None):
+                 detector: Detector, report=None):
         self.trial, self.writer, self.monitor, self.detector = trial, writer, monitor, detector
         self.report = report
         self.grok_step = None
@@ -104,6 +75,7 @@ class TrialRecorder:
         self.loss = math.nan
         self.grad_norm = math.nan
         self.last_eval = {}
+        self.last_feature = {}
         self.t0 = time.perf_counter()
         self.steps_at_t0 = None
 
@@ -118,8 +90,10 @@ class TrialRecorder:
             return
         row.update(loss=self.loss if step > 0 else math.nan,
                    grad_norm=self.grad_norm if step > 0 else math.nan)
-        self.writer.add("features", {k: row.get(k) for k in FEATURE_COLUMNS})
-        if not row["nonfinite"] and self.detector.update(step, row["g23"], row["gap_ratio"]):
+        row = {k: row.get(k) for k in FEATURE_COLUMNS}
+        self.writer.add("features", row)
+        self.last_feature = row
+        if self.detector.update(feature=row) is not None:
             self.alarm_step = step
 
     def on_eval(self, step, metrics):
@@ -127,6 +101,8 @@ class TrialRecorder:
         row["step"] = step
         self.writer.add("evals", row)
         self.last_eval = row
+        if self.detector.update(eval=row) is not None:
+            self.alarm_step = step
         stop = self.trial.stop
         if self.grok_step is None and (row.get("grok_acc") or 0) >= stop["grok_threshold"]:
             self.grok_step = step
@@ -142,11 +118,19 @@ class TrialRecorder:
             self.steps_at_t0, self.t0 = step, time.perf_counter()
         elapsed = time.perf_counter() - self.t0
         rate = (step - self.steps_at_t0) / elapsed if elapsed > 0 else 0.0
-        ev = self.last_eval
+        ev, f = self.last_eval, self.last_feature
         return {"step": step, "steps_per_s": rate,
                 "test_acc": _finite(ev.get("grok_acc")), "train_acc": _finite(ev.get("memo_acc")),
                 "grok_step": -1 if self.grok_step is None else self.grok_step,
-                "alarm_step": -1 if self.alarm_step is None else self.alarm_step}
+                "alarm_step": -1 if self.alarm_step is None else self.alarm_step,
+                # For the trackers (Tune logger callbacks, platform/trackers.py): the training
+                # step as Tune's x-axis, the latest eval and spectral scalars, events as 0/1.
+                "timesteps_total": step,
+                "test_loss": _finite(ev.get("test_loss")), "train_loss": _finite(ev.get("train_loss")),
+                "feature_step": f.get("step", -1), "g23": _finite(f.get("g23")),
+                "gap_ratio": _finite(f.get("gap_ratio")), "k_star": _finite(f.get("k_star")),
+                "adiabatic": _finite(f.get("adiabatic")), "update_norm": _finite(f.get("update_norm")),
+                "grokked": int(self.grok_step is not None), "alarmed": int(self.alarm_step is not None)}
 
     # -- checkpointed state
     def state_dict(self):
@@ -171,15 +155,21 @@ def _now():
 
 def trial_row(trial: TrialSpec, sweep: str, attempt: int, status: str, *, steps=0, error=None,
               started=None, finished=None, wall_s=None, node_id=None, extra=None) -> dict:
-    from importlib.metadata import version  # not `import ray`: the bare-loop path needs no Ray
+    from importlib.metadata import PackageNotFoundError, version  # not `import ray`: the bare-loop
+    # path needs no Ray, and runs where Ray is not installed at all (the GPU check's image)
+    try:
+        ray_version = version("ray")
+    except PackageNotFoundError:
+        ray_version = None
 
     row = {
-        "trial_id": trial.trial_id, "workload": trial.workload, "optimizer": trial.optimizer,
+        "trial_id": trial.trial_id, "workload": trial.workload, "family": family(trial.workload),
+        "optimizer": trial.optimizer,
         "weight_decay": trial.weight_decay, "attempt": attempt, "sweep": sweep,
         "preset": trial.train["preset"], "seed": trial.seed, "status": status, "steps": steps,
         "error": error, "node_id": node_id, "config": json.dumps(trial.as_dict(), sort_keys=True),
         "code_version": code_version(), "torch_version": torch.__version__,
-        "ray_version": version("ray"), "started_at": started, "finished_at": finished,
+        "ray_version": ray_version, "started_at": started, "finished_at": finished,
         "wall_s": wall_s,
     }
     row.update(extra or {})
@@ -187,18 +177,6 @@ def trial_row(trial: TrialSpec, sweep: str, attempt: int, status: str, *, steps=
 
 
 FINISHED = ("completed", "stopped", "diverged")
-
-
-def recorded_trial(storage: str, sweep: str, trial: TrialSpec) -> dict | None:
-    """This trial's row in the ``trials`` table (its own file), or None."""
-    import pyarrow.parquet as pq
-
-    root = resolve_root(storage)
-    path = root.path(table_dir(sweep, "trials", trial.partition), trial_file_name(trial.trial_id))
-    if not root.exists(path):
-        return None
-    rows = pq.read_table(path, filesystem=root.fs).to_pylist()
-    return rows[-1] if rows else None
 
 
 def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: dict | None = None,
@@ -212,7 +190,7 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     finished.
     """
     partition = trial.partition
-    done = recorded_trial(storage, sweep, trial)
+    done = recorded_trial(storage, sweep, trial.trial_id, partition)
     if done is not None and done["status"] in FINISHED:
         # The trials table is the source of truth: a trial that finished before a driver or
         # worker died (and before Tune recorded it) is not trained again.
@@ -225,10 +203,12 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
         return None
     started = _now()
     attempt = next_attempt(storage, sweep, trial.trial_id, partition)
-    extra = {"pid": os.getpid(), "hostname": socket.gethostname()}
+    extra = {"pid": os.getpid(), "hostname": socket.gethostname(), "pid_start": process_identity()}
     writer = TrialWriter(storage, sweep, trial.trial_id, attempt, partition)
-    recorder = TrialRecorder(trial, writer, SpectralMonitor(monitor_config_for(trial)),
-                             G23CollapseDetector(DetectorConfig()),
+    # The online detector is the analysis' default, on full windows — the same rule and rows the
+    # aggregation replays offline, so runs.alarm_step equals the live ALARM.
+    detector = make_detector(window=trial.monitor["window"], context={"weight_decay": trial.weight_decay})
+    recorder = TrialRecorder(trial, writer, SpectralMonitor(trial.monitor_config()), detector,
                              None if report is None else (lambda m, _ckpt: report(dict(m, attempt=attempt))))
     write_table(storage, sweep, "trials", pl.DataFrame([trial_row(
         trial, sweep, attempt, "running", started=started, node_id=node_id, extra=extra)]))
@@ -239,7 +219,7 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
             save_checkpoint(step, state, dict(recorder.progress(step), attempt=attempt))
 
     t0 = time.perf_counter()
-    result = train(train_config_for(trial), callbacks=[recorder], checkpoint_fn=checkpoint_fn,
+    result = train(trial.train_config(), callbacks=[recorder], checkpoint_fn=checkpoint_fn,
                    resume_state=resume_state)
     writer.flush()
     writer.compact()

@@ -1,24 +1,18 @@
-"""Pure spectral math on tensors and arrays: the rolling Gram window, its features, sketches,
-events, the prospective detector, statistics and the predictions scorecard.
+"""Per-window spectral math: the rolling Gram window, its features, sketches, the streaming
+monitor. No I/O and no Ray (DESIGN.md §2); docs/CONTRACTS.md pins the feature-row keys.
+Cross-run analysis (events, detectors, statistics, scorecard) lives in ``edgesweep.analysis``.
 
-No I/O and no Ray here (DESIGN.md §2); docs/CONTRACTS.md pins the feature-row keys.
-The torch-based parts (monitor, sketch, window) are imported on first use, so that the
-aggregation's Ray tasks, which need only the numpy statistics, do not pay for importing torch.
+The torch-based parts (monitor, sketch, window) are imported on first use, so that reading the
+monitor's config or the Gram math costs no torch import.
 """
 
 from importlib import import_module
 
-from .detector import (DetectorConfig, DetectorEvaluation, G23CollapseDetector, classify_run,
-                       compare_arms, evaluate_detector, first_alarm)
-from .events import (GROK_THRESHOLD, MEMORIZATION_THRESHOLD, PRECEDENCE_RATIO, PrecedenceResult,
-                     g23_precedence, grok_step, memorization_step)
+from .config import ATTENTION_PATTERN, MAX_WINDOW, MonitorConfig
 from .gram import RANK_RTOL, gram_eigh, spectrum_features
-from .scorecard import Prediction, RunData, scorecard
-from .stats import clopper_pearson, fisher_exact_2x2, lead_time_summary, pearson_r
 
 _LAZY = {
-    "ATTENTION_PATTERN": ".monitor", "FEATURE_COLUMNS": ".monitor", "MonitorConfig": ".monitor",
-    "SpectralMonitor": ".monitor", "select_parameters": ".monitor",
+    "FEATURE_COLUMNS": ".monitor", "SpectralMonitor": ".monitor", "select_parameters": ".monitor",
     "CountSketch": ".sketch", "window_features": ".window",
 }
 
@@ -31,12 +25,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "ATTENTION_PATTERN", "FEATURE_COLUMNS", "GROK_THRESHOLD", "MEMORIZATION_THRESHOLD",
-    "PRECEDENCE_RATIO", "RANK_RTOL", "CountSketch", "DetectorConfig", "DetectorEvaluation",
-    "G23CollapseDetector", "MonitorConfig", "Prediction", "PrecedenceResult", "RunData",
-    "SpectralMonitor", "classify_run", "clopper_pearson", "compare_arms", "evaluate_detector",
-    "first_alarm", "fisher_exact_2x2", "g23_precedence", "gram_eigh", "grok_step",
-    "lead_time_summary", "memorization_step", "pearson_r", "scorecard", "select_parameters",
-    "spectrum_features", "window_features",
-]
+__all__ = ["ATTENTION_PATTERN", "FEATURE_COLUMNS", "MAX_WINDOW", "RANK_RTOL", "CountSketch",
+           "MonitorConfig", "SpectralMonitor", "gram_eigh", "select_parameters",
+           "spectrum_features", "window_features"]

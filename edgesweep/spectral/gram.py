@@ -136,11 +136,16 @@ def spectral_change(lam: np.ndarray, prev_lam: np.ndarray | None) -> float:
     return float(np.sqrt(np.sum((a - b) ** 2)))
 
 
-def stability_alpha(lam: np.ndarray, delta_gram_fro: float) -> list[float]:
+def stability_alpha(lam: np.ndarray, delta_gram_fro: float, n_dims: int) -> list[float]:
     """Davis–Kahan stability coefficients α_j = max(0, 1 − ‖ΔG‖_F² / gap_j²).
 
-    gap_j is the distance from λ_j to its nearest other eigenvalue. A degenerate eigenvalue
-    (gap_j = 0) has no identifiable eigenvector, so α_j = 0 there. NaN ‖ΔG‖ → all NaN.
+    lam: (w,) descending Gram eigenvalues; n_dims: the length of a row (P, or d for a
+    sketch). gap_j is the distance from λ_j to its nearest other eigenvalue *of the operator
+    XᵀX* (n_dims × n_dims), whose spectrum is λ_1..λ_w plus n_dims − w zeros. So whenever
+    n_dims > w, 0 is a neighbour of every λ_j; it is the nearest one only for λ_w, whose gap
+    is min(λ_{w−1} − λ_w, λ_w) — a small last eigenvalue is unstable against the null space,
+    not just against λ_{w−1}. A degenerate eigenvalue (gap_j = 0) has no identifiable
+    eigenvector, so α_j = 0 there. NaN ‖ΔG‖ → all NaN.
     """
     lam = np.asarray(lam, dtype=np.float64)
     if not math.isfinite(delta_gram_fro):
@@ -148,6 +153,8 @@ def stability_alpha(lam: np.ndarray, delta_gram_fro: float) -> list[float]:
     diff = np.abs(lam[:, None] - lam[None, :])
     np.fill_diagonal(diff, np.inf)
     gaps = diff.min(axis=1)
+    if n_dims > lam.size:  # the operator's zero eigenvalues are neighbours too
+        gaps = np.minimum(gaps, np.abs(lam))
     alpha = np.zeros(lam.size)
     pos = gaps > 0
     alpha[pos] = np.maximum(0.0, 1.0 - delta_gram_fro**2 / gaps[pos] ** 2)
@@ -218,16 +225,19 @@ def exact_operator_change(union_gram: np.ndarray, old_rows: list[int],
 
 def time_features(lam: np.ndarray, prev_lam: np.ndarray | None, union_gram: np.ndarray,
                   old_rows: list[int], new_rows: list[int], k_star: int | None, gap: float,
-                  lr: float | None, floor_rtol: float | None = None) -> dict:
+                  lr: float | None, n_dims: int, floor_rtol: float | None = None) -> dict:
     """The features that compare a window with the previous one (DESIGN.md §1.2), all from
     the two spectra and the Gram of the union of their rows: delta_gram_fro (spectral),
     delta_gram_fro_exact, alpha, subspace_rotation and adiabatic. One definition for the
-    stateless path and the streaming monitor."""
+    stateless path and the streaming monitor. n_dims: the row length (P, or d when sketched),
+    which says how many zero eigenvalues the operator XᵀX has (see :func:`stability_alpha`).
+    prev_lam None (no previous window: a stream's or a restarted window's first row) gives
+    NaN for every feature that compares spectra."""
     dg = spectral_change(lam, prev_lam)
     return {
         "delta_gram_fro": dg,
         "delta_gram_fro_exact": exact_operator_change(union_gram, old_rows, new_rows),
-        "alpha": stability_alpha(lam, dg),
+        "alpha": stability_alpha(lam, dg, n_dims),
         "subspace_rotation": subspace_rotation(union_gram, old_rows, new_rows, k_star, floor_rtol),
         "adiabatic": adiabatic_parameter(dg, lr, gap),
     }

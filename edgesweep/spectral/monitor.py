@@ -1,10 +1,15 @@
 """The streaming spectral monitor: snapshots in, one feature row per snapshot out.
 
-Memory and cost (DESIGN.md §1.1): the monitor holds the previous snapshot and a ring of
-W+1 update rows *on the snapshot's device*. A new snapshot costs one pass to form
-δ = θ − θ_prev, one copy to keep θ, and W+1 dot products of length P (the new row against
-every row of the ring, itself included). The Gram is updated in place — never re-multiplied —
-and everything after that works on the (W+1)×(W+1) Gram of the ring in float64:
+Memory and cost (DESIGN.md §1.1): the exact monitor holds the previous snapshot θ_prev and a
+ring of W+1 update rows *on the snapshot's device*. A new snapshot costs **one fused pass**
+that forms δ = θ − θ_prev into the ring slot, overwrites θ_prev with θ, and accumulates the
+W+1 dot products of δ with every ring row (itself included) — float32 loads, float64 products
+and sums, so the Gram is exact to float64 (every product of two float32 numbers is exact in
+float64). On the CPU this is a compiled kernel (:mod:`.kernels`: numba, multi-threaded over
+the trial's CPUs, bit-identical for any thread count); on CUDA, for bfloat16/float16 or without
+numba it is a few large torch operations (``torch.sub`` per parameter, then float64 products
+over large chunks). The Gram is updated in place — never re-multiplied — and everything after
+that works on the (W+1)×(W+1) Gram of the ring in float64:
 
 * the W×W window Gram → σ, k*, gaps, g23, BBP ratio (:mod:`.gram`);
 * the (W+1)×(W+1) Gram of the previous and current windows together → the subspace rotation
@@ -13,9 +18,25 @@ and everything after that works on the (W+1)×(W+1) Gram of the ring in float64:
 Why W+1 slots: the slot that is about to be overwritten holds the row that left the window
 one snapshot ago; keeping the row that leaves *now* is what makes the rotation exact.
 
+Sketched mode (``sketch_dim = d``): a count-sketch S is linear, S(θ_t − θ_{t−1}) =
+Sθ_t − Sθ_{t−1}, so the monitor keeps the previous snapshot's sketch (d float64 numbers)
+instead of θ_prev, and a ring of W+1 sketched rows: O(W·d) memory whatever P is, plus the
+sketch kernel's bounded buffers (:mod:`.sketch`). The map is recomputed from the coordinate
+index, never stored. Because θ_prev is not kept, ``update_norm`` in sketched mode is ‖Sδ‖,
+the sketched norm: ‖Sδ‖² is an unbiased estimate of ‖δ‖² (E‖Sδ‖² = ‖δ‖², relative standard
+deviation ≤ √(2/d): 14 % at d = 100, 4.5 % at d = 1000), so ‖Sδ‖ scatters about ‖δ‖ by about
+half that (≈ 7 % at d = 100). In exact mode it is ‖δ‖ to float64.
+
 Non-finite snapshots: a NaN/inf update row is never put in the window. The monitor returns a
-row flagged ``nonfinite=True`` with NaN features and forgets θ_prev, so the next finite
-snapshot re-seeds it (its row is ``None``, like the very first snapshot).
+row flagged ``nonfinite=True`` with NaN features and restarts: it forgets θ_prev (or its
+sketch), the window's rows and the previous spectrum, so the next finite snapshot re-seeds
+(its row is ``None``, like the very first snapshot) and the rows after it form a fresh
+window, exactly as at the start of a stream.
+
+Checkpoints: :meth:`SpectralMonitor.state_dict` returns the monitor's own tensors, not copies
+(like ``nn.Module.state_dict``): the caller copies — the training loop's checkpoint copies
+every tensor to the CPU once — so a checkpoint carries the ring once.
+:func:`monitor_state_bytes` gives the size per configuration.
 """
 
 from __future__ import annotations
@@ -23,15 +44,16 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
+from . import kernels
+from .config import ATTENTION_PATTERN, MonitorConfig
 from .gram import gram_eigh, spectrum_features, time_features
 from .sketch import CountSketch
-
-ATTENTION_PATTERN = r"(^|\.)(self_|cross_)?attn\.[qkvo]_proj\.weight$"
 
 FEATURE_COLUMNS = (
     "step", "window", "sigma", "k_star", "k_star_weighted", "gap_ratio", "gap", "g23",
@@ -39,44 +61,22 @@ FEATURE_COLUMNS = (
     "bbp_ratio", "lr", "update_norm", "gram_ms", "nonfinite",
 )
 
+STATE_FORMAT = 2  # 2: sketched states keep Sθ_prev and a map fingerprint instead of θ_prev
 
-@dataclass(frozen=True)
-class MonitorConfig:
-    """window: W rows. every: optimizer steps between snapshots (used by the trainer).
-    params: "attention" | "all" | a regex on parameter names.
-    sketch_dim: None for the exact window, else d of the count-sketch.
-    block: elements per dot-product block (the unit of float64 accumulation).
-    accumulate: "float64" (default: every block of the ring is upcast into a reused float64
-    scratch before its dot products, so products and sums are exact to float64 and every σ_j
-    of a float32 window down to ~1e-6·σ_1 meets the 1e-3 relative bar) or "block" (dot products
-    in the snapshot dtype per block of ``block`` elements, blocks summed in float64: ~1.2× the
-    memory-bandwidth bound on CPU instead of ~3.5×, but a float32 Gram entry then carries a
-    relative error of about ε₃₂·√block, so σ_j below ~1 % of σ_1 lose accuracy and those
-    below √(ε₃₂·√block) ≈ 0.55 % of σ_1 are reported as exactly 0).
-    """
+# Temporaries of the torch path's float64 products on CUDA: chunks this large keep the
+# launches few (~P/3·10⁶ of them) at a bounded scratch.
+_CUDA_SCRATCH_BYTES = 256 << 20
+_NPARTS = 64  # fixed work partition of the CPU kernel (results independent of thread count)
 
-    window: int = 10
-    every: int = 100
-    params: str = "attention"
-    sketch_dim: int | None = None
-    sketch_seed: int = 0
-    block: int = 1 << 16
-    accumulate: str = "float64"
 
-    def __post_init__(self):
-        if self.window < 2:
-            raise ValueError(f"monitor.window must be ≥ 2, got {self.window}")
-        if self.every < 1:
-            raise ValueError(f"monitor.every must be ≥ 1, got {self.every}")
-        if self.sketch_dim is not None and self.sketch_dim < 1:
-            raise ValueError(f"monitor.sketch_dim must be ≥ 1 or null, got {self.sketch_dim}")
-        if self.accumulate not in ("float64", "block"):
-            raise ValueError(f"monitor.accumulate must be float64|block, got {self.accumulate!r}")
-        if self.params not in ("attention", "all"):
-            try:
-                re.compile(self.params)
-            except re.error as exc:
-                raise ValueError(f"monitor.params is not a valid regex: {self.params!r} ({exc})") from exc
+def monitor_state_bytes(n_params: int, config: MonitorConfig, itemsize: int = 4) -> int:
+    """Bytes of the P- or d-length tensors in a monitor state (what a checkpoint carries
+    beyond a few hundred bytes of bookkeeping): exact mode (W+1)·P + P numbers in the
+    snapshot dtype (``itemsize``: 4 for float32); sketched mode (W+1)·d + d float64."""
+    rows = config.window + 1
+    if config.sketch_dim is None:
+        return (rows + 1) * n_params * itemsize
+    return (rows + 1) * config.sketch_dim * 8
 
 
 def select_parameters(module: torch.nn.Module, params: str) -> list[tuple[str, torch.Tensor]]:
@@ -114,13 +114,14 @@ class SpectralMonitor:
         self.names: list[str] | None = None
         self.dtype: torch.dtype | None = None
         self.device: torch.device | None = None
-        self.prev: torch.Tensor | None = None      # θ_prev, flat, snapshot dtype
-        self.ring: torch.Tensor | None = None      # (W+1, P) or (W+1, d) update rows
+        self.prev: torch.Tensor | None = None         # exact: θ_prev, flat, snapshot dtype
+        self.prev_sketch: torch.Tensor | None = None  # sketched: Sθ_prev, (d,) float64
+        self.ring: torch.Tensor | None = None         # (W+1, P) snapshot dtype, or (W+1, d) float64
         self.gram = np.zeros((config.window + 1,) * 2)  # Gram of the ring slots, float64
-        self.slots: list[int] = []                 # ring slots of the current window, oldest first
-        self.prev_lam: np.ndarray | None = None    # spectrum of the previous window
+        self.slots: list[int] = []                    # ring slots of the current window, oldest first
+        self.prev_lam: np.ndarray | None = None       # spectrum of the previous window
         self.sketch: CountSketch | None = None
-        self._scratch: torch.Tensor | None = None  # float64 block buffer for exact dots
+        self._scratch: torch.Tensor | None = None     # float64 chunk buffer of the torch path
 
     # ------------------------------------------------------------------ inputs
     def _views(self, snapshot) -> list[torch.Tensor]:
@@ -130,25 +131,24 @@ class SpectralMonitor:
             if self.names is not None and names != self.names:
                 raise ValueError("the monitored parameter set changed between snapshots")
             self.names = names
-            return [p.detach().reshape(-1) for _, p in pairs]
+            # contiguous: a no-op for parameters; the kernels read flat, dense views
+            return [p.detach().reshape(-1).contiguous() for _, p in pairs]
         if isinstance(snapshot, torch.Tensor):
-            return [snapshot.detach().reshape(-1)]
+            return [snapshot.detach().reshape(-1).contiguous()]
         raise TypeError(f"snapshot must be a tensor or nn.Module, got {type(snapshot).__name__}")
 
     def _bind(self, views: list[torch.Tensor]) -> None:
         n = sum(v.numel() for v in views)
+        sketched = self.config.sketch_dim is not None
         if self.n_params is None:
             self.n_params = n
             self.dtype = views[0].dtype
             self.device = views[0].device
-            width = n if self.config.sketch_dim is None else self.config.sketch_dim
-            # Sketched rows are tiny, so they are kept in float64: dots become exact.
-            ring_dtype = self.dtype if self.config.sketch_dim is None else torch.float64
-            self.ring = torch.zeros(self.config.window + 1, width, dtype=ring_dtype,
+            width = self.config.sketch_dim if sketched else n
+            # Sketched rows are tiny and accumulated in float64: kept in float64.
+            self.ring = torch.zeros(self.config.window + 1, width,
+                                    dtype=torch.float64 if sketched else self.dtype,
                                     device=self.device)
-            if self.config.sketch_dim is not None:
-                self.sketch = CountSketch(n, self.config.sketch_dim, self.config.sketch_seed,
-                                          self.device)
         elif n != self.n_params:
             raise ValueError(f"snapshot has {n} parameters, the monitor was started with {self.n_params}")
         if views[0].device != self.device:  # e.g. state restored on the CPU, model on CUDA
@@ -156,105 +156,115 @@ class SpectralMonitor:
             self.ring = self.ring.to(self.device)
             if self.prev is not None:
                 self.prev = self.prev.to(self.device)
-            if self.sketch is not None:
-                self.sketch = CountSketch(n, self.sketch.dim, self.sketch.seed, self.device)
+            if self.prev_sketch is not None:
+                self.prev_sketch = self.prev_sketch.to(self.device)
+        if sketched and (self.sketch is None or self.sketch.device != self.device):
+            self.sketch = CountSketch(n, self.config.sketch_dim, self.config.sketch_seed, self.device)
+        if kernels.backend_for(self.device, views) == "numba":
+            kernels.warm_up(views[0].dtype)  # compile/load once per process, not inside a row
 
     # ------------------------------------------------------------------ P-length work
-    def _write_row(self, views, slot: int) -> float:
-        """Form δ = θ − θ_prev into ring[slot] (or its sketch); return ‖δ‖² exactly."""
-        row = self.ring[slot]
-        if self.sketch is None:
+    def _exact_row(self, views, slot: int) -> np.ndarray:
+        """One pass: ring[slot] = θ − θ_prev, θ_prev = θ; returns ring @ ring[slot] in float64."""
+        rows = self.ring.shape[0]
+        if kernels.backend_for(self.device, views) == "numba" and views[0].dtype == self.ring.dtype:
+            nk = kernels.numba_kernels()
+            ring, prev = self.ring.numpy(), self.prev.numpy()
+            dots = np.zeros(rows)
             off = 0
-            for v in views:
-                n = v.numel()
-                torch.sub(v, self.prev[off:off + n], out=row[off:off + n])
-                off += n
-            return math.nan  # the self dot product below gives it
-        out2 = torch.zeros(2 * self.sketch.dim, dtype=self.dtype, device=self.device)
-        norm2 = torch.zeros((), dtype=torch.float64, device=self.device)
+            with kernels.threads():
+                for v in views:  # one call per parameter tensor: no gather copy (measured)
+                    dots += nk.exact_update(v.numpy(), prev, ring, slot, off, self.config.block, _NPARTS)
+                    off += v.numel()
+            return dots
+        row = self.ring[slot]
         off = 0
         for v in views:
-            for a in range(0, v.numel(), CountSketch.CHUNK):
-                chunk = v[a:a + CountSketch.CHUNK]
-                delta = chunk - self.prev[off + a:off + a + chunk.numel()]
-                self.sketch.accumulate(out2, delta, off + a)
-                norm2 += torch.dot(delta, delta).double()
-            off += v.numel()
-        row.copy_(CountSketch.finish(out2).double())
-        return float(norm2)
+            n = v.numel()
+            torch.sub(v, self.prev[off:off + n], out=row[off:off + n])
+            self.prev[off:off + n].copy_(v)
+            off += n
+        return self._torch_dots(slot)
 
-    def floor_rtol(self) -> float | None:
-        """Relative eigenvalue floor matching how the Gram was accumulated (see MonitorConfig)."""
-        if self.ring is None or self.ring.dtype == torch.float64 or self.config.accumulate == "float64":
-            return None  # float64 accumulation: gram.RANK_RTOL·w
-        return float(torch.finfo(self.ring.dtype).eps) * math.sqrt(self.config.block)
-
-    def _dots(self, slot: int) -> np.ndarray:
-        """ring @ ring[slot] with float64 accumulation across blocks.
-
-        "block": one matrix-vector product per block in the snapshot dtype (few, large ops:
-        this stays near the bandwidth bound even when the CPU is oversubscribed). "float64":
-        each block is upcast into a reused float64 scratch that stays in cache, so products
-        and sums are exact to float64.
-        """
+    def _torch_dots(self, slot: int) -> np.ndarray:
+        """ring @ ring[slot] with float64 products and sums, in few large operations: chunks of
+        the ring are upcast into a reused float64 buffer (on the CPU a cache-sized
+        ``config.block``, on CUDA up to 256 MiB) and multiplied there."""
         ring, x = self.ring, self.ring[slot]
         if ring.dtype == torch.float64:
             return (ring @ x).cpu().numpy()
-        block = self.config.block
-        if self.config.accumulate == "block":
-            parts = [ring[:, a:a + block] @ x[a:a + block] for a in range(0, ring.shape[1], block)]
-            return torch.stack(parts).double().sum(0).cpu().numpy()
-        rows = ring.shape[0]
-        if self._scratch is None or self._scratch.device != ring.device:
-            self._scratch = torch.empty(rows + 1, block, dtype=torch.float64, device=ring.device)
+        rows, width = ring.shape
+        chunk = self.config.block
+        if ring.device.type != "cpu":
+            chunk = max(chunk, _CUDA_SCRATCH_BYTES // (8 * (rows + 1)))
+        chunk = min(chunk, width)
+        if self._scratch is None or self._scratch.device != ring.device or self._scratch.shape[1] != chunk:
+            self._scratch = torch.empty(rows + 1, chunk, dtype=torch.float64, device=ring.device)
         acc = torch.zeros(rows, dtype=torch.float64, device=ring.device)
-        for a in range(0, ring.shape[1], block):
-            n = min(block, ring.shape[1] - a)
+        for a in range(0, width, chunk):
+            n = min(chunk, width - a)
             scratch = self._scratch[:, :n]
             scratch[:rows].copy_(ring[:, a:a + n])
             scratch[rows].copy_(x[a:a + n])
-            acc += scratch[:rows] @ scratch[rows]
+            acc.addmv_(scratch[:rows], scratch[rows])
         return acc.cpu().numpy()
 
-    def _keep_snapshot(self, views) -> None:
-        off = 0
-        for v in views:
-            self.prev[off:off + v.numel()].copy_(v)
-            off += v.numel()
+    def _restart(self) -> None:
+        self.prev = None
+        self.prev_sketch = None
+        self.slots = []
+        self.prev_lam = None
+        # The non-finite row stays in its ring slot, and every later snapshot's dots run over
+        # all W+1 slots: unless cleared it poisons each new row (the window never refills once
+        # the NaN sits in any slot but the one the next row takes). One pass; a rare event.
+        if self.ring is not None:
+            self.ring.zero_()
+        self.gram[:] = 0.0
 
     # ------------------------------------------------------------------ public
     def observe(self, snapshot, *, step: int, lr: float | None = None) -> dict | None:
         views = self._views(snapshot)
         self._bind(views)
-        if self.prev is None:
-            self.prev = torch.empty(self.n_params, dtype=self.dtype, device=self.device)
-            self._keep_snapshot(views)
-            return None
-
-        t0 = time.perf_counter()
         window = self.config.window
-        slot = next(s for s in range(window + 1) if s not in self.slots)
-        exact_norm2 = self._write_row(views, slot)
-        dots = self._dots(slot)  # moving the result to the host synchronises the device
+        t0 = time.perf_counter()
+        if self.sketch is not None:
+            current = self.sketch.sketch(views)
+            if self.prev_sketch is None:
+                self.prev_sketch = current
+                return None
+            slot = next(s for s in range(window + 1) if s not in self.slots)
+            torch.sub(current, self.prev_sketch, out=self.ring[slot])  # S(θ−θ_prev) = Sθ − Sθ_prev
+            self.prev_sketch = current
+            dots = (self.ring @ self.ring[slot]).cpu().numpy()
+        else:
+            if self.prev is None:
+                self.prev = torch.empty(self.n_params, dtype=self.dtype, device=self.device)
+                off = 0
+                for v in views:
+                    self.prev[off:off + v.numel()].copy_(v)
+                    off += v.numel()
+                return None
+            slot = next(s for s in range(window + 1) if s not in self.slots)
+            dots = self._exact_row(views, slot)  # moving the result to the host synchronises
         gram_ms = (time.perf_counter() - t0) * 1e3
-        norm2 = dots[slot] if math.isnan(exact_norm2) else exact_norm2
+        norm2 = float(dots[slot])
 
-        if not (math.isfinite(norm2) and np.isfinite(dots).all()):
-            self.prev = None  # θ_prev is suspect too; the next finite snapshot re-seeds
-            row = _nan_row(len(self.slots))
+        if not np.isfinite(dots).all():
+            # Restart: θ_prev is suspect too, and rows before the gap are not consecutive with
+            # rows after it. The next finite snapshot re-seeds and the rows after it form a
+            # fresh window, with no previous spectrum to compare the first one with.
+            self._restart()
+            row = _nan_row(0)
             row.update(step=int(step), lr=math.nan if lr is None else float(lr),
                        update_norm=math.nan, gram_ms=gram_ms, nonfinite=True)
             return row
 
         self.gram[slot, :] = dots
         self.gram[:, slot] = dots
-        self._keep_snapshot(views)
-
         old = list(self.slots)
         new = (old + [slot])[-window:]
         self.slots = new
-        floor = self.floor_rtol()
-        lam, _ = gram_eigh(self.gram[np.ix_(new, new)], floor)
+        lam, _ = gram_eigh(self.gram[np.ix_(new, new)])
         prev_lam, self.prev_lam = self.prev_lam, lam
         if len(new) < 2:
             return None
@@ -265,11 +275,11 @@ class SpectralMonitor:
         union_gram = self.gram[np.ix_(union, union)]
         old_idx, new_idx = [pos[s] for s in old], [pos[s] for s in new]
         row.update(time_features(lam, prev_lam, union_gram, old_idx, new_idx, row["k_star"],
-                                 row["gap"], lr, floor))
+                                 row["gap"], lr, self.ring.shape[1]))
         row.update(
             step=int(step),
             lr=math.nan if lr is None else float(lr),
-            update_norm=math.sqrt(max(0.0, norm2)),
+            update_norm=math.sqrt(max(0.0, norm2)),  # sketched mode: ‖Sδ‖ (module docstring)
             gram_ms=gram_ms,
             nonfinite=False,
         )
@@ -277,34 +287,65 @@ class SpectralMonitor:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-identically (tensors moved to the CPU)."""
+        """Everything needed to continue bit-identically.
+
+        Like ``nn.Module.state_dict``, the tensors are the monitor's own (on its device), not
+        copies: the caller copies them — the training loop's checkpoint copies every tensor
+        to the CPU once — so the ring is copied once per checkpoint, not twice. The small
+        numpy arrays are copied here (the Gram is updated in place, and a copying caller
+        need not know numpy).
+        """
         return {
+            "format": STATE_FORMAT,
             "config": asdict(self.config),
             "n_params": self.n_params,
             "names": self.names,
             "dtype": None if self.dtype is None else str(self.dtype).removeprefix("torch."),
-            "prev": None if self.prev is None else self.prev.cpu().clone(),
-            "ring": None if self.ring is None else self.ring.cpu().clone(),
+            "prev": self.prev,
+            "prev_sketch": self.prev_sketch,
+            "ring": self.ring,
             "gram": self.gram.copy(),
             "slots": list(self.slots),
             "prev_lam": None if self.prev_lam is None else self.prev_lam.copy(),
+            "sketch": None if self.sketch is None else self.sketch.fingerprint(),
         }
 
     def load_state_dict(self, state: dict, device: str | torch.device | None = None) -> None:
-        if MonitorConfig(**state["config"]) != self.config:
+        """Restore a :meth:`state_dict`. The tensors are copied (onto ``device``, default the
+        CPU; the first snapshot moves them to its own device), so the given dict stays the
+        caller's. A sketched state is checked against the map this code builds for its
+        (P, d, seed): rows sketched by another map live in another space, so a restore with a
+        different map (or a state from before the map was recorded) raises ValueError."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # an old state's accumulate: block
+            saved = MonitorConfig(**state["config"])
+        if saved != self.config:
             raise ValueError("monitor state was saved with a different MonitorConfig: "
                              f"{state['config']} vs {asdict(self.config)}")
         dev = torch.device(device) if device is not None else torch.device("cpu")
-        self.n_params = state["n_params"]
+        n_params = state["n_params"]
+        sketch = None
+        if self.config.sketch_dim is not None and n_params is not None:
+            sketch = CountSketch(n_params, self.config.sketch_dim, self.config.sketch_seed, dev)
+            expected, got = sketch.fingerprint(), state.get("sketch")
+            if got != expected:
+                raise ValueError(
+                    "monitor state was saved with a different count-sketch map "
+                    f"(saved {got!r}, this code builds {expected!r}); its window rows cannot be "
+                    "continued with this map — start the monitor afresh")
+
+        def copied(t):
+            return None if t is None else t.to(dev, copy=True).contiguous()
+
+        self.n_params = n_params
         self.names = state["names"]
         self.dtype = None if state["dtype"] is None else getattr(torch, state["dtype"])
-        self.device = dev if self.n_params is not None else None
-        self.prev = None if state["prev"] is None else state["prev"].to(dev)
-        self.ring = None if state["ring"] is None else state["ring"].to(dev)
+        self.device = dev if n_params is not None else None
+        self.prev = copied(state["prev"]) if sketch is None else None
+        self.prev_sketch = copied(state.get("prev_sketch"))
+        self.ring = copied(state["ring"])
         self.gram = np.array(state["gram"], dtype=np.float64)
         self.slots = list(state["slots"])
         self.prev_lam = None if state["prev_lam"] is None else np.array(state["prev_lam"])
-        self.sketch = None
-        if self.config.sketch_dim is not None and self.n_params is not None:
-            self.sketch = CountSketch(self.n_params, self.config.sketch_dim,
-                                      self.config.sketch_seed, dev)
+        self.sketch = sketch
+        self._scratch = None

@@ -53,5 +53,5 @@ def window_features(rows, prev_rows=None, lr: float | None = None) -> dict:
     old_idx = list(range(y.shape[0]))
     new_idx = list(range(y.shape[0], union.shape[0]))
     out.update(time_features(lam, prev_lam, union @ union.T, old_idx, new_idx, out["k_star"],
-                             out["gap"], lr))
+                             out["gap"], lr, n_dims=x.shape[1]))
     return out

@@ -1,17 +1,23 @@
-"""``python -m edgesweep.storage query ROOT "SQL" …`` (until the main CLI wires it in)."""
+"""``python -m edgesweep.storage query ROOT "SQL" …`` and ``python -m edgesweep.storage verify
+ROOT`` (until the main CLI wires them in)."""
 
 import sys
 
+from .integrity import verify_main
 from .query import query_main
+
+USAGE = ('usage: python -m edgesweep.storage query ROOT "SQL" '
+         '[--format table|csv|parquet|json] [--output FILE] [--skip-bad-files]\n'
+         '       python -m edgesweep.storage verify ROOT [--quick] [--quiet]')
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "query":
-        print('usage: python -m edgesweep.storage query ROOT "SQL" '
-              '[--format table|csv|parquet|json] [--output FILE]', file=sys.stderr)
+    commands = {"query": query_main, "verify": verify_main}
+    if not argv or argv[0] not in commands:
+        print(USAGE, file=sys.stderr)
         return 2
-    return query_main(argv[1:])
+    return commands[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

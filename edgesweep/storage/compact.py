@@ -1,49 +1,58 @@
 """Compaction: a finished trial's parts become one file, sorted by step, deduplicated.
 
-Why no manifest. The file *names* are the catalogue (:mod:`.layout`): a compacted file is named
+The file *names* say what is live (:mod:`.layout`): a compacted file is named
 ``<trial>.c<A>.s<LO>-<HI>.parquet`` and, by that name alone, supersedes every file of the same
 trial with attempt ≤ A and step range inside [LO, HI]. The sequence is
 
-1. read every live file of the trial (parts of all attempts, earlier compacted files),
-   keep the newest attempt of each step, sort by step;
-2. seal the result under its ``c`` name (atomic: temp + fsync + rename, or one S3 object);
-3. delete the files it supersedes.
+1. inspect the trial's files (:func:`.checks.inspect_table`): every live file (parts of all
+   attempts, earlier compacted files) must match its sealed-file record, and every recorded
+   file must be there — otherwise nothing is compacted and a :class:`StorageError` names the
+   damaged or missing files: compacting around them would bake the damage into a file that
+   then supersedes (and deletes) the evidence;
+2. read them (pyarrow, page checksums verified), keep the newest attempt of each step, sort;
+3. seal the result under its ``c`` name with its own record
+   (``_sealed/<trial>.c<A>.s<LO>-<HI>.json``, :func:`.records.seal_recorded`);
+4. delete the files it supersedes, then remove their entries from the trial's other records
+   (deleting records left empty).
 
-A reader lists a directory and drops every file a compacted file supersedes. Killed before 2
-completes: no compacted file exists, the parts are all live — the reader sees the parts. Killed
-between 2 and 3 (or halfway through 3): the compacted file exists and hides every leftover
-input — the reader sees the compacted file only. So at every instant a listing yields either
-the parts or the compacted file, never both and never neither, and re-running compaction
-finishes the job. A manifest would need an atomic read-modify-write of a shared object, which
-S3 does not offer without conditional writes; names need none.
+A reader lists a directory and drops every file a compacted file supersedes. Killed before 3
+completes: no compacted file exists, the parts are all live — the reader sees the parts.
+Killed after 3 (or during 4): the compacted file exists and hides every leftover input, and
+the records' leftover entries for inputs are retired by it — the reader sees the compacted
+file only. So at every instant a listing yields either the parts or the compacted file, never
+both and never neither, and re-running compaction finishes the job. Every record has one
+writer (the trial's attempt, or this compaction), so no record needs an atomic
+read-modify-write of an object another process writes; step 4 rewrites records of attempts
+that have finished (compaction runs when the trial has).
 
 The range condition makes compaction safe even while a trial still writes: later parts of the
 same attempt have steps above HI, so they stay live; parts of a newer attempt have attempt > A,
 so they stay live; both then win or coexist through the readers' newest-attempt dedupe.
 
-What names cannot give: a reader that *listed* before step 3 and opens a part after it gets
+What names cannot give: a reader that *listed* before step 4 and opens a part after it gets
 "file not found" at collect time and must re-scan (the data is then in the compacted file).
 
 Housekeeping: compaction also removes the trial's hidden temp files older than
-:data:`STALE_TEMP_S` (left by writers killed mid-seal on a local disk). On S3 a killed upload
-leaves an invisible incomplete multipart upload; a bucket lifecycle rule
-(AbortIncompleteMultipartUpload) reclaims those.
+:data:`STALE_TEMP_S` (left by writers killed mid-seal), next to its parts and its records.
+On S3 a killed upload leaves an invisible incomplete multipart upload; a bucket lifecycle
+rule (AbortIncompleteMultipartUpload) reclaims those.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .errors import StorageError
-from .fs import Root, resolve_root
-from .layout import (check_name, check_partition_dict, is_hidden, live_parts, parse_part_name,
+from .checks import StoredFile, inspect_table
+from .errors import StorageError, StorageWarning
+from .fs import Root, parquet_bytes, read_parquet_bytes, resolve_root
+from .layout import (check_name, check_partition_dict, is_hidden, parse_part_name,
                      parse_partition_dirs, part_name, table_dir)
-from .schema import STREAMED, conform, file_metadata, type_problems, union_schema
-from .writer import DEFAULT_ROW_GROUP
+from .records import RECORD_DIR, Record, entry_for, parse_record_file_name, retired, seal_recorded
+from .schema import DEFAULT_ROW_GROUP, STREAMED, conform, file_metadata, type_problems, union_schema
 
 #: Age after which a trial's leftover temp file is certainly not an in-flight write.
 STALE_TEMP_S = 600
@@ -53,7 +62,8 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
                   row_group_size: int = DEFAULT_ROW_GROUP, delete_inputs: bool = True) -> str | None:
     """Compact one trial's files of one streamed table. Returns the compacted file's URI, or
     None when the trial has no files. Idempotent: a trial already compacted into one file is
-    left as it is.
+    left as it is (leftovers of an interrupted clean-up are removed). A damaged or missing
+    input raises :class:`StorageError` naming it, and nothing changes.
     """
     r: Root = resolve_root(root)
     check_name("sweep", sweep)
@@ -62,47 +72,32 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
         raise ValueError(f"only streamed tables are compacted ({', '.join(STREAMED)}), not {table!r}")
     partition = check_partition_dict(partition)
     directory = r.path(table_dir(sweep, table, partition))
+    sweep_dir = r.path(sweep)
 
-    files = {}  # PartName -> path
-    stale_temps = []
-    now = time.time()
-    for info in r.list_files(directory):
-        name = info.base_name
-        if "/" in info.path[len(directory) + 1:]:
-            continue
-        if is_hidden(name):
-            # Temp files of writers killed mid-seal. Only old ones: a live writer of this
-            # trial (compaction of a running trial) may be sealing right now.
-            if (name.startswith(f".{trial_id}.") and ".tmp-" in name and info.mtime is not None
-                    and now - info.mtime.timestamp() > STALE_TEMP_S):
-                stale_temps.append(info.path)
-            continue
-        parsed = parse_part_name(name)
-        if parsed is not None and parsed.trial_id == trial_id:
-            files[parsed] = info.path
-    _delete_all(r, stale_temps)
-    if not files:
+    listing = r.list_files(directory)
+    _delete_all(r, _stale_temps(directory, listing, trial_id))
+    insp = inspect_table(r, table, [(sweep, sweep_dir)], keep_bytes=True, only=(directory, trial_id))
+    if insp.damage:
+        shown = "\n".join(f"  {p.line()}" for p in insp.damage)
+        raise StorageError(f"trial {trial_id} of {r.display(directory)} not compacted:\n{shown}",
+                           [p.path for p in insp.damage])
+    live = sorted(insp.files, key=lambda f: (f.part.lo, f.part.attempt, f.part.compacted))
+    if not live:
         return None
-    live = sorted(live_parts(list(files)), key=lambda p: (p.lo, p.attempt, p.compacted))
-    if len(live) == 1 and live[0].compacted:
-        # Already compacted; only leftovers of an interrupted deletion may remain.
-        out = files[live[0]]
+    files = _trial_files(directory, listing, trial_id)  # every data file of the trial, by name
+    if len(live) == 1 and live[0].part.compacted:
+        # Already compacted; only leftovers of an interrupted clean-up may remain.
         if delete_inputs:
-            _delete_all(r, [files[p] for p in files if p != live[0]])
-        return r.uri(out)
+            _retire(r, directory, listing, trial_id, files, live[0].name)
+        return r.uri(live[0].path)
 
     tables = []
-    for p in live:
-        path = files[p]
-        try:
-            t = pq.read_table(path, filesystem=r.fs)
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"{r.display(path)}: unreadable Parquet file, not compacted: {exc}",
-                               r.display(path)) from exc
+    for f in live:
+        t = _read_input(r, f)
         problems = type_problems(table, t.schema)
         if problems:
-            raise StorageError(f"{r.display(path)}: wrong schema for {table}: {'; '.join(problems)}",
-                               r.display(path))
+            raise StorageError(f"{r.display(f.path)}: wrong schema for {table}: {'; '.join(problems)}",
+                               r.display(f.path))
         tables.append(t)
     schema = union_schema(table, [t.schema for t in tables])
     merged = pa.concat_tables([conform(t, schema) for t in tables])
@@ -111,18 +106,84 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     if out_table.num_rows == 0:
         return None
     lo, hi = out_table["step"][0].as_py(), out_table["step"][-1].as_py()
-    attempt = max(p.attempt for p in live)
+    attempt = max(f.part.attempt for f in live)
+    key = f"c{attempt:03d}.s{lo:010d}-{hi:010d}"
     out_table = out_table.replace_schema_metadata(file_metadata(
         table, sweep=sweep, trial_id=trial_id, attempt=attempt, steps=[lo, hi], kind="compacted",
-        inputs=len(live), partition=partition))
-    out_path = f"{directory}/{part_name(trial_id, attempt, lo, hi, compacted=True)}"
-    r.write_parquet(out_path, out_table, row_group_size=row_group_size)
-
+        inputs=len(live), partition=partition, record=key))
+    out_name = part_name(trial_id, attempt, lo, hi, compacted=True)
+    data = parquet_bytes(out_table, row_group_size=row_group_size)
+    record = Record(table, sweep, trial_id, key, partition)
+    entry = entry_for(out_name, data, out_table.num_rows, lo, hi)
+    out_path = seal_recorded(r, directory, record, entry, data)
     if delete_inputs:
-        out_name = parse_part_name(out_path.rpartition("/")[2])
-        # Delete only what the new file supersedes (by the same rule readers use).
-        _delete_all(r, [path for p, path in files.items() if path != out_path and out_name.covers(p)])
+        _retire(r, directory, r.list_files(directory), trial_id, files, out_name)
     return r.uri(out_path)
+
+
+def _read_input(r: Root, f: StoredFile) -> pa.Table:
+    """An input's rows from the bytes the inspection verified, page checksums checked too."""
+    try:
+        return read_parquet_bytes(f.data)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"{r.display(f.path)}: unreadable Parquet file, not compacted: {exc}",
+                           r.display(f.path)) from exc
+
+
+def _trial_files(directory: str, listing, trial_id: str) -> dict[str, str]:
+    """name -> path of the trial's data files directly in `directory`."""
+    out = {}
+    for info in listing:
+        if info.path.rpartition("/")[0] != directory or is_hidden(info.base_name):
+            continue
+        p = parse_part_name(info.base_name)
+        if p is not None and p.trial_id == trial_id:
+            out[info.base_name] = info.path
+    return out
+
+
+def _stale_temps(directory: str, listing, trial_id: str) -> list[str]:
+    """Temp files of this trial's writers killed mid-seal, next to its parts and records.
+    Only old ones: a live writer of this trial (compaction of a running trial) may be sealing
+    right now."""
+    now = time.time()
+    out = []
+    for info in listing:
+        parent = info.path.rpartition("/")[0]
+        if parent not in (directory, f"{directory}/{RECORD_DIR}"):
+            continue
+        name = info.base_name
+        if (name.startswith(f".{trial_id}.") and ".tmp-" in name and info.mtime is not None
+                and now - info.mtime.timestamp() > STALE_TEMP_S):
+            out.append(info.path)
+    return out
+
+
+def _retire(r: Root, directory: str, listing, trial_id: str, files: dict[str, str],
+            compacted: str) -> None:
+    """Delete what `compacted` supersedes (by the rule readers use), then drop the deleted
+    files' entries from the trial's other records."""
+    _delete_all(r, [path for name, path in files.items() if name != compacted and retired(name, [compacted])])
+    own = parse_part_name(compacted)
+    own_key = f"c{own.attempt:03d}.s{own.lo:010d}-{own.hi:010d}"
+    for info in listing:
+        if info.path.rpartition("/")[0] != f"{directory}/{RECORD_DIR}" or is_hidden(info.base_name):
+            continue
+        parsed = parse_record_file_name(info.base_name)
+        if parsed is None or parsed[0] != trial_id or parsed[1] == own_key:
+            continue
+        try:
+            record = Record.from_bytes(r.read_bytes(info.path))
+        except (StorageError, ValueError) as exc:
+            # Leave it for verify to report; the compacted file is sealed and verifiable.
+            warnings.warn(f"{r.display(info.path)}: record not cleaned up: {exc}", StorageWarning)
+            continue
+        keep = {n: e for n, e in record.entries.items() if not retired(n, [compacted])}
+        if not keep:
+            r.delete(info.path)
+        elif len(keep) != len(record.entries):
+            record.entries = keep
+            r.write_bytes(info.path, record.to_bytes())
 
 
 def newest_per_step(table: pa.Table) -> pa.Table:
@@ -144,9 +205,13 @@ def _delete_all(r: Root, paths: list[str]) -> None:
         r.delete(path)
 
 
-def compact_sweep(root, sweep: str, tables=STREAMED) -> list[str]:
+def compact_sweep(root, sweep: str, tables=STREAMED, *, on_error: str = "raise") -> list[str]:
     """Compact every trial found under one sweep (e.g. after a driver died before its trials'
-    own compaction ran). Returns the compacted URIs."""
+    own compaction ran). Returns the compacted URIs. A trial with damaged or missing files
+    raises :class:`StorageError` (``on_error="raise"``, nothing further is compacted) or is
+    left as it is with a :class:`StorageWarning` naming the files (``on_error="skip"``)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     r = resolve_root(root)
     out = []
     for table in tables:
@@ -164,7 +229,13 @@ def compact_sweep(root, sweep: str, tables=STREAMED) -> list[str]:
             if key in seen:
                 continue
             seen.add(key)
-            path = compact_trial(r, sweep, table, partition, parsed.trial_id)
+            try:
+                path = compact_trial(r, sweep, table, partition, parsed.trial_id)
+            except StorageError as exc:
+                if on_error == "raise":
+                    raise
+                warnings.warn(f"skipping: {exc}", StorageWarning, stacklevel=2)
+                continue
             if path is not None:
                 out.append(path)
     return out

@@ -43,11 +43,17 @@ def check_name(kind: str, value: str) -> str:
     and keeps hive partition parsing free of escaping rules; a leading ``.`` or ``_`` would
     make the file hidden from readers (see :func:`is_hidden`).
     """
+    if kind == "sweep" and isinstance(value, str):
+        # A sweep folder sits next to other sweeps in a root: a table name there would make
+        # the root look like one sweep's folder to readers (hiding every other sweep), and
+        # ``_…``/``.…`` names are folders of edgesweep and Tune themselves (``_tune``,
+        # ``_sealed``) or hidden. Compared case-insensitively: some file systems are.
+        if value.lower() in TABLES or value.startswith(("_", ".")):
+            raise ValueError(f"sweep name {value!r} is reserved: sweep names cannot be a table "
+                             f"name ({', '.join(TABLES)}, in any case) or start with '_' or '.'")
     if not isinstance(value, str) or not _SAFE.match(value):
         raise ValueError(f"{kind} {value!r} is not a valid name: start with a letter or digit, "
                          f"then letters, digits and _.,+=- (no '/')")
-    if kind == "sweep" and value in TABLES:
-        raise ValueError(f"sweep name {value!r} collides with a table name")
     return value
 
 

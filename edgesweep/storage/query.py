@@ -21,9 +21,10 @@ import warnings
 
 import polars as pl
 
+from .checks import inspect_table, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
-from .scan import scan, sweep_dirs
+from .scan import scan
 from .schema import TABLES
 
 FORMATS = ("table", "csv", "parquet", "json")
@@ -35,13 +36,27 @@ def tables_in(sql: str) -> list[str]:
     return [t for t in TABLES if t in words]
 
 
-def query(root, sql: str, *, on_error: str = "raise") -> pl.DataFrame:
-    """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder)."""
+def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = True) -> pl.DataFrame:
+    """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder).
+
+    Bad files are reported as :func:`scan` reports them. Should reading fail after the scan
+    checked the files (one changed in between), the error is a :class:`StorageError` naming
+    the files that are bad now, found by checking the tables again (SQL errors stay what
+    they are)."""
     r = resolve_root(root)
-    sweep_dirs(r)  # a missing root is an error even for SQL that names no table
-    frames = {t: scan(r, t, on_error=on_error) for t in tables_in(sql)}
-    with pl.SQLContext(frames=frames) as ctx:
-        return ctx.execute(sql, eager=False).collect()
+    sweeps = sweep_dirs(r)  # a missing root is an error even for SQL that names no table
+    tables = tables_in(sql)
+    frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
+    try:
+        with pl.SQLContext(frames=frames) as ctx:
+            return ctx.execute(sql, eager=False).collect()
+    except (pl.exceptions.ComputeError, OSError) as exc:
+        bad = [p for t in tables for p in inspect_table(r, t, sweeps, deep=True).damage]
+        if not bad:
+            raise
+        shown = "\n".join(f"  {p.line()}" for p in bad[:20])
+        raise StorageError(f"reading failed ({type(exc).__name__}: {exc}); bad files now:\n{shown}",
+                           [p.path for p in bad]) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="edgesweep query",
         description="Run SQL (Polars dialect) over an edgesweep storage root. Tables: "
                     + ", ".join(TABLES) + "; every table has a 'sweep' column.")
-    p.add_argument("root", metavar="ROOT", help="storage root (path or s3://bucket/prefix), or one sweep's folder")
+    p.add_argument("root", metavar="ROOT", help="storage root (path, file://, s3:// or gs:// URI), "
+                   "or one sweep's folder")
     p.add_argument("sql", metavar="SQL", help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout "
@@ -59,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=50,
                    help="rows shown by --format table (default 50; -1 for all)")
     return p
+
+
+def _without_plan(exc: Exception) -> str:
+    """Polars appends its query plan (dozens of lines naming every column and file) to an
+    error; the reader needs the first part, which names the column or file."""
+    return str(exc).split("\n\nResolved plan until failure")[0].strip()
 
 
 def query_main(argv: list[str] | None = None) -> int:
@@ -81,7 +103,7 @@ def query_main(argv: list[str] | None = None) -> int:
         return 2
     except (pl.exceptions.PolarsError, OSError) as exc:  # unknown column, bad cast, a file
         # compacted away since it was listed (re-run), an unreadable data page…
-        print(f"edgesweep query: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"edgesweep query: error: {type(exc).__name__}: {_without_plan(exc)}", file=sys.stderr)
         return 2
 
     if args.format == "table":

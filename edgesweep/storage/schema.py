@@ -5,8 +5,8 @@ Tables (DESIGN.md §3.2, names per docs/CONTRACTS.md), under ``<root>/<sweep>/<t
 * ``features`` — one row per spectral snapshot of a trial (streamed by :class:`TrialWriter`);
 * ``evals``    — one row per evaluation of a trial (streamed);
 * ``trials``   — one row per trial (one file per trial, rewritten whole);
-* ``runs``, ``summary`` — aggregation outputs, written whole; their columns are whatever the
-  aggregation produces, only their key columns are checked.
+* ``runs``, ``summary``, ``detection`` — analysis outputs, written whole; their columns are
+  whatever the analysis produces, only their key columns are checked.
 
 ``features``, ``evals`` and ``trials`` are laid out hive-style by ``workload=…/optimizer=…/
 weight_decay=…`` directories, *and* every file stores those three columns too (dictionary/RLE
@@ -33,6 +33,7 @@ from .errors import StorageError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"edgesweep"
+DEFAULT_ROW_GROUP = 16_384  # rows per Parquet row group of every file edgesweep writes
 
 F64 = pa.float64()
 I64 = pa.int64()
@@ -104,9 +105,11 @@ TRIALS = pa.schema([
     # Added for the platform (nullable; older files read them as null):
     ("pid", I64),               # the trial's worker process on node_id (fault tests, debugging)
     ("hostname", STR),
+    ("pid_start", STR),         # storage.liveness.process_identity(pid): tells a reused pid
     ("n_params", I64),
     ("grok_step", I64),         # first eval with grok accuracy ≥ threshold, seen live
-    ("alarm_step", I64),        # the live g23-collapse detector's alarm
+    ("alarm_step", I64),        # the live detector's alarm
+    ("family", STR),            # reporting family of the workload (workloads.catalog.family)
 ])
 
 #: Tables with a full declared schema.
@@ -116,12 +119,13 @@ DECLARED: dict[str, pa.Schema] = {"features": FEATURES, "evals": EVALS, "trials"
 FREE_KEYS: dict[str, pa.Schema] = {
     "runs": pa.schema([("trial_id", STR)]),
     "summary": pa.schema([]),
+    "detection": pa.schema([("detector", STR)]),
 }
 #: Types checked in free tables whenever the column is present.
 FREE_TYPED = pa.schema([("trial_id", STR), ("workload", STR), ("optimizer", STR),
                         ("weight_decay", F64), ("seed", I64)])
 
-TABLES = ("trials", "evals", "features", "runs", "summary")
+TABLES = ("trials", "evals", "features", "runs", "summary", "detection")
 STREAMED = ("features", "evals")
 PARTITIONED = ("features", "evals", "trials")
 

@@ -3,7 +3,10 @@
 :class:`TrialWriter` buffers ``features`` and ``evals`` rows in memory and seals them as an
 immutable Parquet *part* at each :meth:`TrialWriter.flush` — one file per table per flush, named
 ``<trial>.a<attempt>.s<lo>-<hi>.parquet`` (see :mod:`.layout`). Sealing is atomic
-(:meth:`.fs.Root.write_parquet`), so a SIGKILL at any moment leaves only complete parts.
+(:meth:`.fs.Root.write_bytes`), so a SIGKILL at any moment leaves only complete parts, and
+every part is listed — rows, bytes, sha256, steps — in the attempt's record
+(``_sealed/<trial>.a<attempt>.json``, :mod:`.records`), rewritten before and after each seal,
+so that readers can tell a missing, truncated or corrupt part from a good one.
 
 The protocol with the trainer's checkpoints (what makes "nothing lost, nothing doubled" hold):
 
@@ -29,13 +32,14 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from .errors import StorageError
-from .fs import Root, resolve_root
-from .layout import (check_name, check_partition_dict, parse_trial_file_name, part_name,
-                     table_dir, trial_file_name)
-from .schema import (DECLARED, FREE_KEYS, PARTITION_KEYS, STREAMED, check_table, file_metadata,
-                     type_problems)
+from .compact import compact_trial
+from .fs import Root, parquet_bytes, resolve_root
+from .layout import (check_name, check_partition_dict, parse_trial_file_name, part_name, table_dir,
+                     trial_file_name)
+from .records import RECORD_DIR, Record, entry_for, record_file_name, seal_recorded
+from .schema import (DECLARED, DEFAULT_ROW_GROUP, FREE_KEYS, PARTITION_KEYS, STREAMED, check_table,
+                     file_metadata, type_problems)
 
-DEFAULT_ROW_GROUP = 16_384
 
 
 class TrialWriter:
@@ -65,6 +69,7 @@ class TrialWriter:
         self._checked: set[str] = set()
         self._columns = {t: frozenset(DECLARED[t].names) for t in STREAMED}
         self._closed = False
+        self._records: dict[str, Record] = {}  # this attempt's record per table (lazily loaded)
         #: (table, lo, hi, path) of every part this writer sealed, in order.
         self.sealed: list[tuple[str, int, int, str]] = []
 
@@ -136,12 +141,19 @@ class TrialWriter:
                 raise StorageError(f"{table} rows of trial {self.trial_id} steps "
                                    f"{rows[0]['step']}..{rows[-1]['step']} do not fit the schema: {exc}") from exc
             lo, hi = rows[0]["step"], rows[-1]["step"]
+            key = f"a{self.attempt:03d}"
             arrow = arrow.replace_schema_metadata(file_metadata(
                 table, sweep=self.sweep, trial_id=self.trial_id, attempt=self.attempt,
-                steps=[lo, hi], kind="part", partition=self.partition))
+                steps=[lo, hi], kind="part", partition=self.partition, record=key))
             directory = self.root.path(table_dir(self.sweep, table, self.partition))
-            path = f"{directory}/{part_name(self.trial_id, self.attempt, lo, hi)}"
-            self.root.write_parquet(path, arrow, row_group_size=self.row_group_size)
+            name = part_name(self.trial_id, self.attempt, lo, hi)
+            data = parquet_bytes(arrow, row_group_size=self.row_group_size)
+            record = self._records.get(table)
+            if record is None:
+                record = self._records[table] = load_record(
+                    self.root, directory, Record(table, self.sweep, self.trial_id, key, self.partition))
+            path = seal_recorded(self.root, directory, record,
+                                 entry_for(name, data, len(rows), lo, hi), data)
             self._rows[table] = []
             uri = self.root.uri(path)
             self.sealed.append((table, lo, hi, uri))
@@ -154,8 +166,6 @@ class TrialWriter:
         Call when the trial has finished; the writer accepts no more rows afterwards.
         Returns the compacted file URIs.
         """
-        from .compact import compact_trial
-
         self.flush()
         self._closed = True
         out = []
@@ -217,9 +227,11 @@ def write_table(root, sweep: str, table: str, df, *,
     if problems:
         raise ValueError(f"{table}: {'; '.join(problems)}")
     arrow = arrow.replace_schema_metadata(file_metadata(table, sweep=sweep, kind="table",
-                                                        written_at=_now()))
-    path = r.path(table_dir(sweep, table), f"{table}.parquet")
-    r.write_parquet(path, arrow, row_group_size=row_group_size)
+                                                        written_at=_now(), record="table"))
+    directory = r.path(table_dir(sweep, table))
+    data = parquet_bytes(arrow, row_group_size=row_group_size)
+    record = load_record(r, directory, Record(table, sweep, table, "table"))
+    path = seal_recorded(r, directory, record, entry_for(f"{table}.parquet", data, arrow.num_rows), data)
     return [r.uri(path)]
 
 
@@ -248,12 +260,31 @@ def _write_trials(r: Root, sweep: str, df, row_group_size: int) -> list[str]:
             raise ValueError(f"trials: row of {trial_id} does not fit the schema: {exc}") from exc
         arrow = arrow.replace_schema_metadata(file_metadata(
             "trials", sweep=sweep, trial_id=trial_id, kind="table", written_at=_now(),
-            partition=partition))
-        path = r.path(table_dir(sweep, "trials", partition), trial_file_name(trial_id))
-        assert parse_trial_file_name(path.rpartition("/")[2]) == trial_id
-        r.write_parquet(path, arrow, row_group_size=row_group_size)
+            partition=partition, record="row"))
+        directory = r.path(table_dir(sweep, "trials", partition))
+        name = trial_file_name(trial_id)
+        assert parse_trial_file_name(name) == trial_id
+        data = parquet_bytes(arrow, row_group_size=row_group_size)
+        record = load_record(r, directory, Record("trials", sweep, trial_id, "row", partition))
+        path = seal_recorded(r, directory, record, entry_for(name, data, 1), data)
         paths.append(r.uri(path))
     return paths
+
+
+def load_record(r: Root, directory: str, fresh: Record) -> Record:
+    """The stored record of `fresh`'s writer, or `fresh` when there is none. A damaged stored
+    record is replaced: only this writer lists files in it, and the files it wrote again get
+    entries again (others show up as unrecorded — reported, not lost silently)."""
+    path = f"{directory}/{RECORD_DIR}/{record_file_name(fresh.owner, fresh.key)}"
+    if not r.exists(path):
+        return fresh
+    try:
+        stored = Record.from_bytes(r.read_bytes(path))
+    except (StorageError, ValueError):
+        return fresh
+    if (stored.table, stored.owner, stored.key) != (fresh.table, fresh.owner, fresh.key):
+        return fresh
+    return stored
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:

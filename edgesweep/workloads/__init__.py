@@ -5,16 +5,37 @@ Knows nothing of Ray, Parquet or the spectral monitor beyond the callback interf
 
     from edgesweep.workloads import TrainConfig, train, describe_table
     result = train(TrainConfig("mod_add", preset="laptop", weight_decay=1.0, seed=42))
+
+Importing this package imports no torch: the names (workloads, families, presets, configs) come
+from torch-free modules, and the torch parts load on first use of one of their names.
 """
 
-from .optim import CombinedOptimizer, build_optimizer, lr_factor, muon_parameters
-from .registry import MODULAR_OPS, PRESETS, WORKLOADS, build_model, build_task, get_workload, model_config
-from .table import ATTENTION_PATTERN, describe_table, parameter_counts
-from .training import TrainConfig, TrainResult, train
+from importlib import import_module
+
+from .catalog import (DECAY_MODES, MODULAR_OPS, OPTIMIZERS, PRESETS, SCHEDULES, WORKLOADS, family,
+                      get_workload, model_config, task_config)
+from .train_config import TrainConfig
+
+_LAZY = {
+    "TrainResult": ".training", "train": ".training",
+    "describe_table": ".table", "parameter_counts": ".table", "parameter_names": ".table",
+    "ATTENTION_PATTERN": ".table", "build_model": ".registry", "build_task": ".registry",
+    "build_optimizer": ".optim", "CombinedOptimizer": ".optim", "muon_parameters": ".optim",
+    "lr_factor": ".optim",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train", "describe_table", "parameter_counts",
-    "WORKLOADS", "PRESETS", "MODULAR_OPS", "ATTENTION_PATTERN",
-    "get_workload", "model_config", "build_model", "build_task",
-    "build_optimizer", "CombinedOptimizer", "muon_parameters", "lr_factor",
+    "TrainConfig", "TrainResult", "train", "describe_table", "parameter_counts", "parameter_names",
+    "WORKLOADS", "PRESETS", "MODULAR_OPS", "OPTIMIZERS", "DECAY_MODES", "SCHEDULES",
+    "ATTENTION_PATTERN", "family", "get_workload", "model_config", "task_config", "build_model",
+    "build_task", "build_optimizer", "CombinedOptimizer", "muon_parameters", "lr_factor",
 ]

@@ -25,9 +25,7 @@ import math
 import torch
 import torch.nn as nn
 
-OPTIMIZERS = ("adamw", "muon", "sgd")
-DECAY_MODES = ("all", "matrices")
-SCHEDULES = ("constant", "warmup_cosine")
+from .catalog import DECAY_MODES, OPTIMIZERS, SCHEDULES  # noqa: F401  (names live in the catalog)
 
 
 def muon_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -6,11 +6,22 @@ import re
 
 import torch
 
-from .registry import PRESETS, WORKLOADS, build_model, get_workload, model_config
+from .catalog import PRESETS, WORKLOADS, get_workload, model_config
+from .registry import build_model
 
 # The monitor's attention selector (docs/CONTRACTS.md, spectral.ATTENTION_PATTERN), repeated here
 # because workloads must not import spectral; tests check the two stay equal when both exist.
 ATTENTION_PATTERN = r"(^|\.)(self_|cross_)?attn\.[qkvo]_proj\.weight$"
+
+
+def parameter_names(workload: str, preset: str, model_overrides: dict | None = None,
+                    task_overrides: dict | None = None) -> list[tuple[str, int]]:
+    """(name, element count) of every parameter of a workload's model, in ``named_parameters``
+    order — what a monitor selector is matched against. Built on the ``meta`` device."""
+    cfg = model_config(workload, preset, task_overrides or {}, model_overrides or {})
+    with torch.device("meta"):
+        model = build_model(workload, cfg)
+    return [(n, p.numel()) for n, p in model.named_parameters()]
 
 
 def parameter_counts(workload: str, preset: str, model_overrides: dict | None = None,
@@ -19,13 +30,9 @@ def parameter_counts(workload: str, preset: str, model_overrides: dict | None = 
 
     Built on the ``meta`` device: shapes only, no memory, so GPT-2 costs nothing to count.
     """
-    cfg = model_config(workload, preset, task_overrides or {}, model_overrides or {})
-    with torch.device("meta"):
-        model = build_model(workload, cfg)
+    named = parameter_names(workload, preset, model_overrides, task_overrides)
     pat = re.compile(ATTENTION_PATTERN)
-    total = sum(p.numel() for p in model.parameters())
-    attn = sum(p.numel() for n, p in model.named_parameters() if pat.search(n))
-    return total, attn
+    return sum(n for _, n in named), sum(n for name, n in named if pat.search(name))
 
 
 def _fmt_count(n: int) -> str:

@@ -12,23 +12,11 @@ paper. edgesweep follows the script (what produced the reported grokking), not t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
+from ..configs import DyckConfig
 from .layers import Block
-
-
-@dataclass
-class DyckConfig:
-    vocab_size: int = 3
-    ctx_len: int = 24
-    n_classes: int = 13
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 256
 
 
 class DyckTransformer(nn.Module):

@@ -15,24 +15,12 @@ vector length P match the paper. Pass a token file (GPT-2 BPE ids) to use the wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from ..configs import GPTConfig
 from .layers import Block
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 50257
-    ctx_len: int = 1024
-    d_model: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
-    d_ff: int = 3072
-    bias: bool = True
-    tie_weights: bool = True
 
 
 class GPT(nn.Module):

@@ -10,22 +10,12 @@ attention weights 2 × 4 × 128² = 131,072.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from ..configs import ModArithConfig
 from .layers import Block
-
-
-@dataclass
-class ModArithConfig:
-    p: int = 97            # vocabulary = residues 0..p-1; also the number of classes per head
-    n_tasks: int = 1       # one linear head per task
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 256
 
 
 class ModArithTransformer(nn.Module):

@@ -13,25 +13,11 @@ edgesweep follows the script.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
+from ..configs import Seq2SeqConfig
 from .layers import Block, DecoderBlock
-
-
-@dataclass
-class Seq2SeqConfig:
-    src_vocab_size: int = 16   # 13 SCAN command words + pad/sos/eos
-    tgt_vocab_size: int = 9    # 6 SCAN actions + pad/sos/eos
-    max_src_len: int = 9       # longest SCAN command ("jump around left thrice and ...") is 9 words
-    max_tgt_len: int = 49      # longest action sequence is 48, plus <sos> / <eos>
-    d_model: int = 256
-    n_enc_layers: int = 3
-    n_dec_layers: int = 3
-    n_heads: int = 4
-    d_ff: int = 512
 
 
 class Encoder(nn.Module):

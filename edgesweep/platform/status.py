@@ -1,0 +1,444 @@
+"""`edgesweep status ROOT/SWEEP [--watch]`: a live view of a sweep, read from its storage alone.
+
+It needs no connection to the Ray cluster or the driver — only the sweep folder (local or
+s3://), so it works from any machine while the sweep runs as a Ray job elsewhere. Per trial:
+status, step (of max), steps/s, latest test accuracy (the grok criterion's), latest g23 and gap
+ratio R (full windows), memorisation / grok / alarm steps so far, and an ETA; above the table
+the counts by status, the throughput, groks and alarms so far, and the sweep's ETA.
+
+Where each number comes from:
+
+* the ``trials``, ``features`` and ``evals`` tables — the source of truth; the events are the
+  aggregation's own (:func:`edgesweep.analysis.run_row` on each trial's record: the same grok
+  rule and the same detector replay as ``runs``), so an alarm shown here is the alarm the
+  report will count. Rows reach storage when a trial seals them at its checkpoints, so a running
+  trial's stored step advances in steps of ``checkpoint_every``;
+* Tune's experiment state in ``<sweep>/_tune/experiment_state-*.json``, when it can be read:
+  the trials not started yet (pending), every trial's ``max_steps``, and the trainer's own
+  latest report (fresher step and steps/s). It is Ray's internal format, so it is only ever an
+  addition: when it is missing or unreadable the view falls back to storage alone (pending
+  trials are then unknown, and steps/s is measured between refreshes).
+
+On a terminal the view refreshes in place (rich, when installed; else ANSI redraw); otherwise it
+prints plain lines — a summary line per refresh and one line per trial that changed — so a
+log file or CI stays readable. A finished sweep (every trial in a final status, none pending)
+prints the final table and exits 0; so does a single look without ``--watch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import polars as pl
+import pyarrow.fs as pafs
+
+from ..analysis import AnalysisConfig, read_records, read_trials, run_row
+from ..storage import StorageError, StorageWarning, SweepPath, scan
+
+__all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
+
+FINAL = ("completed", "stopped", "diverged", "failed")
+#: Tune's trial statuses → ours, for trials the tables do not know yet.
+TUNE_STATUS = {"PENDING": "pending", "RUNNING": "starting", "PAUSED": "paused", "TERMINATED": "completed",
+               "ERROR": "failed"}
+ORDER = {"running": 0, "starting": 1, "interrupted": 2, "unknown": 3, "paused": 4, "pending": 5}
+
+
+@dataclass
+class TrialView:
+    trial_id: str
+    status: str
+    workload: str | None = None
+    weight_decay: float | None = None
+    seed: int | None = None
+    step: int | None = None
+    max_steps: int | None = None
+    steps_per_s: float | None = None
+    test_acc: float | None = None
+    g23: float | None = None
+    gap_ratio: float | None = None
+    memo_step: int | None = None
+    grok_step: int | None = None
+    alarm_step: int | None = None
+    eta_s: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass
+class SweepView:
+    sweep: str
+    uri: str
+    trials: list[TrialView]
+    taken_at: float
+    planned: int | None = None          # from Tune's state; None when unknown
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.trials) and all(t.final for t in self.trials)
+
+    @property
+    def throughput(self) -> float:
+        return sum(t.steps_per_s or 0.0 for t in self.trials if t.status == "running")
+
+    @property
+    def eta_s(self) -> float | None:
+        """Remaining steps (running trials to their target, pending ones their max_steps) over
+        the current throughput: an upper bound when trials stop after grokking."""
+        rate = self.throughput
+        if self.finished:
+            return 0.0
+        if rate <= 0:
+            return None
+        left = 0
+        for t in self.trials:
+            if t.final:
+                continue
+            if t.max_steps is None:
+                return None
+            left += max(0, t.max_steps - (t.step or 0))
+        return left / rate
+
+
+def _finite(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _int(x) -> int | None:
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _target(config: dict, grok_step: int | None) -> int | None:
+    """The step a trial stops at: max_steps, or earlier once it grokked with stop.after_grok."""
+    max_steps = _int((config.get("train") or {}).get("max_steps"))
+    after = _int((config.get("stop") or {}).get("after_grok"))
+    if max_steps is not None and grok_step is not None and after is not None:
+        return min(max_steps, grok_step + after)
+    return max_steps
+
+
+# ------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------
+
+
+def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
+    """{trial_id: {"status", "config", "step", "steps_per_s"}} from Tune's newest experiment
+    state in ``<sweep>/_tune``, or None when there is none or it cannot be read."""
+    try:
+        infos = sp.root.fs.get_file_info(pafs.FileSelector(sp.file("_tune"), recursive=False,
+                                                           allow_not_found=True))
+        states = sorted((i for i in infos if i.base_name.startswith("experiment_state-")
+                         and i.base_name.endswith(".json")), key=lambda i: i.base_name)
+        if not states:
+            return None
+        raw = sp.read_bytes(f"_tune/{states[-1].base_name}")
+        doc = json.loads(raw) if raw else None
+        out = {}
+        for item in doc["trial_data"]:
+            state = json.loads(item[0])
+            meta = json.loads(item[1]) if len(item) > 1 else {}
+            trial = (state.get("config") or {}).get("trial") or {}
+            tid = trial.get("trial_id")
+            if not tid:
+                continue
+            last = meta.get("last_result") or {}
+            out[tid] = {"status": state.get("status"), "config": trial,
+                        "step": _int(last.get("step")), "steps_per_s": _finite(last.get("steps_per_s")),
+                        "at": _finite(last.get("timestamp"))}
+        return out
+    except (OSError, StorageError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None  # Ray's internal format: never more than an addition (module docstring)
+
+
+class SweepWatcher:
+    """Polls one sweep folder; remembers what it saw to measure steps/s and to cache the event
+    rows of finished trials (they cannot change)."""
+
+    def __init__(self, path: str, cfg: AnalysisConfig | None = None):
+        self.sp = SweepPath.parse(path)
+        self.cfg = cfg or AnalysisConfig()
+        self._done_rows: dict[str, dict] = {}
+        self._first_seen: dict[str, tuple[int, float]] = {}   # trial → (step, time) first seen
+        self._changed: dict[str, tuple[int, float]] = {}      # trial → (step, time) it last changed
+
+    def _has_tables(self) -> bool:
+        try:
+            self.sp.check()
+            return True
+        except StorageError:
+            return False
+
+    def poll(self) -> SweepView:
+        now = time.time()
+        notes: list[str] = []
+        tune = read_tune_state(self.sp)
+        views: dict[str, TrialView] = {}
+        if self._has_tables():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", StorageWarning)
+                views = self._from_tables(now, tune or {})
+            if caught:
+                notes.append(f"{len(caught)} unreadable file(s) skipped (edgesweep verify names them)")
+        elif not tune:
+            raise StorageError(f"no sweep at {self.sp.uri}: neither tables nor Tune state yet", self.sp.uri)
+        for tid, t in (tune or {}).items():
+            if tid not in views:  # planned, or started but has written nothing yet
+                views[tid] = TrialView(tid, TUNE_STATUS.get(t["status"], str(t["status"]).lower()),
+                                       workload=t["config"].get("workload"),
+                                       weight_decay=t["config"].get("weight_decay"),
+                                       seed=t["config"].get("seed"), max_steps=_target(t["config"], None),
+                                       step=t["step"], steps_per_s=t["steps_per_s"])
+        if tune is None:
+            notes.append("no readable Tune state in _tune/: trials not started yet are not shown")
+        trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
+        return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes)
+
+    def _from_tables(self, now: float, tune: dict) -> dict[str, TrialView]:
+        uri = self.sp.uri
+        plans = {t: scan(uri, t, on_error="skip") for t in ("trials", "features", "evals")}
+        trials = read_trials(self.sp, plans["trials"])
+        names = plans["trials"].collect_schema().names()
+        extra = plans["trials"].select([c for c in ("trial_id", "started_at", "wall_s") if c in names]).collect()
+        extra = {r["trial_id"]: r for r in extra.iter_rows(named=True)}
+        rows = trials.to_dicts()
+        todo = [t for t in rows if not (t["status"] in FINAL and self._done_rows.get(t["trial_id"], {}).get("_key")
+                                        == (t["status"], t["steps"]))]
+        latest: dict[str, dict] = {}
+        if todo:
+            for rec in read_records(plans, todo, self.cfg):
+                run = run_row(rec, self.cfg)
+                full = rec.windows(full_only=True)
+                last_f = full.tail(1).to_dicts()[0] if full.height else {}
+                last_e = rec.evals.tail(1).to_dicts()[0] if rec.evals.height else {}
+                run.update(_key=(rec.trial.get("status"), rec.trial.get("steps")),
+                           _g23=last_f.get("g23"), _r=last_f.get("gap_ratio"), _acc=last_e.get("grok_acc"))
+                latest[rec.trial_id] = run
+                if rec.trial.get("status") in FINAL:
+                    self._done_rows[rec.trial_id] = run
+        out = {}
+        for t in rows:
+            tid = t["trial_id"]
+            run = latest.get(tid) or self._done_rows[tid]
+            try:
+                config = json.loads(t["config"]) if t.get("config") else {}
+            except ValueError:
+                config = {}
+            live = tune.get(tid, {})
+            config = config or live.get("config") or {}
+            step = run["steps"]
+            if t["status"] == "running" and live.get("step") is not None:
+                step = max(step or 0, live["step"])  # the trainer's last report is fresher than sealed rows
+            v = TrialView(tid, t["status"], workload=t.get("workload"), weight_decay=t.get("weight_decay"),
+                          seed=t.get("seed"), step=step, max_steps=_target(config, run["grok_step"]),
+                          test_acc=_finite(run["_acc"]), g23=_finite(run["_g23"]), gap_ratio=_finite(run["_r"]),
+                          memo_step=run["memorization_step"], grok_step=run["grok_step"],
+                          alarm_step=run["alarm_step"])
+            v.steps_per_s = self._rate(v, extra.get(tid, {}), live, now)
+            if v.status == "running" and v.steps_per_s and v.max_steps is not None and v.step is not None:
+                v.eta_s = max(0, v.max_steps - v.step) / v.steps_per_s
+            out[tid] = v
+        return out
+
+    def _rate(self, v: TrialView, extra: dict, live: dict, now: float) -> float | None:
+        if v.final:
+            wall = _finite(extra.get("wall_s"))
+            return v.step / wall if wall and v.step else None
+        if v.status != "running" or v.step is None:
+            return None
+        if live.get("steps_per_s"):
+            return live["steps_per_s"]  # measured by the trainer itself
+        first = self._first_seen.setdefault(v.trial_id, (v.step, now))
+        changed = self._changed.get(v.trial_id)
+        if changed is None or changed[0] != v.step:
+            self._changed[v.trial_id] = changed = (v.step, now)
+        if changed[0] > first[0] and changed[1] > first[1]:
+            return (changed[0] - first[0]) / (changed[1] - first[1])  # between seals seen here
+        started = extra.get("started_at")
+        if started is not None:  # before a second seal: the average since the attempt started
+            elapsed = first[1] - started.timestamp()
+            return v.step / elapsed if elapsed > 0 else None
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------
+
+COLUMNS = ("trial", "status", "step", "steps/s", "test acc", "g23", "R", "memorised", "grok", "alarm", "ETA")
+
+
+def _dur(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "—"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _num(x, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def cells(t: TrialView) -> list[str]:
+    step = "—" if t.step is None else (f"{t.step:,}" + (f"/{t.max_steps:,}" if t.max_steps else ""))
+    return [t.trial_id, t.status, step, _num(t.steps_per_s, ",.1f"), _num(t.test_acc, ".3f"),
+            _num(t.g23, ".3g"), _num(t.gap_ratio, ".3g"), _num(t.memo_step, "d"), _num(t.grok_step, "d"),
+            _num(t.alarm_step, "d"), _dur(t.eta_s) if not t.final else ""]
+
+
+def summary_line(v: SweepView) -> str:
+    c = v.counts
+    done = sum(n for s, n in c.items() if s in FINAL)
+    total = v.planned if v.planned is not None else len(v.trials)
+    others = ", ".join(f"{n} {s}" for s, n in sorted(c.items()) if s not in FINAL)
+    failed = c.get("failed", 0)
+    groks = sum(t.grok_step is not None for t in v.trials)
+    alarms = sum(t.alarm_step is not None for t in v.trials)
+    eta = "finished" if v.finished else f"ETA ≤ {_dur(v.eta_s)}"
+    return (f"{v.sweep}: {done}/{total} done" + (f" ({failed} failed)" if failed else "")
+            + (f", {others}" if others else "") + f" | {v.throughput:,.0f} steps/s | groks {groks}, "
+            f"alarms {alarms} | {eta}")
+
+
+def plain_table(v: SweepView, rows: list[TrialView] | None = None) -> str:
+    rows = v.trials if rows is None else rows
+    table = [list(COLUMNS)] + [cells(t) for t in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in table]
+    return "\n".join(lines)
+
+
+def rich_view(v: SweepView, max_rows: int):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"edgesweep status — {v.uri}  ({time.strftime('%H:%M:%S', time.localtime(v.taken_at))})",
+                  title_justify="left", expand=False, pad_edge=False)
+    for i, name in enumerate(COLUMNS):
+        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
+    style = {"running": "bold", "completed": "green", "stopped": "green", "failed": "red", "diverged": "red",
+             "interrupted": "yellow",
+             "pending": "dim"}
+    shown = v.trials[:max_rows]
+    for t in shown:
+        table.add_row(*cells(t), style=style.get(t.status))
+    parts = [Text(summary_line(v), style="bold"), table]
+    if len(v.trials) > len(shown):
+        parts.append(Text(f"… {len(v.trials) - len(shown)} more trials (edgesweep status without a terminal lists all)",
+                          style="dim"))
+    parts += [Text(n, style="yellow") for n in v.notes]
+    return Group(*parts)
+
+
+class _PlainStream:
+    """Log-friendly output: a summary line per refresh, a line per trial that changed."""
+
+    def __init__(self, out):
+        self.out, self.last = out, {}
+
+    def update(self, v: SweepView) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(v.taken_at))
+        changed = [t for t in v.trials if self.last.get(t.trial_id) != cells(t)]
+        print(f"[{stamp}] {summary_line(v)}", file=self.out)
+        if changed:
+            text = plain_table(v, changed).splitlines()[1:]  # widths of these rows; no header
+            for line in text:
+                print("  " + line, file=self.out)
+        for n in v.notes:
+            if n not in self.last.get("_notes", ()):
+                print(f"  note: {n}", file=self.out)
+        self.last = {t.trial_id: cells(t) for t in v.trials}
+        self.last["_notes"] = list(v.notes)
+        self.out.flush()
+
+
+def _final(v: SweepView, out) -> None:
+    print(summary_line(v), file=out)
+    print(plain_table(v), file=out)
+    for n in v.notes:
+        print(f"note: {n}", file=out)
+    out.flush()
+
+
+def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bool = False, out=None) -> int:
+    """``edgesweep status``: 0 when shown (a finished sweep, or one look without --watch);
+    2 when there is no sweep at ``path``."""
+    out = out or sys.stdout
+    waiting = False
+    while True:
+        try:
+            watcher = SweepWatcher(path)
+            view = watcher.poll()
+            break
+        except StorageError as exc:
+            if not watch:
+                print(f"edgesweep status: error: {exc}", file=sys.stderr)
+                return 2
+            if not waiting:  # a sweep submitted as a job may not have written anything yet
+                print(f"edgesweep status: {exc}; waiting for it to start (Ctrl-C to stop)", file=out, flush=True)
+                waiting = True
+            time.sleep(interval)
+    if not watch or view.finished:
+        _final(view, out)
+        return 0
+    tty = out.isatty() and not plain
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        Live = None
+    if tty and Live is not None:
+        console = Console(file=out)
+        rows = max(5, console.size.height - 8)
+        with Live(rich_view(view, rows), console=console, auto_refresh=False, transient=True) as live:
+            while not view.finished:
+                time.sleep(interval)
+                view = _poll_or_keep(watcher, view)
+                live.update(rich_view(view, max(5, console.size.height - 8)), refresh=True)
+    else:
+        stream = _PlainStream(out)
+        redraw = tty  # a terminal without rich: redraw the table in place with ANSI codes
+        while True:
+            if redraw:
+                out.write("\x1b[H\x1b[2J" + summary_line(view) + "\n" + plain_table(view) + "\n")
+                out.flush()
+            else:
+                stream.update(view)
+            if view.finished:
+                break
+            time.sleep(interval)
+            view = _poll_or_keep(watcher, view)
+    _final(view, out)
+    return 0
+
+
+def _poll_or_keep(watcher: SweepWatcher, view: SweepView) -> SweepView:
+    """A refresh; on a read error (a part compacted away between listing and reading, a
+    network blip on S3) the previous view with a note, and the next refresh tries again."""
+    try:
+        return watcher.poll()
+    except (StorageError, OSError, pl.exceptions.PolarsError) as exc:
+        view.notes = [f"refresh failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); retrying"]
+        return view
+

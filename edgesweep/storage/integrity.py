@@ -1,0 +1,150 @@
+"""Integrity of stored results: :func:`check_sweep`, :func:`verify` and ``edgesweep verify``.
+
+Every Parquet file edgesweep writes carries page checksums and is listed in a sealed-file
+record (:mod:`.records`); :func:`.checks.inspect_table` checks files against both. This module
+runs that inspection over whole sweeps and roots and reports per trial, so that an aggregation
+can keep damaged trials out of its counts::
+
+    report = check_sweep(root, "grokking")
+    report.ok                      # no damage anywhere in the sweep
+    report.damaged_trials()        # {"mod_add-adamw-wd1.0-s42", …}: mark them incomplete
+    for p in report.problems:      # each names one file
+        print(p.line())            # "<path>: missing: sealed (20 rows, steps 0..950, …) but not found"
+
+    scan(root, "features", on_error="skip")   # the other trials, bad files left out (warned)
+
+Kinds of problems (:data:`.checks.DAMAGE` and the rest):
+
+* ``missing`` — a record lists a sealed file that is not there;
+* ``truncated`` — the file is shorter than sealed;
+* ``corrupt`` — other bytes than sealed (sha256), unreadable (Thrift, page checksum), other row
+  count, or a damaged record file;
+* ``unrecorded`` — a file no record lists, in a trial that keeps records (stray, foreign copy,
+  or a lost record);
+* ``invalid`` — misplaced, misnamed, foreign, wrong schema;
+* ``legacy`` (warning) — written before records existed: readable, not checkable;
+* ``interrupted`` (note) — a seal that never completed, whose rows the writer never
+  acknowledged (a new attempt replays them).
+
+:func:`verify` does the same for every sweep and table under a root and also decodes every
+file with page-checksum verification (``deep``); :func:`verify_main` is the command
+(``edgesweep verify ROOT``): one line per problem, a summary, exit status 1 on any damage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
+from .errors import StorageError
+from .fs import resolve_root
+from .layout import check_name
+from .schema import TABLES
+
+__all__ = ["IntegrityReport", "Problem", "check_sweep", "verify", "verify_main"]
+
+
+@dataclass
+class IntegrityReport:
+    """What :func:`check_sweep` / :func:`verify` found: problems (each naming a file) and
+    what was checked."""
+
+    root: str
+    sweeps: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: int = 0          # data files checked
+    records: int = 0        # record files read
+    seconds: float = 0.0
+
+    @property
+    def damage(self) -> list[Problem]:
+        return [p for p in self.problems if p.damage]
+
+    @property
+    def ok(self) -> bool:
+        """No damage (warnings and notes allowed)."""
+        return not self.damage
+
+    def damaged_trials(self, sweep: str | None = None) -> set[str]:
+        """Trial ids with any damaged file (of `sweep`, or of every sweep checked)."""
+        return {p.trial_id for p in self.damage
+                if p.trial_id is not None and (sweep is None or p.sweep == sweep)}
+
+    def by_trial(self) -> dict[tuple[str, str | None], list[Problem]]:
+        """Problems per (sweep, trial_id); trial_id None for files of no trial."""
+        out: dict[tuple[str, str | None], list[Problem]] = {}
+        for p in self.problems:
+            out.setdefault((p.sweep, p.trial_id), []).append(p)
+        return out
+
+    def summary(self) -> str:
+        counts = {k: sum(p.kind == k for p in self.problems) for k in DAMAGE + WARNING + NOTE}
+        found = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no problems"
+        trials = self.damaged_trials()
+        damaged = (f"; {len(trials)} trial{'s' if len(trials) != 1 else ''} damaged"
+                   if trials else "")
+        return (f"{'OK' if self.ok else 'DAMAGED'}: {self.files} files and {self.records} "
+                f"records in {len(self.sweeps)} sweep{'s' if len(self.sweeps) != 1 else ''} "
+                f"checked in {self.seconds:.1f} s: {found}{damaged}")
+
+
+def check_sweep(root, sweep: str, *, tables=TABLES, deep: bool = False) -> IntegrityReport:
+    """Check every file of one sweep (all `tables`) against its records and footer, and the
+    sha256 of its bytes; ``deep`` also decodes every page with checksum verification. A
+    missing root or sweep raises :class:`StorageError`; damage is reported, never raised."""
+    r = resolve_root(root)
+    check_name("sweep", sweep)
+    sdir = r.path(sweep)
+    if not r.is_dir(sdir):
+        raise StorageError(f"sweep not found: {r.display(sdir)}", r.display(sdir))
+    return _check(r, [(sweep, sdir)], tables, deep)
+
+
+def verify(root, *, deep: bool = True) -> IntegrityReport:
+    """Check every sweep and table under `root` (a root of sweeps, or one sweep folder)."""
+    r = resolve_root(root)
+    return _check(r, sweep_dirs(r), TABLES, deep)
+
+
+def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityReport:
+    t0 = time.perf_counter()
+    report = IntegrityReport(r.display(r.base), [s for s, _ in sweeps])
+    for table in tables:
+        insp = inspect_table(r, table, sweeps, content=True, deep=deep)
+        report.problems += insp.problems
+        report.files += insp.checked
+        report.records += insp.records
+    order = {k: i for i, k in enumerate(DAMAGE + WARNING + NOTE)}
+    report.problems.sort(key=lambda p: (order[p.kind], p.sweep, p.trial_id or "", p.path))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """``edgesweep verify ROOT``: exit 0 when nothing is damaged, 1 on damage, 2 when the
+    root cannot be checked at all."""
+    p = argparse.ArgumentParser(
+        prog="edgesweep verify",
+        description="Check every stored file under ROOT: present, complete and unchanged since "
+                    "it was sealed (records, sha256, page checksums). One line per problem, "
+                    "then a summary; exit status 1 on any damage.")
+    p.add_argument("root", metavar="ROOT", help="storage root (path, file://, s3:// or gs:// URI), "
+                   "or one sweep's folder")
+    p.add_argument("--quick", action="store_true",
+                   help="skip decoding every page (records, sizes, footers and sha256 only)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print damage and the summary only (no warnings or notes)")
+    args = p.parse_args(argv)
+    try:
+        report = verify(args.root, deep=not args.quick)
+    except StorageError as exc:
+        print(f"edgesweep verify: error: {exc}", file=sys.stderr)
+        return 2
+    for prob in report.problems:
+        if prob.damage or not args.quiet:
+            print(prob.line())
+    print(report.summary())
+    return 0 if report.ok else 1

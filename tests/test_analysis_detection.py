@@ -1,0 +1,96 @@
+"""The early-warning benchmark on a small synthetic sweep whose numbers are computed by hand."""
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+from edgesweep.analysis.detection import DetectionConfig, auroc, cross_validate, evaluate, label_runs
+from edgesweep.analysis.record import AnalysisConfig, TrialRecord, TrialSettings
+
+
+def run(tid, wd, fit, test, last, workload="mod_add", status="completed", at_fit=0.02):
+    """Evals every 100 steps to ``last``: train 0.5 → 0.95 at ``fit``; test accuracy from the
+    {step: value} map ``test`` (piecewise constant from each step on), else ``at_fit``."""
+    steps = list(range(0, last + 1, 100))
+    acc, cur = [], at_fit
+    for s in steps:
+        cur = test.get(s, cur)
+        acc.append(cur)
+    evals = pl.DataFrame({"step": steps, "memo_acc": [0.95 if s >= fit else 0.5 for s in steps],
+                          "grok_acc": acc, "test_loss": [1.0 - a for a in acc]})
+    feats = pl.DataFrame({"step": steps[1:], "window": [10] * (len(steps) - 1),
+                          "g23": [1.0] * (len(steps) - 1), "gap_ratio": [2.0] * (len(steps) - 1),
+                          "nonfinite": [False] * (len(steps) - 1)})
+    trial = {"trial_id": tid, "workload": workload, "weight_decay": wd, "status": status, "steps": last,
+             "config": json.dumps({"monitor": {"window": 10}})}
+    return TrialRecord(trial, TrialSettings.parse(trial["config"], AnalysisConfig()), feats, evals)
+
+
+SWEEP = [
+    run("P1", 1.0, 300, {1500: 0.5, 2000: 0.97}, 3000),            # grok 2000; alarm 1500: lead 500
+    run("P2", 1.0, 200, {900: 0.4, 1000: 0.97}, 2000, "mod_sub"),   # grok 1000; alarm 900: lead 100
+    run("P3", 1.0, 200, {1200: 0.97}, 2200),                        # alarm at the grok step: late
+    run("N1", 1.0, 300, {3000: 0.35, 3100: 0.02}, 6000),            # false alarm at 3000; hard
+    run("N2", 0.0, 300, {3000: 0.1}, 6000, "mod_sub"),              # quiet; wd 0: not hard
+    run("N3", 0.5, 300, {1000: 0.05}, 3000),                        # quiet; too short to be hard
+    run("I1", 1.0, 300, {1200: 0.97}, 2000, at_fit=0.5),            # immediate: excluded
+    run("R1", 1.0, 300, {}, 1000, status="running"),                # still running: excluded
+    run("L1", 1.0, 300, {2800: 0.97}, 3000),                        # grokked 200 steps before its end
+]
+
+
+def test_labels_by_hand():
+    runs = {r.trial_id: r for r in label_runs(SWEEP)}
+    assert [runs[t].label for t in ("P1", "P2", "P3")] == ["positive"] * 3
+    assert [runs[t].label for t in ("N1", "N2", "N3")] == ["negative"] * 3
+    assert runs["I1"].label == runs["R1"].label == runs["L1"].label == "excluded"
+    assert runs["I1"].outcome == "immediate" and runs["L1"].outcome == "grokked"  # L1: not followed 1,000 steps
+    # longest positive grok: 2000 → hard needs wd > 0 and ≥ 6,000 steps observed
+    assert [t for t, r in runs.items() if r.hard] == ["N1"]
+
+
+def test_test_accuracy_baseline_by_hand():
+    res = evaluate(label_runs(SWEEP), "test_accuracy", {"level": 0.3}, DetectionConfig(delta=2000, boot=200))
+    assert (res.n_positive, res.n_negative, res.n_hard, res.n_excluded) == (3, 3, 1, 3)
+    assert (res.hits.k, res.hits.n, res.late, res.misses) == (2, 3, 1, 0)
+    assert (res.false_alarms.k, res.false_alarms.n, res.hard_false_alarms.k, res.hard_false_alarms.n) == (1, 3, 1, 1)
+    assert (res.lead_median, res.lead_fraction_median) == (300.0, pytest.approx(0.175))  # 500, 100 / .25, .1
+    # alarmed: P1, P2, P3, N1; grokked within 2000 steps after the alarm: P1, P2
+    assert (res.p_grok_within_delta.k, res.p_grok_within_delta.n) == (2, 4)
+    # scores before grok: P1 0.5, P2 0.4, P3 0.02; negatives at the end: 0.35, 0.1, 0.05
+    # pairs won: P1 3, P2 3, P3 0 → 6/9
+    assert res.auroc == pytest.approx(6 / 9)
+    assert res.auroc_lo <= res.auroc <= res.auroc_hi
+    by = {a.trial_id: a for a in res.alarms}
+    assert (by["P1"].alarm_step, by["P1"].outcome, by["P3"].outcome, by["N1"].outcome) == (1500, "hit", "late", "false_alarm")
+
+
+def test_weight_decay_baseline_alarms_at_the_start_of_every_weight_decay_run():
+    res = evaluate(label_runs(SWEEP), "weight_decay", {}, DetectionConfig(boot=0))
+    assert (res.hits.k, res.false_alarms.k, res.hard_false_alarms.k) == (3, 2, 1)  # N1, N3 alarm
+    assert res.lead_median == 1200.0  # leads 2000 (P1), 1000 (P2), 1200 (P3): alarms at step 0
+
+
+def test_auroc_by_hand():
+    assert auroc([3, 2], [1, 2]) == pytest.approx(3.5 / 4)  # 3 wins, one tie
+    assert auroc([-math.inf], [1.0]) == 0.0
+    assert math.isnan(auroc([], [1.0]))
+
+
+def test_cross_validation_tunes_on_the_other_groups():
+    runs = label_runs(SWEEP)
+    res = cross_validate(runs, "test_accuracy", {}, DetectionConfig(group="workload", boot=0))
+    assert [g for g, _ in res.folds] == ["mod_add", "mod_sub"]
+    assert (res.n_positive, res.n_negative) == (3, 3)  # every run scored once, in its held-out fold
+    # Fold "mod_sub" is tuned on mod_add (P1, P3; N1, N3): P3 is late at every level; levels
+    # 0.1–0.3 hit P1 and alarm on N1 (0.35): J = 1/2 − 1/2 = 0; 0.5 hits P1 and spares N1:
+    # J = 1/2; 0.7 reaches P1 only at its grok step (late): J = 0. So 0.5 — and P2 (0.4 at 900,
+    # 0.97 at 1000) is then late in its held-out fold.
+    assert res.folds[1][1] == {"level": 0.5}
+    held = {a.trial_id: a for a in res.alarms}
+    assert held["P2"].outcome == "late" and held["P2"].alarm_step == 1000
+    # Fold "mod_add" is tuned on mod_sub (P2; N2 peaks at 0.1): 0.2 and 0.3 both give J = 1;
+    # the first in grid order wins.
+    assert res.folds[0][1] == {"level": 0.2}

@@ -1,0 +1,79 @@
+"""``edgesweep.open(ROOT)`` on the hand-built sweep of tests/conftest.py (events known by
+construction): the tables are LazyFrames straight from storage, the figure marks the events the
+aggregation computes, and ``import edgesweep`` stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from matplotlib.figure import Figure
+
+import edgesweep
+from edgesweep.platform.aggregate import aggregate_sweep
+from edgesweep.storage import StorageError, scan
+
+
+@pytest.fixture(scope="module")
+def sweep_path(tmp_path_factory, synth) -> str:
+    path = synth.build_sweep(str(tmp_path_factory.mktemp("nb")))
+    aggregate_sweep(path, use_ray=False, report=False)
+    return path
+
+
+def test_import_edgesweep_loads_nothing_heavy():
+    code = "import sys, edgesweep; print(sorted(m for m in ('torch', 'ray', 'polars', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_tables_are_lazyframes_from_storage(sweep_path, synth):
+    sweep = edgesweep.open(sweep_path)
+    for name in ("trials", "evals", "features", "runs", "summary"):
+        lf = getattr(sweep, name)
+        assert isinstance(lf, pl.LazyFrame), name
+        got, want = lf.collect(), scan(sweep_path, name).collect()
+        keys = [c for c in ("trial_id", "step", "scope", "arm") if c in want.columns]
+        assert got.height == want.height > 0 and got.sort(keys).equals(want.sort(keys)), name
+    assert sweep.trial_ids() == sorted(s.trial_id for s in synth.SPEC)
+    assert "10 trials (9 completed, 1 running)" in repr(sweep)
+    with pytest.raises(StorageError, match="storage root not found"):
+        edgesweep.open(sweep_path + "-missing")
+
+
+def test_a_running_sweep_shows_new_rows_on_the_next_access(tmp_path, synth):
+    s = synth.BY_ID["I_mul_wd1_s2024"]
+    w = synth.write_trial(tmp_path, s, upto=1000, compact=False)
+    synth.write_trials(tmp_path, [s], status="running", steps=0)
+    sweep = edgesweep.open(tmp_path / synth.SWEEP)
+    assert sweep.evals.select(pl.col("step").max()).collect().item() == 1000
+    synth.write_trial(tmp_path, s, upto=2000, start=1100, writer=w, compact=False)
+    assert sweep.evals.select(pl.col("step").max()).collect().item() == 2000
+
+
+def test_plot_marks_the_aggregations_events(sweep_path):
+    sweep = edgesweep.open(sweep_path)
+    fig = sweep.plot("A_add_wd1_s42")
+    assert isinstance(fig, Figure)
+    acc, g23, ratio = fig.axes
+    assert [ax.get_ylabel() for ax in fig.axes] == ["accuracy", "g23 = σ2² − σ3²", "gap ratio R"]
+    # by construction (tests/test_aggregate.py): memorised 1000, grok 3000, alarm 1700 — and the
+    # same numbers the runs table holds
+    runs = sweep.runs.filter(pl.col("trial_id") == "A_add_wd1_s42").collect().row(0, named=True)
+    assert (runs["memorization_step"], runs["grok_step"], runs["alarm_step"]) == (1000, 3000, 1700)
+    vlines = sorted({ln.get_xdata()[0] for ln in acc.get_lines() if len(set(ln.get_xdata())) == 1
+                     and ln.get_ydata()[0] == 0})
+    assert vlines == [1000, 1700, 3000]
+    test_line = acc.get_lines()[0]
+    assert list(test_line.get_xdata()) == list(range(100, 4001, 100))
+    assert 1200 not in list(g23.get_lines()[0].get_xdata())        # the non-finite window left out
+    png = fig._repr_png_()                                          # what Jupyter shows inline
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_plot_names_the_closest_trials_for_a_typo(sweep_path):
+    with pytest.raises(KeyError, match="closest: A_add_wd1_s42"):
+        edgesweep.open(sweep_path).plot("A_add_wd1_s4")

@@ -1,0 +1,222 @@
+"""`edgesweep status`: the live view of a sweep, from storage alone.
+
+The running sweep is written step by step with the real storage writer (the hand-built trials of
+tests/conftest.py, whose events are known by construction) while the real command watches it as
+a subprocess; the test waits on what the command prints — never on a clock — before writing the
+next rows. On a finished sweep the command prints the final table and exits 0."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import queue
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from edgesweep.platform.status import COLUMNS, status_main
+
+from raycluster import REPO
+
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+TIMEOUT = 90  # seconds for the command to show a state the test has written (a loaded 2-core box)
+
+
+def _command(path, *extra):
+    return [sys.executable, "-m", "edgesweep", "status", str(path), *extra]
+
+
+def parse_rows(text: str, ids) -> dict[str, dict]:
+    """The last row shown for each trial id: {trial: {column: cell}} (cells never hold spaces)."""
+    out = {}
+    for line in text.splitlines():
+        tokens = line.split()
+        if tokens and tokens[0] in ids:
+            out[tokens[0]] = dict(zip(COLUMNS, tokens))
+    return out
+
+
+class Lines:
+    """A subprocess's stdout, read by a thread; ``wait_for`` blocks until a predicate holds."""
+
+    def __init__(self, proc):
+        self.proc, self.q, self.seen = proc, queue.Queue(), []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.q.put(line)
+        self.q.put(None)
+
+    def wait_for(self, pred, what: str):
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if pred(line):
+                return line
+        pytest.fail(f"`edgesweep status` never showed {what}; it printed:\n{''.join(self.seen)[-4000:]}")
+
+    def rest(self) -> str:
+        """Everything printed, once the process has closed its output."""
+        while (line := self.q.get(timeout=TIMEOUT)) is not None:
+            self.seen.append(line)
+        return "".join(self.seen)
+
+
+def row_of(line: str, tid: str) -> dict | None:
+    return parse_rows(line, {tid}).get(tid)
+
+
+def test_status_follows_a_running_sweep(tmp_path, synth):
+    root = tmp_path / "results"
+    a, e = synth.BY_ID["A_add_wd1_s42"], synth.BY_ID["E_add_wd0_s42"]
+    synth.write_trials(root, [a, e], status="running", steps=0)
+    writers = {s.trial_id: synth.write_trial(root, s, upto=1000, compact=False) for s in (a, e)}
+    sweep = root / synth.SWEEP
+
+    proc = subprocess.Popen(_command(sweep, "--watch", "--interval", "0.2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        out = Lines(proc)
+        row = row_of(out.wait_for(lambda ln: (r := row_of(ln, a.trial_id)) and r["step"] == "1,000",
+                                  "A at step 1,000"), a.trial_id)
+        # by construction: memorised at 1000, not grokked, no alarm yet (it comes at 1700)
+        assert (row["status"], row["memorised"], row["grok"], row["alarm"], row["test acc"]) == \
+            ("running", "1000", "—", "—", "0.100")
+
+        for s in (a, e):  # the next checkpoint of both trials
+            synth.write_trial(root, s, upto=2000, start=1100, writer=writers[s.trial_id], compact=False)
+        row = row_of(out.wait_for(lambda ln: (r := row_of(ln, a.trial_id)) and r["step"] == "2,000",
+                                  "A advanced to step 2,000"), a.trial_id)
+        assert (row["alarm"], row["grok"], row["g23"], row["R"]) == ("1700", "—", "5", "2")
+        assert row["steps/s"] != "—"  # measured between the two seals it saw
+
+        for s in (a, e):  # both finish: the rest of the rows, compaction, final trials rows
+            synth.write_trial(root, s, start=2100, writer=writers[s.trial_id])
+        synth.write_trials(root, [a, e])
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rest = out.rest()
+    final = rest[rest.rindex(f"{synth.SWEEP}: 2/2 done"):]  # the final table, printed last
+    rows = parse_rows(final, {a.trial_id, e.trial_id})
+    assert rows[a.trial_id]["status"] == "completed" and rows[a.trial_id]["step"] == "4,000"
+    assert (rows[a.trial_id]["grok"], rows[a.trial_id]["alarm"], rows[a.trial_id]["test acc"],
+            rows[a.trial_id]["R"]) == ("3000", "1700", "0.970", "2.2")
+    assert (rows[e.trial_id]["grok"], rows[e.trial_id]["alarm"]) == ("—", "1700")  # the caveat: a false alarm
+    assert "groks 1, alarms 2 | finished" in final
+
+
+def test_status_of_a_finished_sweep_prints_the_final_table(tmp_path, synth):
+    done = [s for s in synth.SPEC if s.status != "running"]
+    path = synth.build_sweep(tmp_path / "results", done)
+    for args in ([], ["--watch"]):  # --watch on a finished sweep: the same table, at once
+        res = subprocess.run(_command(path, *args), capture_output=True, text=True, cwd=REPO, timeout=TIMEOUT)
+        assert res.returncode == 0, res.stderr
+        rows = parse_rows(res.stdout, {s.trial_id for s in done})
+        assert sorted(rows) == sorted(s.trial_id for s in done)
+        assert all(r["status"] == "completed" for r in rows.values())
+        # events by construction (tests/test_aggregate.py EXPECTED): grok, alarm
+        want = {"A_add_wd1_s42": ("3000", "1700"), "B_sub_wd1_s137": ("2500", "1600"),
+                "C_dyck_wd1_s42": ("2000", "2700"), "D_dyck_wd1_s137": ("2000", "—"),
+                "E_add_wd0_s42": ("—", "1700"), "F_sub_wd0_s137": ("—", "—"), "G_dyck_wd0_s42": ("3000", "1600"),
+                "H_dyck_wd0_s137": ("—", "—"), "J_add_wd1_s2024": ("2200", "1700")}
+        assert {t: (r["grok"], r["alarm"]) for t, r in rows.items()} == want
+        assert res.stdout.splitlines()[0] == f"{synth.SWEEP}: 9/9 done | 0 steps/s | groks 6, alarms 6 | finished"
+
+
+def test_status_errors_name_the_path(tmp_path, capsys):
+    missing = tmp_path / "results" / "nothing"
+    assert status_main(str(missing), out=io.StringIO()) == 2
+    assert f"no sweep at {missing}" in capsys.readouterr().err
+
+
+def test_status_refreshes_in_place_on_a_terminal(tmp_path, synth):
+    """On a terminal (a real pty), rich redraws the table in place: cursor-up / erase-line
+    sequences between frames instead of new lines; the frames show the trial advancing."""
+    root = tmp_path / "results"
+    a = synth.BY_ID["B_sub_wd1_s137"]
+    synth.write_trials(root, [a], status="running", steps=0)
+    w = synth.write_trial(root, a, upto=500, compact=False)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(_command(root / synth.SWEEP, "--watch", "--interval", "0.2"), stdin=slave,
+                            stdout=slave, stderr=slave, cwd=REPO, close_fds=True,
+                            env={**os.environ, "COLUMNS": "200", "LINES": "40", "TERM": "xterm-256color"})
+    os.close(slave)
+    buf = b""
+
+    def read_until(pattern: bytes, what: str):
+        nonlocal buf
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if re.search(pattern, ANSI.sub(b"", buf)):
+                return
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    buf += os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+        pytest.fail(f"the terminal never showed {what}:\n{buf[-3000:].decode(errors='replace')}")
+
+    try:
+        read_until("running\\s*│\\s*500\\s*│".encode(), "step 500")
+        synth.write_trial(root, a, upto=1500, start=600, writer=w, compact=False)
+        read_until("running\\s*│\\s*1,500\\s*│".encode(), "step 1,500")
+        frames = buf.decode(errors="replace")
+        assert "\x1b[2K" in frames and re.search(r"\x1b\[\d*A", frames)  # erase line, cursor up: in place
+        assert "┃" in frames or "│" in frames                              # rich's table, not plain lines
+        synth.write_trial(root, a, start=1600, writer=w)
+        synth.write_trials(root, [a])
+        # keep reading while it finishes: a full pty buffer would block the child's next frame
+        read_until(rb"1/1 done \| [^|]* \| groks 1, alarms 1 \| finished", "the final table")
+        assert proc.wait(timeout=TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+@pytest.mark.ray
+def test_status_reads_tunes_plan_of_a_real_sweep(local_ray, tmp_path):
+    """Tune's experiment state (Ray's internal format, read only as an addition) gives the plan:
+    checked on a real sweep so that a Ray upgrade that changes it fails here, not silently."""
+    from edgesweep.platform.driver import run_sweep
+    from edgesweep.platform.status import SweepWatcher, read_tune_state
+
+    spec = tmp_path / "st.yaml"
+    spec.write_text(f"""\
+name: st
+storage: {tmp_path / 'results'}
+grid: {{workload: [mod_add], weight_decay: [1.0, 0.0]}}
+train: {{preset: tiny, max_steps: 40, eval_every: 10, checkpoint_every: 20}}
+monitor: {{window: 4, every: 5, params: all}}
+""")
+    assert run_sweep(str(spec), aggregate=False) == 0
+    sweep = tmp_path / "results" / "st"
+    watcher = SweepWatcher(str(sweep))
+    tune = read_tune_state(watcher.sp)
+    assert tune is not None and sorted(tune) == ["mod_add-adamw-wd0.0-s42", "mod_add-adamw-wd1.0-s42"]
+    assert {t["status"] for t in tune.values()} == {"TERMINATED"}
+    assert {t["config"]["train"]["max_steps"] for t in tune.values()} == {40}
+    assert {t["step"] for t in tune.values()} == {40}  # the trainer's last report
+    view = watcher.poll()
+    assert view.planned == 2 and view.finished and not view.notes
+    assert [(t.status, t.step, t.max_steps) for t in view.trials] == [("completed", 40, 40)] * 2
+    buf = io.StringIO()
+    assert status_main(str(sweep), watch=True, out=buf) == 0
+    assert buf.getvalue().startswith("st: 2/2 done")
