@@ -977,6 +977,9 @@ def _worker(tasks, results, storage: str, sweep: str, deadline, threads: int) ->
     import pyarrow.parquet  # noqa: F401
 
     torch.set_num_threads(threads)
+    # The first optimizer built imports torch._dynamo (~2.4 s here): pay that before "ready",
+    # not inside the first trial's share of the sweep's deadline.
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     results.put(("ready", None, {"pid": os.getpid(), "t": time.time()}))
     while True:

@@ -28,6 +28,8 @@ import pytest
 
 from edgesweep.storage import scan
 
+from netports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
@@ -54,12 +56,6 @@ def ray_env(extra: dict | None = None) -> dict:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_port(port: int, timeout: float) -> None:
     t_end = time.time() + timeout
     while time.time() < t_end:
@@ -81,9 +77,7 @@ class RayCluster:
     def __init__(self, num_cpus: int = 2, env: dict | None = None):
         self.base = Path(tempfile.mkdtemp(prefix="esray-", dir="/tmp"))
         self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        while 10002 <= self.dashboard_port <= 19999:  # Ray's default worker port range
-            self.dashboard_port = free_port()
+        self.dashboard_port = free_port()  # outside Ray's worker range (tests/netports.py)
         self.procs: list[subprocess.Popen] = []
         self.nodes: dict[str, subprocess.Popen] = {}  # by name: what kill_node() takes down
         self.logs: list[Path] = []
@@ -209,6 +203,19 @@ class RayCluster:
                     out[name] = n.node_id
         return out
 
+    def wait_node_ids(self, names, timeout: float = 60) -> dict[str, str]:
+        """node_ids() once it lists every one of `names` (the state API can answer empty or
+        fail for a moment on a loaded machine; one such answer must not read as "no node")."""
+        t_end = time.time() + timeout
+        while True:
+            ids = self.node_ids()
+            if set(names) <= set(ids) or time.time() > t_end:
+                missing = set(names) - set(ids)
+                if missing:
+                    raise RuntimeError(f"node(s) {sorted(missing)} not listed alive:\n" + self.tail())
+                return ids
+            time.sleep(1)
+
     def kill_node(self, name: str) -> list[int]:
         """A lost machine: SIGKILL every process of node `name` at once — its `ray start`, the
         raylet, its workers and agents: the process group we started it in, every descendant
@@ -281,11 +288,16 @@ class RayCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for pid in self.our_pids():  # daemons that left our process group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Daemons that left our process group; a SIGKILLed process shows its command line until
+        # it has exited, and a raylet not yet dead may start one more worker: kill until none.
+        t_end = time.time() + 15
+        while (left := self.our_pids()) and time.time() < t_end:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -21,13 +21,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from netports import free_ports
 
 
 def find_weed() -> str | None:
@@ -38,27 +39,13 @@ def find_weed() -> str | None:
     return shutil.which("weed")
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class SeaweedUnavailable(RuntimeError):
     """The binary is missing or cannot execute on this machine (a reason to skip, not fail)."""
 
 
 class SeaweedS3:
     def __init__(self, workdir: str | os.PathLike, bucket: str = "edgesweep-test",
-                 start_timeout: float = 60.0):
+                 start_timeout: float = 120.0):
         self.workdir = Path(workdir)
         self.bucket = bucket
         self.start_timeout = start_timeout
@@ -106,7 +93,7 @@ class SeaweedS3:
         }]}))
         os.chmod(config, 0o600)
 
-        self._ports = self._ports or tuple(_free_ports(9))
+        self._ports = self._ports or tuple(free_ports(9))
         (m, mg, v, vg, f, fg, s, sg, metrics) = self._ports
         self.endpoint = f"http://127.0.0.1:{s}"
         self._grpc_ports = {"master": mg, "volume": vg, "filer": fg, "s3": sg}
@@ -118,6 +105,9 @@ class SeaweedS3:
             f"-dir={data / 'volume'}", f"-master.dir={data / 'master'}",
             f"-master.port={m}", f"-master.port.grpc={mg}",
             "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
+            # A restarted master waits out its raft election timeout (10 s by default) before it
+            # leads; one master needs no such patience, and restarts then take ~10 s less.
+            "-master.electionTimeout=2s",
             # Every bucket is a collection that grows 7 volumes on its first write; 8 slots left a
             # second bucket 1 and a third none ("Not enough data nodes found!", an endless
             # INTERNAL_FAILURE). Volumes are not preallocated: 64 slots cost no disk.

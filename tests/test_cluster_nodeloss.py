@@ -110,7 +110,7 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, make_sweep, s3_env, s3_ro
         assert f"'{sid}' submitted successfully" in out, out
 
         # Wait for a trial on a worker node with a checkpoint in S3; then lose that node.
-        names = {v: k for k, v in cluster.node_ids().items()}
+        names = {v: k for k, v in cluster.wait_node_ids(["head", "w1", "w2"]).items()}
         victim = node = None
         t_end = time.monotonic() + 150
         while victim is None:
@@ -125,12 +125,12 @@ def test_sweep_survives_losing_a_worker_node(tmp_path, make_sweep, s3_env, s3_ro
                     victim, node, ckpts_seen = row["trial_id"], names[row["node_id"]], seen
                     break
             time.sleep(0.5)
-        lost_id = cluster.node_ids()[node]
+        lost_id = {v: k for k, v in names.items()}[node]
         killed = cluster.kill_node(node)
         t_kill = time.monotonic() - t0
         assert cluster.our_pids_of(node) == [], "a process of the lost node survived"
         cluster.add_node("rejoined")  # a replacement instance: a new node, a new temp dir
-        rejoined_id = cluster.node_ids()["rejoined"]
+        rejoined_id = cluster.wait_node_ids(["rejoined"])["rejoined"]
         t_rejoined = time.monotonic() - t0
 
         t_end = time.monotonic() + 240

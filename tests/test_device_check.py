@@ -197,8 +197,9 @@ def test_sweep_deadline_records_cut_and_not_started_trials(tmp_path):
     pool = device_check.TrialPool(1, 1, tmp_path, spec.name)
     try:
         assert pool.wait_ready(120) == 1
-        # 5 s: enough for the long trial to train and seal some steps even on a loaded machine
-        res = pool.run(spec, time.time() + 5.0, step_ms={}, grace_s=30)
+        # 20 s: the long trial (10^6 steps) is cut whatever the machine, and even a loaded one
+        # trains and seals some steps first (with 5 s a busy CI machine reached only step 0)
+        res = pool.run(spec, time.time() + 20.0, step_ms={}, grace_s=30)
     finally:
         pool.close()
     long_id, short_id = res["order"]  # one arm: longest first

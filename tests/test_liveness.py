@@ -58,7 +58,7 @@ def test_process_alive_follows_a_real_process_and_sees_a_reused_pid(child):
 
 def test_a_zombie_is_not_alive():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    for _ in range(200):  # exited but not reaped: a zombie until wait()
+    for _ in range(600):  # exited but not reaped: a zombie until wait() (≤ 30 s on a loaded machine)
         with open(f"/proc/{proc.pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                 break
@@ -191,14 +191,14 @@ def test_unsatisfiable_trial_resources_fail_before_scheduling(local_ray, tmp_pat
     t0 = time.monotonic()
     with pytest.raises(SpecError) as err:
         check_trial_resources(local_ray, spec, 0, log=logged.append)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 30  # at once (one look at the nodes), not after a wait
     msg = str(err.value)
     assert msg.startswith(f"{path}: trial_resources: one trial needs 64 CPU and 4 GPU") and "2 CPU and 0 GPU" in msg
     assert logged == []
     t0 = time.monotonic()
     with pytest.raises(SpecError, match=r"waited 2 s"):
         check_trial_resources(local_ray, spec, 2.0, log=logged.append, poll_s=0.5)
-    assert 2.0 <= time.monotonic() - t0 < 10
+    assert 2.0 <= time.monotonic() - t0 < 40  # waited its 2 s, then gave up (no hang)
     assert len(logged) == 1 and logged[0].startswith("WARNING: no node can hold one trial yet")
     # what fits passes at once
     doc["trial_resources"] = {"cpu": 2, "gpu": 0}

@@ -75,6 +75,17 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled(read, timeout=60):
+    """read() retried: a reader can meet a row that a worker is rewriting at that moment (the
+    listing and the seal record disagree for a few ms) — what the test needs is the next read."""
+    def attempt():
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 — retried until the timeout, then the wait fails
+            return None
+    return wait_for(attempt, timeout, "a consistent read of the trials table")
+
+
 def sealed_max_step(sweep_dir: Path, trial_id: str) -> int:
     try:
         f = scan(sweep_dir, "features").filter(pl.col("trial_id") == trial_id).select(pl.col("step").max()).collect()
@@ -109,7 +120,7 @@ def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path, m
     try:
         sweep_dir = storage / "faults"
         wait_for(lambda: sealed_max_step(sweep_dir, victim) >= 500, 600, "two sealed checkpoints")
-        pid = scan(sweep_dir, "trials").filter(pl.col("trial_id") == victim).collect()["pid"][0]
+        pid = settled(lambda: scan(sweep_dir, "trials").filter(pl.col("trial_id") == victim).collect()["pid"][0])
         os.kill(pid, signal.SIGKILL)  # the trial's worker process, on this machine
         out, _ = proc.communicate(timeout=900)
     finally:
@@ -147,7 +158,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference
     proc.wait(timeout=30)
     # Ray ends the job's workers only once it notices the driver is gone, and a trial can finish
     # in that window (CI saw one): what counts as finished is read once those workers are gone.
-    workers = scan(sweep_dir, "trials").select("pid", "pid_start").unique().collect().rows()
+    workers = settled(lambda: scan(sweep_dir, "trials").select("pid", "pid_start").unique().collect().rows())
     wait_for(lambda: not any(process_alive(pid, start) for pid, start in workers), 120,
              "the dead driver's workers to end")
     finished = one_finished()

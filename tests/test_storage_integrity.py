@@ -525,3 +525,29 @@ def test_a_part_sealed_between_the_listing_and_the_record_read_is_not_missing(tm
         w.add("features", feature(s, 0))
     w.flush()
     assert check_sweep(tmp_path, "sw").problems == []
+
+
+# --------------------------------------------------------------------------- a reader racing a writer
+def test_a_row_rewritten_while_it_is_read_is_not_reported_as_damage(tmp_path, monkeypatch):
+    """The interleaving CI once hit: a reader lists a running trial's trials row (old size),
+    the worker rewrites the row and seals its record, then the reader checks the old listing
+    against the new record. Replayed here with the real writer between the listing and the
+    record read; the reader must return the new row, not "corrupt"."""
+    write_table(tmp_path, "sw", "trials", trial_rows(trial_id="t", status="running", steps=0))
+    real = Root.list_files
+    rewrites = []
+
+    def list_then_rewrite(self, path):
+        listing = real(self, path)
+        if path.endswith("/trials") and not rewrites:  # only after the first listing
+            rewrites.append(path)
+            write_table(tmp_path, "sw", "trials",
+                        trial_rows(trial_id="t", status="completed", steps=500, grok_step=450))
+        return listing
+
+    monkeypatch.setattr(Root, "list_files", list_then_rewrite)
+    row = scan(tmp_path, "trials").collect().row(0, named=True)
+    assert rewrites, "the rewrite was not replayed between listing and reading"
+    assert (row["status"], row["steps"], row["grok_step"]) == ("completed", 500, 450)
+    monkeypatch.setattr(Root, "list_files", real)
+    assert check_sweep(tmp_path, "sw").damage == []  # and nothing is left damaged

@@ -161,7 +161,21 @@ def inspect_table(r: Root, table: str, sweeps: list[tuple[str, str]], *, content
 
     ``only=(directory, owner)`` restricts it to one trial's files in one directory (what
     compaction needs); ``keep_bytes`` keeps each good file's bytes (``StoredFile.data``).
+
+    Damage is confirmed before it is reported: a file replaced while it is inspected (a running
+    trial rewrites its trials row at every checkpoint) can be listed at its old size and checked
+    against its record's new entry — "corrupt" for a few milliseconds. So when a pass finds
+    damage, the inspection runs once more and reports the second pass (a fresh listing and
+    fresh records); damage that is real is found again, at twice the cost of a damaged read.
     """
+    first = _inspect_once(r, table, sweeps, content=content, deep=deep, keep_bytes=keep_bytes, only=only)
+    if not any(p.kind in DAMAGE for p in first.problems):
+        return first
+    return _inspect_once(r, table, sweeps, content=content, deep=deep, keep_bytes=keep_bytes, only=only)
+
+
+def _inspect_once(r: Root, table: str, sweeps: list[tuple[str, str]], *, content: bool,
+                  deep: bool, keep_bytes: bool, only: tuple[str, str] | None) -> Inspection:
     out = Inspection()
     candidates: list[StoredFile] = []
     record_paths: list[tuple[str, str, str]] = []  # (sweep, path, directory)
