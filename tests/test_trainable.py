@@ -95,3 +95,46 @@ def test_online_alarm_equals_the_offline_replay(tmp_path, monkeypatch):
                     config=AggregateConfig(analysis=AnalysisConfig(detector_params=sensitive)))
     offline = scan(tmp_path / "unit", "runs").collect()["alarm_step"][0]
     assert online is not None and online == offline
+
+
+def test_an_unreadable_checkpoint_starts_the_trial_again_instead_of_failing(tmp_path):
+    """Tune can hand a resumed trial a checkpoint whose directory it already deleted (a driver
+    killed between pruning and its next state save): the trial restarts from step 0 and ends
+    with the same rows as an uninterrupted run."""
+    import torch
+    from ray import tune
+
+    from edgesweep.platform.trainable import load_resume_state
+
+    good = tmp_path / "ckpt_good"
+    good.mkdir()
+    torch.save({"step": 40}, good / "state.pt")
+    assert load_resume_state(tune.Checkpoint.from_directory(str(good)), "t") == {"step": 40}
+
+    gone, damaged = tmp_path / "ckpt_gone", tmp_path / "ckpt_damaged"
+    damaged.mkdir()
+    (damaged / "state.pt").write_bytes(b"not a torch file")
+    for path in (gone, damaged):
+        said = []
+        assert load_resume_state(tune.Checkpoint.from_directory(str(path)), "t", log=said.append) is None
+        assert len(said) == 1 and "trial t: checkpoint" in said[0] and "starting it again from step 0" in said[0]
+    assert load_resume_state(None, "t") is None
+
+    # starting again over the rows of an earlier attempt reproduces the uninterrupted run
+    trial = tiny_trial()
+    execute_trial(trial, "unit", str(tmp_path / "ref"))
+
+    class Killed(Exception):
+        pass
+
+    def die_at_40(step, state, metrics):
+        if step == 40:
+            raise Killed
+
+    with pytest.raises(Killed):
+        execute_trial(trial, "unit", str(tmp_path / "run"), save_checkpoint=die_at_40)
+    execute_trial(trial, "unit", str(tmp_path / "run"), resume_state=None)
+    for name in ("features", "evals"):
+        got, want = (scan(r / "unit", name).collect().drop("attempt", "gram_ms", "sweep", strict=False).sort("step")
+                     for r in (tmp_path / "run", tmp_path / "ref"))
+        assert got.equals(want), name

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -233,6 +234,30 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     return result
 
 
+def load_resume_state(ckpt, trial_id: str, log=None) -> dict | None:
+    """The training state in a Tune checkpoint, or None to start at step 0.
+
+    A checkpoint that cannot be read must not fail every retry of the trial: its directory
+    deleted (Tune keeps ``num_to_keep`` and deletes older ones; a driver killed between that
+    deletion and its next experiment-state save can resume pointing at a deleted one — read in
+    Ray 2.60's source, not seen here) or its file damaged. The trial then starts again from
+    step 0 under a new attempt, which rewrites every row (deterministic replay); a trial that
+    storage already records as finished is not trained at all (execute_trial checks first)."""
+    if ckpt is None:
+        return None
+    try:
+        with ckpt.as_directory() as d:
+            return torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 — any unreadable checkpoint: the same safe fallback
+        (log or _warn)(f"edgesweep: trial {trial_id}: checkpoint {getattr(ckpt, 'path', ckpt)} is "
+                       f"unreadable ({type(exc).__name__}: {exc}); starting it again from step 0")
+        return None
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def run_trial(config: dict) -> None:
     """Tune function trainable. ``config = {"trial": TrialSpec.as_dict(), "sweep": {...}}``."""
     import logging
@@ -247,11 +272,7 @@ def run_trial(config: dict) -> None:
     # OpenMP threads spin while another process holds "their" core (measured here: a tiny
     # model's step went from 6.5 ms to 900 ms with 2 threads on a busy 2-core machine).
     torch.set_num_threads(max(1, int(config["sweep"].get("cpus_per_trial", 1))))
-    resume_state = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume_state = torch.load(Path(d) / "state.pt", weights_only=False, map_location="cpu")
+    resume_state = load_resume_state(tune.get_checkpoint(), trial.trial_id)
 
     def save_checkpoint(step, state, metrics):
         tmp = tempfile.mkdtemp(prefix="edgesweep-ckpt-")
