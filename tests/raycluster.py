@@ -172,12 +172,7 @@ class RayCluster:
         """Start the nodes together (their start-ups overlap), then wait until all have joined."""
         for name in names:
             self._start([f"--address={self.address}"], name, num_cpus=num_cpus, resources=resources)
-        t_end = time.time() + timeout
-        while time.time() < t_end:
-            if set(names) <= set(self.node_ids()):
-                return
-            time.sleep(1)
-        raise RuntimeError(f"node(s) {names} did not join:\n" + self.tail())
+        self.wait_node_ids(names, timeout)
 
     def node_ids(self) -> dict[str, str]:
         """{node name: Ray node id} of the nodes alive now (recognised by node_resource(name))."""
@@ -207,14 +202,12 @@ class RayCluster:
         """node_ids() once it lists every one of `names` (the state API can answer empty or
         fail for a moment on a loaded machine; one such answer must not read as "no node")."""
         t_end = time.time() + timeout
-        while True:
-            ids = self.node_ids()
-            if set(names) <= set(ids) or time.time() > t_end:
-                missing = set(names) - set(ids)
-                if missing:
-                    raise RuntimeError(f"node(s) {sorted(missing)} not listed alive:\n" + self.tail())
-                return ids
+        while not set(names) <= set(ids := self.node_ids()):
+            if time.time() > t_end:
+                missing = sorted(set(names) - set(ids))
+                raise RuntimeError(f"node(s) {missing} did not join (not listed alive):\n" + self.tail())
             time.sleep(1)
+        return ids
 
     def kill_node(self, name: str) -> list[int]:
         """A lost machine: SIGKILL every process of node `name` at once — its `ray start`, the
