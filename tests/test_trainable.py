@@ -138,3 +138,69 @@ def test_an_unreadable_checkpoint_starts_the_trial_again_instead_of_failing(tmp_
         got, want = (scan(r / "unit", name).collect().drop("attempt", "gram_ms", "sweep", strict=False).sort("step")
                      for r in (tmp_path / "run", tmp_path / "ref"))
         assert got.equals(want), name
+
+
+def test_checkpoint_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(tmp_path):
+    """A worker SIGKILLed while it hands a checkpoint to Tune leaves its scratch directory (a
+    whole training state); the next trial start removes those of dead processes only."""
+    import os
+    import subprocess
+    import sys
+
+    from edgesweep.platform.trainable import CKPT_PREFIX, checkpoint_scratch, remove_orphaned_scratch
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that no longer runs (reaped)
+    dead = tmp_path / f"{CKPT_PREFIX}{child.pid}-abc"
+    dead.mkdir()
+    (dead / "state.pt").write_bytes(b"x" * 1000)
+    live = checkpoint_scratch(str(tmp_path))
+    assert os.path.basename(live).startswith(f"{CKPT_PREFIX}{os.getpid()}-")
+    parent = tmp_path / f"{CKPT_PREFIX}{os.getppid()}-def"   # another live process's
+    unrelated = tmp_path / f"{CKPT_PREFIX}nopid"             # not one of ours (an older name)
+    parent.mkdir()
+    unrelated.mkdir()
+    assert remove_orphaned_scratch(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and os.path.isdir(live) and parent.is_dir() and unrelated.is_dir()
+    assert remove_orphaned_scratch(str(tmp_path)) == []
+    assert remove_orphaned_scratch(str(tmp_path / "missing")) == []
+
+
+def test_a_resumed_trial_does_not_keep_its_checkpoint_alive(tmp_path):
+    """Once restored, the checkpoint handed to execute_trial is freed (it is a whole training
+    state; with the monitor ring of a large preset, gigabytes held for the rest of the trial)."""
+    import gc
+    import weakref
+
+    import torch
+
+    trial = tiny_trial()
+    states = {}
+
+    class Killed(Exception):
+        pass
+
+    def save(step, state, metrics):
+        states[step] = state
+        if step == 40:
+            raise Killed
+
+    with pytest.raises(Killed):
+        execute_trial(trial, "unit", str(tmp_path / "run"), save_checkpoint=save)
+    state = states.pop(40)
+    states.clear()
+    monitor = state["callbacks"][0]["monitor"]
+    held = [*state["model"].values(), monitor["prev"], monitor["ring"]]
+    assert len(held) > 3 and all(isinstance(t, torch.Tensor) for t in held)
+    refs = [weakref.ref(t) for t in held]
+    del held, monitor
+    alive = {}
+
+    def report(metrics):
+        gc.collect()
+        alive[metrics["step"]] = sum(r() is not None for r in refs)
+
+    handover = [state]
+    del state  # as run_trial does: the caller keeps no reference of its own
+    execute_trial(trial, "unit", str(tmp_path / "run"), resume_state=handover.pop(), report=report)
+    assert min(alive) == 50 and set(alive.values()) == {0}, alive

@@ -220,8 +220,12 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
             save_checkpoint(step, state, dict(recorder.progress(step), attempt=attempt))
 
     t0 = time.perf_counter()
+    # Hand the state over without keeping a reference here: train() drops its own once it has
+    # restored it, so the (possibly gigabytes of) checkpoint is not held for the whole trial.
+    handover = [resume_state]
+    del resume_state
     result = train(trial.train_config(), callbacks=[recorder], checkpoint_fn=checkpoint_fn,
-                   resume_state=resume_state)
+                   resume_state=handover.pop())
     writer.flush()
     writer.compact()
     write_table(storage, sweep, "trials", pl.DataFrame([trial_row(
@@ -258,6 +262,48 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+CKPT_PREFIX = "edgesweep-ckpt-"
+
+
+def checkpoint_scratch(base: str | None = None) -> str:
+    """A new scratch directory for one checkpoint on its way to Tune, named after this process
+    (``edgesweep-ckpt-<pid>-…``) so that one left behind by a killed worker can be told apart
+    from one still in use (:func:`remove_orphaned_scratch`)."""
+    return tempfile.mkdtemp(prefix=f"{CKPT_PREFIX}{os.getpid()}-", dir=base)
+
+
+def remove_orphaned_scratch(base: str | None = None) -> list[str]:
+    """Delete checkpoint scratch directories whose process is gone; returns what was removed.
+
+    A worker SIGKILLed inside ``save_checkpoint`` never reaches its ``rmtree``, and each such
+    directory holds a whole training state (gigabytes for the large presets with ``params:
+    all``), so every trial start clears those of dead processes. A directory of a live process
+    (or one we may not signal: another user's) is left alone; a reused pid only keeps an orphan
+    a little longer."""
+    base = base or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(CKPT_PREFIX):].split("-", 1)[0]
+        if not (name.startswith(CKPT_PREFIX) and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # exists but is not ours to signal
+        path = os.path.join(base, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
 def run_trial(config: dict) -> None:
     """Tune function trainable. ``config = {"trial": TrialSpec.as_dict(), "sweep": {...}}``."""
     import logging
@@ -272,16 +318,20 @@ def run_trial(config: dict) -> None:
     # OpenMP threads spin while another process holds "their" core (measured here: a tiny
     # model's step went from 6.5 ms to 900 ms with 2 threads on a busy 2-core machine).
     torch.set_num_threads(max(1, int(config["sweep"].get("cpus_per_trial", 1))))
-    resume_state = load_resume_state(tune.get_checkpoint(), trial.trial_id)
+    for path in remove_orphaned_scratch():
+        _warn(f"edgesweep: removed {path}, a checkpoint scratch directory of a killed worker")
 
     def save_checkpoint(step, state, metrics):
-        tmp = tempfile.mkdtemp(prefix="edgesweep-ckpt-")
+        tmp = checkpoint_scratch()
         try:
             torch.save(state, Path(tmp) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    # The state is loaded inline, not kept in a local: execute_trial hands it on to train(),
+    # which frees it once restored.
     execute_trial(trial, config["sweep"]["name"], config["sweep"]["storage"],
-                  resume_state=resume_state, report=tune.report, save_checkpoint=save_checkpoint,
+                  resume_state=load_resume_state(tune.get_checkpoint(), trial.trial_id),
+                  report=tune.report, save_checkpoint=save_checkpoint,
                   node_id=ray.get_runtime_context().get_node_id())

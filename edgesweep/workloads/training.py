@@ -144,6 +144,10 @@ def train(config: TrainConfig, callbacks: Iterable[Any] = (),
     if resume_state is not None:
         start = _restore(resume_state, cfg, model, opt, sampler, callbacks)
         evals.extend(resume_state.get("evals", []))
+        # Everything in it is copied into live objects now. Drop this frame's reference, so that
+        # a caller who handed the state over without keeping one frees it here: a whole training
+        # state (with the monitor's ring: gigabytes for the large presets), held for nothing.
+        resume_state = None
     else:
         _call_all(callbacks, "on_snapshot", 0, model, lr_for(1))
         stop = evaluate(0)
