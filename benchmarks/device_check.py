@@ -21,7 +21,7 @@ Sections, in order (each timed, each failure recorded without stopping the other
   exact and count-sketch d = 10W, against one read of the window ring and the bytes floor.
 * ``sweep`` — ``sweeps/grokking.yaml``'s 48 trials through ``execute_trial`` (the function the
   Tune trainable calls) in worker processes that share the one device as fractional-GPU trials
-  would (as many as the spec's CPUs per trial allow), weight-decay trials first, longest first,
+  would (as many as the spec's cpu and gpu per trial allow), weight-decay trials first, longest first,
   until a deadline. Nothing is truncated silently: every planned trial is
   recorded as completed / stopped / diverged / cut (at the deadline: its last step and its rows
   up to the last sealed checkpoint are kept, the trials table says "running") / not started /
@@ -331,7 +331,7 @@ def environment(device) -> dict:
                       "capability": f"{p.major}.{p.minor}", "multiprocessors": p.multi_processor_count,
                       "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
         try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem",
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,compute_mode",
                                   "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
             env["gpu"]["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
         except (OSError, subprocess.SubprocessError) as exc:
@@ -965,6 +965,17 @@ def sweep_spec(tiny: bool, storage: Path, sweep_file: Path = SWEEP_FILE):
     return parse_spec(raw, f"{sweep_file} (tiny)", lines)
 
 
+def default_workers(spec, cpus: int, on_gpu: bool) -> int:
+    """Trials at once: as many as Tune would run on this one machine — CPUs / the spec's cpu per
+    trial and, on a GPU, 1 / its gpu fraction (``gpu: 0.25`` → 4 share it) — at least 2."""
+    res = spec.trial_resources
+    n = cpus // max(1, int(math.ceil(res.get("cpu", 1) or 1)))
+    gpu = res.get("gpu") or 0
+    if on_gpu and gpu > 0:
+        n = min(n, int(math.floor(1 / gpu + 1e-9)))
+    return max(2, min(len(spec.trials), n))
+
+
 def _worker(tasks, results, storage: str, sweep: str, deadline, threads: int) -> None:
     """One worker process (a trial slot on the shared device): imports first — while the parent
     runs its other sections — then trials from ``tasks`` until a None or the deadline."""
@@ -980,6 +991,11 @@ def _worker(tasks, results, storage: str, sweep: str, deadline, threads: int) ->
     # The first optimizer built imports torch._dynamo (~2.4 s here): pay that before "ready",
     # not inside the first trial's share of the sweep's deadline.
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    if torch.cuda.is_available():
+        # Likewise this process's CUDA context and cuBLAS handle (seconds each); and a GPU in
+        # EXCLUSIVE_PROCESS mode fails here, before any trial, rather than in every trial.
+        x = torch.ones(64, 64, device="cuda")
+        (x @ x).sum().item()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     results.put(("ready", None, {"pid": os.getpid(), "t": time.time()}))
     while True:
@@ -1054,6 +1070,9 @@ class TrialPool:
 
     def close(self) -> list[int]:
         """Stop what still runs (after the grace period): terminate, then kill; their pids."""
+        # Trials never taken stay in the queue's pipe; past its buffer (64 KiB, ~100 trials) the
+        # feeder thread would block this process's exit on them.
+        self.tasks.cancel_join_thread()
         killed = []
         for p in self.procs:
             if p.is_alive():
@@ -1335,7 +1354,8 @@ def main(argv=None) -> int:
                          "(default 75, 25 with --tiny)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
     ap.add_argument("--workers", type=int, default=None,
-                    help="trial worker processes (default: CPUs / the spec's cpu per trial, at least 2)")
+                    help="trial worker processes (default: as Tune would place the spec's trials on this "
+                         "machine: CPUs / cpu per trial, on a GPU also 1 / gpu per trial; at least 2)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of this process (checks, step times, the CPU reference; default: "
                          "1 with --cpu — two OpenMP threads on a busy 2-core machine stall — else torch's)")
@@ -1389,8 +1409,8 @@ def main(argv=None) -> int:
         if "sweep" in sections:
             # Start the trial workers now: their imports overlap the sections before the sweep.
             spec = sweep_spec(args.tiny, storage, Path(args.sweep_file))
+            workers = args.workers or default_workers(spec, os.cpu_count() or 2, device.type == "cuda")
             cpu_per = max(1, int(math.ceil(spec.trial_resources.get("cpu", 1) or 1)))
-            workers = args.workers or max(2, min(len(spec.trials), (os.cpu_count() or 2) // cpu_per))
             threads = max(1, min(cpu_per, (os.cpu_count() or 2) // workers))
             pool = TrialPool(workers, threads, storage, spec.name)
             log(f"started {workers} trial workers × {threads} threads for {len(spec.trials)} trials")

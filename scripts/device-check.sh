@@ -44,6 +44,9 @@ if ! "$PY" -c "import polars, pydantic" 2>/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl || { echo "device-check: wheel install failed" >&2; exit 3; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    # Fail here, once and clearly, rather than in every trial and in the aggregation.
+    "$PY" -c "import polars, pydantic; print('device-check: polars', polars.__version__, '/ pydantic', pydantic.__version__)" ||
+      { echo "device-check: the carried wheels installed but do not import (above)" >&2; exit 3; }
   else
     echo "device-check: $PY cannot import polars/pydantic and .whl/ is empty:" \
          "run scripts/fetch-device-wheels.sh here and carry .whl" >&2

@@ -178,8 +178,59 @@ def test_dry_run_records_what_a_device_call_carries(dry_run):
     """The working tree plus the carried wheels must fit one call (64 MiB). The wheels come from
     scripts/fetch-device-wheels.sh; where .whl/ is absent (CI), their last measured size."""
     travel = dry_run["doc"]["environment"]["travel"]
-    wheel_bytes = travel["wheel_bytes"] or 57_609_011  # the 7 wheels, measured 2026-12
+    # the 7 wheels after scripts/lzma_wheels.py (57,609,011 bytes as downloaded), measured 2026-12-03
+    wheel_bytes = travel["wheel_bytes"] or 36_049_973
     assert travel["tree_bytes"] and travel["tree_bytes"] + wheel_bytes <= travel["limit_bytes"], travel
+
+
+def test_lzma_recompressed_wheels_install_with_pip(tmp_path):
+    """scripts/lzma_wheels.py (what makes the wheels fit beside the tree): a wheel rewritten with
+    LZMA members installs with the device script's own pip command and imports, with its
+    executable bit and RECORD intact; a second pass leaves it alone."""
+    import base64
+    import hashlib
+    import zipfile
+
+    payload = os.urandom(1 << 16).hex().encode() * 4  # compressible, so LZMA must actually shrink it
+    files = {"lzprobe/__init__.py": b"VALUE = 42\n", "lzprobe/data.bin": payload,
+             "lzprobe/tool.sh": b"#!/bin/sh\necho hi\n",
+             "lzprobe-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: lzprobe\nVersion: 1.0\n",
+             "lzprobe-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+
+    def digest(data):
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{n},{digest(d)},{len(d)}\n" for n, d in files.items()) + "lzprobe-1.0.dist-info/RECORD,,\n"
+    wheel = tmp_path / "lzprobe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in [*files.items(), ("lzprobe-1.0.dist-info/RECORD", record.encode())]:
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 2, 3, 4, 6))
+            info.external_attr = (0o100755 if name.endswith(".sh") else 0o100644) << 16
+            z.writestr(info, data, zipfile.ZIP_DEFLATED)
+    deflated = wheel.stat().st_size
+
+    tool = [sys.executable, str(REPO / "scripts" / "lzma_wheels.py"), "--min-bytes", "0", str(wheel)]
+    first = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "(LZMA)" in first.stdout, first.stdout + first.stderr
+    with zipfile.ZipFile(wheel) as z:
+        assert z.testzip() is None
+        assert {i.filename for i in z.infolist()} == set(files) | {"lzprobe-1.0.dist-info/RECORD"}
+        assert all(i.compress_type == zipfile.ZIP_LZMA for i in z.infolist())
+        assert z.read("lzprobe/data.bin") == payload
+    assert wheel.stat().st_size < deflated
+    again = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "LZMA already" in again.stdout
+
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                          "--no-cache-dir", "--upgrade", "--target", str(site), str(wheel)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    probe = subprocess.run([sys.executable, "-c", "import lzprobe, pathlib; print(lzprobe.VALUE, "
+                            "len(pathlib.Path(lzprobe.__file__).with_name('data.bin').read_bytes()))"],
+                           env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=60)
+    assert probe.stdout.split() == ["42", str(len(payload))], probe.stdout + probe.stderr
+    assert os.access(site / "lzprobe" / "tool.sh", os.X_OK)
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,3 +321,22 @@ def test_monitor_window_refills_after_a_nan_in_any_ring_slot(sketch_dim, backend
         assert got["window"] == want["window"] and got["k_star"] == want["k_star"]
         assert np.allclose(got["sigma"], want["sigma"], rtol=1e-12)
         assert math.isclose(got["g23"], want["g23"], rel_tol=1e-12) or (math.isnan(got["g23"]) and math.isnan(want["g23"]))
+
+
+def test_trial_workers_follow_the_spec_as_tune_would_place_it():
+    """As many trials share the device as Tune would put on this machine: CPUs / cpu per trial
+    and, on a GPU, 1 / gpu per trial (grokking.yaml's gpu: 0.25 → 4 on one GPU, whatever the
+    CPUs); on the CPU dry run the gpu fraction does not apply."""
+    def spec(cpu, gpu, n_seeds=3):
+        return parse_spec({"name": "w", "trial_resources": {"cpu": cpu, "gpu": gpu},
+                           "grid": {"workload": ["mod_add"], "weight_decay": [1.0, 0.0],
+                                    "seed": list(range(n_seeds))},
+                           "train": {"preset": "tiny", "max_steps": 10}})
+    assert device_check.default_workers(spec(2, 0.25), 16, on_gpu=True) == 4
+    assert device_check.default_workers(spec(2, 0.25), 16, on_gpu=False) == 6   # 8 by CPU, 6 trials
+    assert device_check.default_workers(spec(2, 0.125, n_seeds=8), 16, on_gpu=True) == 8
+    assert device_check.default_workers(spec(2, 0.1, n_seeds=8), 16, on_gpu=True) == 8  # 10 by GPU, 8 by CPU
+    assert device_check.default_workers(spec(1, 0, n_seeds=8), 4, on_gpu=True) == 4
+    assert device_check.default_workers(spec(2, 0.5), 2, on_gpu=True) == 2     # never fewer than 2
+    shipped = device_check.sweep_spec(False, Path("/tmp/unused"), REPO / "sweeps" / "grokking.yaml")
+    assert device_check.default_workers(shipped, 16, on_gpu=True) == 4

@@ -226,6 +226,10 @@ class SpectralMonitor:
         views = self._views(snapshot)
         self._bind(views)
         window = self.config.window
+        if self.device.type == "cuda":
+            # Kernels still queued from the optimiser step would otherwise be timed as the
+            # monitor's (gram_ms); snapshots are rare, so one wait costs nothing that matters.
+            torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         if self.sketch is not None:
             current = self.sketch.sketch(views)
