@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary)")
+    p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary, detection)")
     p.add_argument("root", help="a storage root or one sweep folder")
     p.add_argument("sql")
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create ./.venv and install edgesweep with its test extras.
 #
-# torch is pinned to the CPU build first: an unpinned torch makes pip download a multi-GB
-# CUDA build. On a GPU cluster, install the CUDA torch wheel you want *before* this script
-# (or set EDGESWEEP_TORCH="torch==2.13.0 --index-url <your CUDA wheel index>").
+# torch is pinned first: an unpinned torch makes pip download a multi-GB CUDA build. Here and in
+# CI pip resolves torch==2.13.0 to the CPU wheel from a local index; elsewhere choose it with
+# EDGESWEEP_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu". On a GPU
+# cluster, install the CUDA torch wheel you want *before* this script (or set
+# EDGESWEEP_TORCH="torch==2.13.0 --index-url <your CUDA wheel index>").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Headless Chromium for the report.html test (tests/test_report_html.py): Debian's package, only

@@ -288,3 +288,16 @@ def test_blocks_are_sub_spaces_with_their_own_draws_and_settings(tmp_path):
     g.write_text(text.replace("max_steps: 300", "max_steps: 0"))
     with pytest.raises(SpecError, match=r"blocks\[1\]\.train\.max_steps \(line 15\): must be ≥ 1"):
         load_spec(g)
+
+
+def test_readme_spec_example_is_the_shipped_grokking_sweep():
+    """The README shows sweeps/grokking.yaml with comments; it must stay that file (it drifted
+    once: other resources and SCAN cadence than the sweep it claimed to show)."""
+    from edgesweep.platform.spec_yaml import load_yaml
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("```yaml\n# sweeps/grokking.yaml") + len("```yaml\n")
+    raw, lines = load_yaml(text[start:text.index("```", start)])
+    shown, shipped = parse_spec(raw, "README.md", lines), load_spec(REPO / "sweeps" / "grokking.yaml")
+    assert shown.trial_resources == shipped.trial_resources and shown.max_failures == shipped.max_failures
+    assert [t.as_dict() for t in shown.trials] == [t.as_dict() for t in shipped.trials]

@@ -182,7 +182,7 @@ class WandbLogger(_Section):
     entity: str | None = None
     group: str | None = None
     mode: Literal["online", "offline", "disabled"] | None = None   # default: W&B's own ($WANDB_MODE)
-    dir: str | None = None                # default: <sweep>/_tune/<trial_id>/wandb
+    dir: str | None = None                # default: <sweep>/_wandb (local storage)
     tags: list[str] = Field(default_factory=list)
 
 
