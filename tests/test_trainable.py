@@ -204,3 +204,36 @@ def test_a_resumed_trial_does_not_keep_its_checkpoint_alive(tmp_path):
     del state  # as run_trial does: the caller keeps no reference of its own
     execute_trial(trial, "unit", str(tmp_path / "run"), resume_state=handover.pop(), report=report)
     assert min(alive) == 50 and set(alive.values()) == {0}, alive
+
+
+def test_rows_an_abandoned_attempt_sealed_past_the_trials_end_are_dropped(tmp_path):
+    """Attempt 0 seals rows up to step 60 and dies before its checkpoint there counts; the
+    trial restarts from step 40 and this time ends at step 50 (here a lower max_steps; on a GPU,
+    non-deterministic kernels moving the grok and its early stop). When it finishes, its
+    tables hold no row past step 50 — equal to a run that ended there — and no file does."""
+    long, short = tiny_trial(max_steps=60), tiny_trial(max_steps=50)
+    assert long.trial_id == short.trial_id
+    execute_trial(short, "unit", str(tmp_path / "ref"))
+    states = {}
+
+    class Killed(Exception):
+        pass
+
+    def save(step, state, metrics):
+        states[step] = state
+        if step == 60:
+            raise Killed  # rows to 60 are sealed; the checkpoint at 60 never reaches Tune
+
+    with pytest.raises(Killed):
+        execute_trial(long, "unit", str(tmp_path / "run"), save_checkpoint=save)
+    assert scan(tmp_path / "run" / "unit", "features").collect()["step"].max() == 60
+    execute_trial(short, "unit", str(tmp_path / "run"), resume_state=states[40])
+
+    for name in ("features", "evals"):
+        got, want = (scan(r / "unit", name).collect().drop("attempt", "gram_ms", "sweep", strict=False).sort("step")
+                     for r in (tmp_path / "run", tmp_path / "ref"))
+        assert got["step"].max() == 50 and got.equals(want), name
+        raw = pl.read_parquet(tmp_path / "run" / "unit" / name / "**" / "*.parquet", hive_partitioning=False)
+        assert raw["step"].max() == 50, name  # the stale parts are gone, not just hidden
+    trials = scan(tmp_path / "run" / "unit", "trials").collect()
+    assert trials["steps"].to_list() == [50] and trials["status"].to_list() == ["completed"]

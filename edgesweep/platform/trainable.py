@@ -227,7 +227,7 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     result = train(trial.train_config(), callbacks=[recorder], checkpoint_fn=checkpoint_fn,
                    resume_state=handover.pop())
     writer.flush()
-    writer.compact()
+    writer.compact(end_step=result.steps)
     write_table(storage, sweep, "trials", pl.DataFrame([trial_row(
         trial, sweep, attempt, result.status, steps=result.steps, error=result.error,
         started=started, finished=_now(), wall_s=time.perf_counter() - t0, node_id=node_id,

@@ -59,11 +59,18 @@ STALE_TEMP_S = 600
 
 
 def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, *,
-                  row_group_size: int = DEFAULT_ROW_GROUP, delete_inputs: bool = True) -> str | None:
+                  row_group_size: int = DEFAULT_ROW_GROUP, delete_inputs: bool = True,
+                  end_step: int | None = None) -> str | None:
     """Compact one trial's files of one streamed table. Returns the compacted file's URI, or
     None when the trial has no files. Idempotent: a trial already compacted into one file is
     left as it is (leftovers of an interrupted clean-up are removed). A damaged or missing
     input raises :class:`StorageError` naming it, and nothing changes.
+
+    ``end_step``: the step the trial's final attempt ended at. Rows past it can only be an
+    abandoned attempt's — sealed before a checkpoint Tune never registered, by a run that the
+    final attempt (restarted from an earlier checkpoint, with non-deterministic GPU kernels, or
+    a lower ``max_steps``) did not reach — and are dropped; the compacted file's name still
+    spans every input, so those parts are superseded and deleted like the others.
     """
     r: Root = resolve_root(root)
     check_name("sweep", sweep)
@@ -105,7 +112,12 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     out_table = newest_per_step(merged)
     if out_table.num_rows == 0:
         return None
-    lo, hi = out_table["step"][0].as_py(), out_table["step"][-1].as_py()
+    hi = out_table["step"][-1].as_py()  # the name covers every input, dropped rows included
+    if end_step is not None:
+        out_table = out_table.filter(pc.less_equal(out_table["step"], end_step))
+        if out_table.num_rows == 0:
+            return None
+    lo = out_table["step"][0].as_py()
     attempt = max(f.part.attempt for f in live)
     key = f"c{attempt:03d}.s{lo:010d}-{hi:010d}"
     out_table = out_table.replace_schema_metadata(file_metadata(

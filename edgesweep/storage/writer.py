@@ -160,18 +160,19 @@ class TrialWriter:
             paths.append(uri)
         return paths
 
-    def compact(self) -> list[str]:
+    def compact(self, end_step: int | None = None) -> list[str]:
         """Flush, then compact this trial's files of every streamed table (all attempts).
 
         Call when the trial has finished; the writer accepts no more rows afterwards.
-        Returns the compacted file URIs.
+        ``end_step``: the trial's last step; rows past it (an abandoned attempt's) are dropped
+        (:func:`.compact.compact_trial`). Returns the compacted file URIs.
         """
         self.flush()
         self._closed = True
         out = []
         for table in STREAMED:
             path = compact_trial(self.root, self.sweep, table, self.partition, self.trial_id,
-                                 row_group_size=self.row_group_size)
+                                 row_group_size=self.row_group_size, end_step=end_step)
             if path is not None:
                 out.append(path)
         return out
