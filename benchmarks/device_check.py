@@ -967,13 +967,16 @@ def sweep_spec(tiny: bool, storage: Path, sweep_file: Path = SWEEP_FILE):
 
 def default_workers(spec, cpus: int, on_gpu: bool) -> int:
     """Trials at once: as many as Tune would run on this one machine — CPUs / the spec's cpu per
-    trial and, on a GPU, 1 / its gpu fraction (``gpu: 0.25`` → 4 share it) — at least 2."""
+    trial and, on a GPU, 1 / its gpu fraction (``gpu: 0.25`` → 4 share it; a trial asking for a
+    whole GPU or more runs alone) — and on the CPU at least 2, so the dry run shares too."""
     res = spec.trial_resources
     n = cpus // max(1, int(math.ceil(res.get("cpu", 1) or 1)))
     gpu = res.get("gpu") or 0
     if on_gpu and gpu > 0:
-        n = min(n, int(math.floor(1 / gpu + 1e-9)))
-    return max(2, min(len(spec.trials), n))
+        n = max(1, min(n, int(math.floor(1 / gpu + 1e-9))))
+    else:
+        n = max(2, n)
+    return min(len(spec.trials), n)
 
 
 def _worker(tasks, results, storage: str, sweep: str, deadline, threads: int) -> None:
@@ -988,14 +991,19 @@ def _worker(tasks, results, storage: str, sweep: str, deadline, threads: int) ->
     import pyarrow.parquet  # noqa: F401
 
     torch.set_num_threads(threads)
-    # The first optimizer built imports torch._dynamo (~2.4 s here): pay that before "ready",
-    # not inside the first trial's share of the sweep's deadline.
-    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    if torch.cuda.is_available():
-        # Likewise this process's CUDA context and cuBLAS handle (seconds each); and a GPU in
-        # EXCLUSIVE_PROCESS mode fails here, before any trial, rather than in every trial.
-        x = torch.ones(64, 64, device="cuda")
-        (x @ x).sum().item()
+    try:
+        # The first optimizer built imports torch._dynamo (~2.4 s here): pay that before
+        # "ready", not inside the first trial's share of the sweep's deadline.
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+        if torch.cuda.is_available():
+            # Likewise this process's CUDA context and cuBLAS handle (seconds each); and a GPU
+            # in EXCLUSIVE_PROCESS mode fails here, once, rather than in every trial.
+            x = torch.ones(64, 64, device="cuda")
+            (x @ x).sum().item()
+    except Exception as exc:  # noqa: BLE001 — recorded by the parent; this slot takes no trial
+        results.put(("broken", None, {"pid": os.getpid(), "t": time.time(),
+                                      "error": f"{type(exc).__name__}: {exc}"}))
+        return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     results.put(("ready", None, {"pid": os.getpid(), "t": time.time()}))
     while True:
@@ -1050,6 +1058,7 @@ class TrialPool:
         self.workers, self.threads = workers, threads
         self.t_created = time.time()
         self.ready: dict[int, float] = {}
+        self.broken: dict[int, str] = {}  # workers whose set-up failed: pid → error
         self.procs = [ctx.Process(target=_worker, daemon=True,
                                   args=(self.tasks, self.results, str(storage), sweep, self.deadline, threads))
                       for _ in range(workers)]
@@ -1059,13 +1068,17 @@ class TrialPool:
     def wait_ready(self, timeout: float) -> int:
         """Block until every worker has done its imports (or ``timeout``); how many have."""
         end = time.time() + timeout
-        while len(self.ready) < len(self.procs) and time.time() < end:
+        while len(self.ready) + len(self.broken) < len(self.procs) and time.time() < end:
             try:
                 kind, _tid, info = self.results.get(timeout=max(0.01, min(1.0, end - time.time())))
             except queue_mod.Empty:
                 continue
-            assert kind == "ready", kind  # nothing else comes before run() hands out trials
-            self.ready[info["pid"]] = round(info["t"] - self.t_created, 2)
+            assert kind in ("ready", "broken"), kind  # nothing else comes before run() hands out trials
+            if kind == "broken":
+                self.broken[info["pid"]] = info["error"]
+                log(f"   trial worker {info['pid']} failed to set up: {info['error']}")
+            else:
+                self.ready[info["pid"]] = round(info["t"] - self.t_created, 2)
         return len(self.ready)
 
     def close(self) -> list[int]:
@@ -1112,6 +1125,8 @@ class TrialPool:
         def take(kind, tid, info):
             if kind == "ready":
                 self.ready[info["pid"]] = round(info["t"] - self.t_created, 2)
+            elif kind == "broken":
+                self.broken[info["pid"]] = info["error"]
             elif kind == "started":
                 rec[tid].update(status="running", pid=info["pid"], started_s=round(info["t"] - t0, 2))
             elif kind == "progress":
@@ -1172,6 +1187,7 @@ class TrialPool:
                 "concurrency": round(trial_wall / wall, 2) if wall else None,
                 "workers": self.workers, "threads_per_worker": self.threads,
                 "worker_ready_s": sorted(self.ready.values()), "killed_worker_pids": killed,
+                "worker_setup_errors": {str(k): v for k, v in self.broken.items()},
                 "trial_resources_in_spec": spec.trial_resources,
                 "deadline_s_after_start": round(deadline_epoch - t0, 1), "steps_total": steps,
                 "steps_per_s": round(steps / wall, 1) if wall else None,

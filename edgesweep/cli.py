@@ -78,6 +78,23 @@ def _spectral_demo(args) -> int:
     return spectral_demo(steps=args.steps, every=args.every, window=args.window, seed=args.seed)
 
 
+def _number(kind, low: float, *, strict: bool = False, high: float | None = None):
+    """An argparse type: a ``kind`` number ≥ ``low`` (> with ``strict``, ≤ ``high``), refused
+    with a message that names the value (argparse adds the flag)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        ok = (value > low if strict else value >= low) and (high is None or value <= high)
+        if not ok or value != value:  # NaN fails every comparison but the last one
+            bound = f"> {low}" if strict else f"≥ {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {bound}"
+                                             + (f" and ≤ {high:,})" if high is not None else ")"))
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgesweep", description=(
         "Sweeps on Ray that track the spectral edge of the rolling-window Gram matrix of "
@@ -90,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
     p.add_argument("--address", help="Ray cluster address (default: the cluster this job runs on, else a new local one)")
     p.add_argument("--no-aggregate", action="store_true", help="only train; skip aggregation and report")
-    p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS,
+    p.add_argument("--max-trials", type=_number(int, 1), default=DEFAULT_MAX_TRIALS,
                    help=f"refuse sweeps with more trials than this (default {DEFAULT_MAX_TRIALS:,})")
-    p.add_argument("--resource-timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--resource-timeout", type=_number(float, 0), default=None, metavar="SECONDS",
                    help="wait this long for a node that can hold one trial's trial_resources before "
                         "failing (default: fail at once, or 600 s on a cluster-launcher autoscaling cluster)")
     p.set_defaults(func=_run)
@@ -100,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the trials a sweep spec expands to and a rough CPU-time estimate; starts nothing")
     p.add_argument("spec")
     p.add_argument("--storage", help="override the spec's storage root")
-    p.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS)
+    p.add_argument("--max-trials", type=_number(int, 1), default=DEFAULT_MAX_TRIALS)
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("submit", help="submit `run SPEC` as a Ray job with this folder as working dir")
@@ -122,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="g23_collapse", help="detector name (edgesweep.analysis.detectors)")
     p.add_argument("--config", help='its parameters as JSON, e.g. \'{"decline_factor": 3}\'')
     p.add_argument("--cv", default="workload", help="leave-one-out grouping: workload | family | block")
-    p.add_argument("--delta", type=int, default=2000, help="Δ of P(grok within Δ steps | alarm)")
+    p.add_argument("--delta", type=_number(int, 1), default=2000, help="Δ of P(grok within Δ steps | alarm)")
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")
@@ -136,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "accuracy, g23, R, groks, alarms, ETA")
     p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--watch", "-w", action="store_true", help="refresh in place until the sweep has finished")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    p.add_argument("--interval", type=_number(float, 0, strict=True), default=5.0,
+                   help="seconds between refreshes (default 5)")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=_status)
 
@@ -146,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
     p.add_argument("--output", help="file to write (csv/parquet/json); default stdout for table/csv/json")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
-    p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table")
+    p.add_argument("--max-rows", type=_number(int, -1), default=50, help="rows shown by --format table (-1: all)")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")
@@ -159,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_workloads)
 
     p = sub.add_parser("spectral-demo", help="one real modular-addition run, printing spectral-edge rows live")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--every", type=int, default=50)
-    p.add_argument("--window", type=int, default=10)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--steps", type=_number(int, 1), default=3000)
+    p.add_argument("--every", type=_number(int, 1), default=50)
+    p.add_argument("--window", type=_number(int, 2), default=10)
+    p.add_argument("--seed", type=_number(int, 0, high=2**63 - 1), default=42)
     p.set_defaults(func=_spectral_demo)
     return ap
 

@@ -40,6 +40,8 @@ export MPLBACKEND=Agg
 
 if ! "$PY" -c "import polars, pydantic" 2>/dev/null; then
   if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -c "import lzma" ||
+      { echo "device-check: $PY has no lzma module, which the LZMA-recompressed wheels need" >&2; exit 3; }
     echo "device-check: installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl || { echo "device-check: wheel install failed" >&2; exit 3; }

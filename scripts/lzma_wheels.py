@@ -37,7 +37,8 @@ def recompress(path: str) -> tuple[int, int]:
                 out.external_attr = info.external_attr  # the unix mode (executable bits)
                 out.create_system = info.create_system
                 out.compress_type = zipfile.ZIP_LZMA if info.file_size else zipfile.ZIP_STORED
-                with src.open(info) as r, dst.open(out, "w") as w:
+                # zip64 announced up front for a member past 2 GiB (zipfile cannot switch later)
+                with src.open(info) as r, dst.open(out, "w", force_zip64=info.file_size > zipfile.ZIP64_LIMIT) as w:
                     while chunk := r.read(1 << 20):
                         w.write(chunk)
         with zipfile.ZipFile(tmp) as check:  # every member's CRC, before it replaces the original

@@ -220,6 +220,12 @@ def test_make_detector_rejects_unknown_names_and_parameters():
         make_detector("nope")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['factor'\]"):
         make_detector("g23_collapse", {"factor": 2})
+    # a value of the wrong kind is named here, not a TypeError deep inside a replay
+    with pytest.raises(ValueError, match=r"parameter decline_factor must be a number \(default 1.5\), got 'x'"):
+        make_detector("g23_collapse", {"decline_factor": "x"})
+    with pytest.raises(ValueError, match="must be a number"):
+        make_detector("g23_collapse", {"decline_factor": True})
+    assert make_detector("g23_collapse", {"decline_factor": 3}).config.decline_factor == 3
 
 
 def test_frozen_presets_are_exactly_their_committed_files():

@@ -326,7 +326,7 @@ def test_monitor_window_refills_after_a_nan_in_any_ring_slot(sketch_dim, backend
 def test_trial_workers_follow_the_spec_as_tune_would_place_it():
     """As many trials share the device as Tune would put on this machine: CPUs / cpu per trial
     and, on a GPU, 1 / gpu per trial (grokking.yaml's gpu: 0.25 → 4 on one GPU, whatever the
-    CPUs); on the CPU dry run the gpu fraction does not apply."""
+    CPUs); on the CPU dry run the gpu fraction does not apply and at least 2 share."""
     def spec(cpu, gpu, n_seeds=3):
         return parse_spec({"name": "w", "trial_resources": {"cpu": cpu, "gpu": gpu},
                            "grid": {"workload": ["mod_add"], "weight_decay": [1.0, 0.0],
@@ -337,6 +337,8 @@ def test_trial_workers_follow_the_spec_as_tune_would_place_it():
     assert device_check.default_workers(spec(2, 0.125, n_seeds=8), 16, on_gpu=True) == 8
     assert device_check.default_workers(spec(2, 0.1, n_seeds=8), 16, on_gpu=True) == 8  # 10 by GPU, 8 by CPU
     assert device_check.default_workers(spec(1, 0, n_seeds=8), 4, on_gpu=True) == 4
-    assert device_check.default_workers(spec(2, 0.5), 2, on_gpu=True) == 2     # never fewer than 2
+    assert device_check.default_workers(spec(2, 0.5), 2, on_gpu=True) == 1     # 2 CPUs hold one
+    assert device_check.default_workers(spec(1, 2), 16, on_gpu=True) == 1      # more than one GPU: alone
+    assert device_check.default_workers(spec(2, 0.25), 2, on_gpu=False) == 2   # the dry run still shares
     shipped = device_check.sweep_spec(False, Path("/tmp/unused"), REPO / "sweeps" / "grokking.yaml")
     assert device_check.default_workers(shipped, 16, on_gpu=True) == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -118,13 +119,12 @@ def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path, m
     storage = tmp_path / "results"
     spec = make_sweep(tmp_path / "faults.yaml", "faults", storage, seeds=(42, 137), wds=(1.0, 0.0))
     victim = "mod_add-adamw-wd0.0-s42"
-    # The scratch directory a worker killed inside save_checkpoint would leave (its pid is dead):
-    # the next trial to start, on any worker of this machine, removes it and says so.
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    orphan = Path(tempfile.gettempdir()) / f"edgesweep-ckpt-{gone.pid}-killedworker"
+    # What a worker killed inside save_checkpoint leaves: its scratch directory and an unlocked
+    # lock file beside it. The next trial to start on this machine removes them.
+    orphan = Path(tempfile.gettempdir()) / f"edgesweep-ckpt-{socket.gethostname()}-killedworker"
     orphan.mkdir()
     (orphan / "state.pt").write_bytes(b"x" * 1000)
+    Path(f"{orphan}.lock").touch()
     proc = run_driver(spec, head.address)
     try:
         sweep_dir = storage / "faults"
@@ -135,10 +135,12 @@ def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path, m
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        removed = not orphan.exists() and not Path(f"{orphan}.lock").exists()
         shutil.rmtree(orphan, ignore_errors=True)
+        Path(f"{orphan}.lock").unlink(missing_ok=True)
     assert proc.returncode == 0, out[-4000:]
     assert "RETRY" in out and victim in out
-    assert f"removed {orphan}" in out, out[-4000:]
+    assert removed, "the orphaned checkpoint scratch directory is still there"
     trials, _, feats = check_tables(sweep_dir, set(scan(ref_dir, "trials").collect()["trial_id"]))
     assert trials.filter(pl.col("trial_id") == victim)["attempt"][0] >= 1
     raw = pl.read_parquet(sweep_dir / "features" / "**" / "*.parquet", hive_partitioning=False)

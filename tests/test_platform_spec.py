@@ -77,6 +77,8 @@ BAD_SPECS = {
     "reserved sweep name": (ADD, "name", "sweep name 'features' is reserved"),
     "http storage root": (ADD + TINY, "storage", "unsupported storage root"),
     "upper-case scheme": (ADD + TINY, "storage", "URI schemes are lower-case; accepted: a local path, file://"),
+    "collapsed s3 URI": (ADD + TINY, "storage", "s3:/bucket/x: malformed s3 URI"),
+    "home of no such user": (ADD + TINY, "storage", "cannot expand '~no-such-user-edgesweep'"),
     "too many trials": ("grid:\n  workload: [mod_add]\n  seed: [" + ", ".join(map(str, range(10001))) + "]\n",
                         "grid", "10,001 trials exceed the limit of 10,000; pass --max-trials 10001"),
 }
@@ -115,7 +117,9 @@ def run_cli_cases(tmp_path: Path, cases: dict[str, str]) -> dict[str, dict]:
 
 HEADS = {"reserved sweep name": "name: features\nstorage: {storage}\n",
          "http storage root": "name: bad\nstorage: http://example.invalid/x\n",
-         "upper-case scheme": "name: bad\nstorage: S3://bucket/x\n"}
+         "upper-case scheme": "name: bad\nstorage: S3://bucket/x\n",
+         "collapsed s3 URI": "name: bad\nstorage: s3:/bucket/x\n",
+         "home of no such user": "name: bad\nstorage: ~no-such-user-edgesweep/x\n"}
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +305,24 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     shown, shipped = parse_spec(raw, "README.md", lines), load_spec(REPO / "sweeps" / "grokking.yaml")
     assert shown.trial_resources == shipped.trial_resources and shown.max_failures == shipped.max_failures
     assert [t.as_dict() for t in shown.trials] == [t.as_dict() for t in shipped.trials]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["plan", "sweeps/smoke.yaml", "--storage", "s3:/x"], "sweeps/smoke.yaml: storage: s3:/x: malformed s3 URI"),
+    (["plan", "sweeps/smoke.yaml", "--storage", "http://example.invalid/x"], "storage: http://example.invalid/x: unsupported"),
+    (["plan", "sweeps"], "sweeps: is a directory; give a sweep spec file"),
+    (["plan", "sweeps/smoke.yaml", "--max-trials", "-1"], "argument --max-trials: -1 is out of range (must be ≥ 1)"),
+    (["status", "docs/results/grokking-laptop", "--watch", "--interval", "0"], "argument --interval: 0 is out of range"),
+    (["status", "docs/results/grokking-laptop", "--interval", "nan"], "argument --interval: nan is out of range"),
+    (["detect", "docs/results/grokking-laptop", "--delta", "-5"], "argument --delta: -5 is out of range"),
+    (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),
+    (["spectral-demo", "--every", "x"], "argument --every: 'x' is not an integer"),
+])
+def test_cli_refuses_bad_arguments_in_one_line_before_doing_anything(argv, says):
+    """Bad flag values and storage roots: one line naming the flag or key, exit 2 — before any
+    sweep folder is read or written (these would otherwise loop, spin, or end in a traceback)."""
+    proc = subprocess.run([sys.executable, "-m", "edgesweep", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and says in err[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -272,6 +272,37 @@ def test_compaction_makes_one_sorted_deduplicated_file_with_row_group_stats(tmp_
     assert visible_files(part_dir)[1] == "t.c002.s0000000000-0000002490.parquet"
 
 
+def test_compaction_end_step_drops_abandoned_rows_for_good(tmp_path):
+    """Rows past the trial's end (an abandoned attempt's) are dropped and their files retired —
+    also when an earlier compaction already ended below its name's range, and when nothing is
+    left (the final attempt ended before any row of this table)."""
+    from edgesweep.storage import verify
+
+    def steps(table="features"):
+        return sorted(scan(tmp_path, table).filter(pl.col("trial_id") == "t").collect()["step"].to_list())
+
+    write_trial(tmp_path, "sw", "t", 0, P1, range(10, 70, 10), flush_every=2)   # attempt 0: to 60
+    write_trial(tmp_path, "sw", "t", 1, P1, range(50, 60, 10))                  # restarted at 40, ends at 50
+    first = compact_trial(tmp_path, "sw", "features", P1, "t", end_step=50)
+    assert Path(first).name == "t.c001.s0000000010-0000000060.parquet"  # spans every input
+    assert steps() == [10, 20, 30, 40, 50]
+    # attempt 1 died before its trials row said so; attempt 2 restarts from 30 and ends at 40
+    write_trial(tmp_path, "sw", "t", 2, P1, range(40, 50, 10))
+    second = compact_trial(tmp_path, "sw", "features", P1, "t", end_step=40)
+    part_dir = Path(second).parent
+    assert [f for f in visible_files(part_dir) if f.startswith("t.")] == ["t.c002.s0000000010-0000000060.parquet"]
+    got = scan(tmp_path, "features").filter(pl.col("trial_id") == "t").sort("step").collect()
+    assert got["step"].to_list() == [10, 20, 30, 40] and got["attempt"].to_list() == [0, 0, 0, 2]
+    # a final attempt that ended before this table's first row: an empty file retires the rest
+    write_trial(tmp_path, "sw", "u", 0, P1, range(10, 40, 10))
+    write_trial(tmp_path, "sw", "u", 1, P1, [], evals=False)
+    empty = compact_trial(tmp_path, "sw", "features", P1, "u", end_step=5)
+    assert pq.read_table(empty).num_rows == 0
+    assert [f for f in visible_files(part_dir) if f.startswith("u.")] == [Path(empty).name]
+    assert scan(tmp_path, "features").filter(pl.col("trial_id") == "u").collect().height == 0
+    assert verify(tmp_path).ok, verify(tmp_path).problems
+
+
 def test_interrupted_compaction_shows_the_compacted_file_only(tmp_path):
     # Crash between sealing the compacted file and deleting the parts: both are on disk.
     write_trial(tmp_path, "sw", "t", 1, P1, range(0, 100, 10), flush_every=3, evals=False)
@@ -633,6 +664,29 @@ def test_query_main_formats_and_errors(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit):
         query_main([str(tmp_path), sql, "--format", "parquet"])  # parquet needs --output
+
+
+def test_query_output_never_lands_in_the_tables_it_reads(tmp_path, capsys):
+    """`--output` inside a table folder, edgesweep's own folders or over a sweep's aggregation
+    outputs would replace or shadow stored data: refused before anything is read or written."""
+    make_sweeps(tmp_path)
+    sql = "SELECT count(*) AS n FROM features"
+    part = next((tmp_path / "alpha" / "features").rglob("*.parquet"))
+    before = part.read_bytes()
+    for target in (part, tmp_path / "alpha" / "runs" / "x.parquet", tmp_path / "alpha" / "_sealed" / "x.csv",
+                   tmp_path / "alpha" / "scorecard.json"):
+        with pytest.raises(SystemExit) as exc:
+            query_main([str(tmp_path / "alpha"), sql, "--format", "parquet", "--output", str(target)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--output {target}: inside the tables or outputs" in err, err
+    assert part.read_bytes() == before and not (tmp_path / "alpha" / "scorecard.json").exists()
+    # beside the sweeps is fine
+    assert query_main([str(tmp_path), sql, "--format", "csv", "--output", str(tmp_path / "n.csv")]) == 0
+    assert query_main([str(tmp_path / "alpha"), sql, "--format", "csv", "--output", str(tmp_path / "alpha" / "n.csv")]) == 0
+    with pytest.raises(SystemExit):
+        query_main([str(tmp_path), sql, "--max-rows", "-5"])
+    assert "--max-rows -5" in capsys.readouterr().err
 
 
 def test_query_main_skip_bad_files_warns_on_stderr(tmp_path, capsys):

@@ -320,6 +320,17 @@ def test_runs_and_summary_are_recorded_too(tmp_path):
 
 
 # --------------------------------------------------------------------- verify and query
+def test_verify_of_a_folder_without_edgesweep_files_is_an_error_not_ok(tmp_path, capsys):
+    """The wrong folder level (a folder above the storage root, an empty one) checks nothing:
+    that is exit 2 with the path, not a green "OK: 0 files"."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "above" / "root" / "sweep" / "features").mkdir(parents=True)
+    for folder in (tmp_path / "empty", tmp_path / "above"):
+        assert verify_main([str(folder), "--quick"]) == 2
+        out, err = capsys.readouterr()
+        assert f"{folder}: no edgesweep files found" in err and "OK" not in out
+
+
 def test_verify_main_prints_one_line_per_problem_and_exits_nonzero_on_damage(tmp_path, capsys):
     sweep_of_two(tmp_path)
     write_trial(tmp_path, "other", "x", 0, P0, [0, 10])

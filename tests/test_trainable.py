@@ -142,28 +142,44 @@ def test_an_unreadable_checkpoint_starts_the_trial_again_instead_of_failing(tmp_
 
 def test_checkpoint_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(tmp_path):
     """A worker SIGKILLed while it hands a checkpoint to Tune leaves its scratch directory (a
-    whole training state); the next trial start removes those of dead processes only."""
+    whole training state); the next trial start removes it — and nothing another live process
+    holds, nothing of another host, nothing that is not a locked scratch directory."""
     import os
+    import signal
     import subprocess
     import sys
 
     from edgesweep.platform.trainable import CKPT_PREFIX, checkpoint_scratch, remove_orphaned_scratch
 
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # a pid that no longer runs (reaped)
-    dead = tmp_path / f"{CKPT_PREFIX}{child.pid}-abc"
-    dead.mkdir()
-    (dead / "state.pt").write_bytes(b"x" * 1000)
-    live = checkpoint_scratch(str(tmp_path))
-    assert os.path.basename(live).startswith(f"{CKPT_PREFIX}{os.getpid()}-")
-    parent = tmp_path / f"{CKPT_PREFIX}{os.getppid()}-def"   # another live process's
-    unrelated = tmp_path / f"{CKPT_PREFIX}nopid"             # not one of ours (an older name)
-    parent.mkdir()
-    unrelated.mkdir()
-    assert remove_orphaned_scratch(str(tmp_path)) == [str(dead)]
-    assert not dead.exists() and os.path.isdir(live) and parent.is_dir() and unrelated.is_dir()
-    assert remove_orphaned_scratch(str(tmp_path)) == []
-    assert remove_orphaned_scratch(str(tmp_path / "missing")) == []
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from edgesweep.platform.trainable import checkpoint_scratch\n"
+         f"with checkpoint_scratch({str(tmp_path)!r}) as d:\n"
+         "    open(d + '/state.pt', 'wb').write(b'x' * 1000)\n"
+         "    print(d, flush=True)\n"
+         "    time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        held = child.stdout.readline().strip()
+        assert os.path.isfile(f"{held}/state.pt") and os.path.isfile(f"{held}.lock")
+        other_host = tmp_path / f"{CKPT_PREFIX}another-host-abc"
+        other_host.mkdir()
+        (tmp_path / f"{other_host.name}.lock").touch()
+        unlocked_no_lock = tmp_path / f"{CKPT_PREFIX}nolock"
+        unlocked_no_lock.mkdir()
+        with checkpoint_scratch(str(tmp_path)) as mine:
+            assert remove_orphaned_scratch(str(tmp_path)) == []  # the child's and ours are held
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+            assert remove_orphaned_scratch(str(tmp_path)) == [held]
+            assert not os.path.exists(held) and not os.path.exists(f"{held}.lock")
+            assert os.path.isdir(mine) and other_host.is_dir() and unlocked_no_lock.is_dir()
+        assert not os.path.exists(mine) and not os.path.exists(f"{mine}.lock")  # its own cleanup
+        assert remove_orphaned_scratch(str(tmp_path)) == []
+        assert remove_orphaned_scratch(str(tmp_path / "missing")) == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_a_resumed_trial_does_not_keep_its_checkpoint_alive(tmp_path):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Iterable
 
 import numpy as np
@@ -447,8 +447,29 @@ def make_detector(name: str = DEFAULT_DETECTOR, params: dict | None = None,
     unknown = sorted(set(params or {}) - allowed)
     if unknown:
         raise ValueError(f"detector {name!r}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
+    if params:
+        _check_param_types(name, cls.Config, params)
     config = cls.Config(**(params or {})) if cls.Config is not type(None) else None
     return cls(config, window=window, context=context)
+
+
+def _check_param_types(name: str, config_cls, params: dict) -> None:
+    """A parameter must have the kind of its default — a number for a number, a string for a
+    string — or the first comparison deep inside a replay fails with a bare TypeError."""
+    def kind(v):
+        if isinstance(v, bool):
+            return "a boolean"
+        if isinstance(v, (int, float)):
+            return "a number"
+        if isinstance(v, str):
+            return "a string"
+        return None
+
+    for f in fields(config_cls):
+        if f.name in params and f.default is not MISSING and kind(f.default) is not None:
+            if kind(params[f.name]) != kind(f.default):
+                raise ValueError(f"detector {name!r}: parameter {f.name} must be {kind(f.default)} "
+                                 f"(default {f.default!r}), got {params[f.name]!r}")
 
 
 def replay(detector: Detector, features: Iterable[dict], evals: Iterable[dict]) -> int | None:

@@ -38,9 +38,10 @@ def resolve_storage(storage: str) -> str:
     """Absolute local path or s3:// URI. A relative path inside a `ray job submit` working
     dir would land in a temporary copy that Ray deletes, so it is anchored at
     $EDGESWEEP_RESULTS_BASE (default: the home directory) instead, and said so."""
+    resolve_root(storage)  # refuses what the storage layer does not (s3:/x, ~nouser/…), naming it
     if "://" in storage:
-        return storage  # a URI: the storage layer accepts it (s3://, gs://, file://) or names what it accepts
-    path = Path(storage).expanduser()
+        return storage  # a URI (s3://, gs://, file://) the storage layer accepted
+    path = Path(os.path.expanduser(storage))
     if path.is_absolute():
         return str(path)
     if _inside_ray_job_package():
@@ -192,7 +193,10 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
               address: str | None = None, aggregate: bool = True,
               max_trials: int = DEFAULT_MAX_TRIALS, resource_timeout: float | None = None) -> int:
     spec = load_spec(spec_path, storage=storage, max_trials=max_trials)
-    storage_uri = resolve_storage(spec.storage)
+    try:
+        storage_uri = resolve_storage(spec.storage)
+    except StorageError as exc:
+        raise SpecError(f"{spec.source}: storage: {exc}") from None
     check_storage_writable(spec, storage_uri)
     root = resolve_root(storage_uri)
     exp_path = root.path(spec.name, TUNE_DIR)

@@ -331,7 +331,11 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     runs = runs.sort("trial_id")
     summary = scan(uri, "summary").collect()
     raw = sp.read_bytes("scorecard.json")
-    card = json.loads(raw) if raw else {}
+    try:
+        card = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise StorageError(f"{uri}/scorecard.json: not valid JSON ({exc}); `edgesweep aggregate "
+                           f"{sp.text}` writes it again", f"{uri}/scorecard.json") from None
     trials = scan(uri, "trials").collect()
     feats = _collect(uri, "features", REPORT_FEATURES)
     if "nonfinite" in feats.columns:

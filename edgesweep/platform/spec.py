@@ -744,6 +744,8 @@ def _selector_problem(t: TrialSpec) -> str | None:
 def load_spec(path: str | Path, storage: str | None = None, max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
     """Read and validate a sweep YAML file; ``storage`` overrides its storage root."""
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p}: is a directory; give a sweep spec file, e.g. sweeps/demo.yaml")
     if not p.is_file():
         raise SpecError(f"{p}: sweep spec file not found")
     try:

@@ -11,7 +11,9 @@ import shlex
 import sys
 import time
 
-from .spec import load_spec
+from ..storage.errors import StorageError
+from ..storage.fs import resolve_root
+from .spec import SpecError, load_spec
 
 # Never upload environments, results or VCS data as the job's working dir. Ray also honours
 # .gitignore, but an explicit list keeps uploads small for checkouts without one.
@@ -35,6 +37,10 @@ def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
 def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
                  extra_pip: list[str] | None = None) -> int:
     spec = load_spec(spec_path, storage=storage)  # fail fast, before any network call
+    try:
+        resolve_root(spec.storage)  # a root the job's driver would refuse (no I/O here)
+    except StorageError as exc:
+        raise SpecError(f"{spec.source}: storage: {exc}") from None
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     entry = ["python", "-m", "edgesweep", "run", spec_path]

@@ -10,6 +10,8 @@ every (trial_id, step). Only ``ray.tune`` APIs are used inside the trial (Ray 2.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import math
@@ -265,42 +267,74 @@ def _warn(msg: str) -> None:
 CKPT_PREFIX = "edgesweep-ckpt-"
 
 
-def checkpoint_scratch(base: str | None = None) -> str:
-    """A new scratch directory for one checkpoint on its way to Tune, named after this process
-    (``edgesweep-ckpt-<pid>-…``) so that one left behind by a killed worker can be told apart
-    from one still in use (:func:`remove_orphaned_scratch`)."""
-    return tempfile.mkdtemp(prefix=f"{CKPT_PREFIX}{os.getpid()}-", dir=base)
+def _scratch_prefix() -> str:
+    # The host in the name: a TMPDIR shared between machines holds other hosts' directories,
+    # whose locks may not be visible from here (flock over some network file systems).
+    return f"{CKPT_PREFIX}{socket.gethostname().replace('/', '_')}-"
+
+
+@contextlib.contextmanager
+def checkpoint_scratch(base: str | None = None):
+    """A scratch directory for one checkpoint on its way to Tune, removed afterwards.
+
+    While in use, an exclusive ``flock`` is held on ``<dir>.lock`` beside it; a worker killed
+    before its cleanup leaves both, unlocked (the kernel drops a dead process's locks), which is
+    how :func:`remove_orphaned_scratch` tells an orphan from a directory still in use — in
+    other processes, other containers sharing this /tmp, other pid namespaces alike. The lock
+    file is made and locked under a temporary name and then renamed into place, so no other
+    process can see it unlocked."""
+    path = tempfile.mkdtemp(prefix=_scratch_prefix(), dir=base)
+    pending, fd = f"{path}.lock-{os.getpid()}", None
+    try:
+        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.replace(pending, f"{path}.lock")
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        for name in (f"{path}.lock", pending):  # unlinked while still locked: see the remover
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        if fd is not None:
+            os.close(fd)
 
 
 def remove_orphaned_scratch(base: str | None = None) -> list[str]:
-    """Delete checkpoint scratch directories whose process is gone; returns what was removed.
+    """Delete this host's checkpoint scratch directories that no live process holds; returns
+    what was removed.
 
-    A worker SIGKILLed inside ``save_checkpoint`` never reaches its ``rmtree``, and each such
+    A worker SIGKILLed inside ``save_checkpoint`` never reaches its cleanup, and each such
     directory holds a whole training state (gigabytes for the large presets with ``params:
-    all``), so every trial start clears those of dead processes. A directory of a live process
-    (or one we may not signal: another user's) is left alone; a reused pid only keeps an orphan
-    a little longer."""
+    all``), so every trial start clears the orphans: those whose lock file it can lock."""
     base = base or tempfile.gettempdir()
-    removed = []
+    prefix = _scratch_prefix()
     try:
         names = os.listdir(base)
     except OSError:
-        return removed
+        return []
+    removed = []
     for name in names:
-        pid = name[len(CKPT_PREFIX):].split("-", 1)[0]
-        if not (name.startswith(CKPT_PREFIX) and pid.isdigit()):
+        if not (name.startswith(prefix) and name.endswith(".lock")):
             continue
+        lock = os.path.join(base, name)
         try:
-            os.kill(int(pid), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
+            fd = os.open(lock, os.O_WRONLY)
         except OSError:
-            continue  # exists but is not ours to signal
-        path = os.path.join(base, name)
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
-            removed.append(path)
+            continue  # gone meanwhile (its owner finished)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: in use
+            if not os.path.exists(lock):
+                continue  # its owner finished between our open and our lock
+            path = lock[: -len(".lock")]
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                os.unlink(lock)
+                removed.append(path)
+        finally:
+            os.close(fd)
     return removed
 
 
@@ -322,12 +356,9 @@ def run_trial(config: dict) -> None:
         _warn(f"edgesweep: removed {path}, a checkpoint scratch directory of a killed worker")
 
     def save_checkpoint(step, state, metrics):
-        tmp = checkpoint_scratch()
-        try:
+        with checkpoint_scratch() as tmp:
             torch.save(state, Path(tmp) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     # The state is loaded inline, not kept in a local: execute_trial hands it on to train(),
     # which frees it once restored.

@@ -382,7 +382,8 @@ def _check_footer(table: str, f: StoredFile, md: pq.FileMetaData, records,
         where = f"{RECORD_DIR}/{f.owner}.{marker}.json" if marker else f"{RECORD_DIR}/{f.owner}.*.json"
         return "unrecorded", (f"listed in no record of {f.owner} (a stray or copied file, or "
                               f"its record {where} is lost)")
-    return "legacy", "written before sealed-file records: its completeness cannot be checked"
+    return "legacy", ("written before sealed-file records: its completeness and content cannot be "
+                      "checked (a change inside it can go unnoticed)")
 
 
 def _check_metadata(table: str, f: StoredFile, meta: dict | None, problems: list[str]) -> str | None:

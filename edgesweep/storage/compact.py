@@ -112,12 +112,15 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     out_table = newest_per_step(merged)
     if out_table.num_rows == 0:
         return None
-    hi = out_table["step"][-1].as_py()  # the name covers every input, dropped rows included
+    # The name spans every input's name — not only the rows kept — so that it supersedes them
+    # all, including parts whose rows end_step drops and an earlier compacted file whose name
+    # already reached past its rows (a file left live here would bring dropped rows back).
+    lo = min(out_table["step"][0].as_py(), *(f.part.lo for f in live))
+    hi = max(out_table["step"][-1].as_py(), *(f.part.hi for f in live))
     if end_step is not None:
+        # Possibly to zero rows (an attempt that ended before its first snapshot): the
+        # compacted file is then empty, and still retires the abandoned rows' files.
         out_table = out_table.filter(pc.less_equal(out_table["step"], end_step))
-        if out_table.num_rows == 0:
-            return None
-    lo = out_table["step"][0].as_py()
     attempt = max(f.part.attempt for f in live)
     key = f"c{attempt:03d}.s{lo:010d}-{hi:010d}"
     out_table = out_table.replace_schema_metadata(file_metadata(

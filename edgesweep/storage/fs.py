@@ -327,7 +327,12 @@ def resolve_root(root: "str | os.PathLike | Root") -> Root:
     text = os.fspath(root)
     m = _SCHEME.match(text)
     if m is None:
-        return Root(text, pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text)), False)
+        expanded = os.path.expanduser(text)
+        if text.startswith("~") and expanded == text:
+            # Path.expanduser would raise; os.path's would make a folder literally named "~…"
+            raise StorageError(f"{text}: cannot expand {text.split('/', 1)[0]!r} (no such user, or no home "
+                               "directory)", text)
+        return Root(text, pafs.LocalFileSystem(), os.path.abspath(expanded), False)
     scheme = m["scheme"]
     if scheme == "file":
         uri = text

@@ -86,9 +86,11 @@ class IntegrityReport:
         trials = self.damaged_trials()
         damaged = (f"; {len(trials)} trial{'s' if len(trials) != 1 else ''} damaged"
                    if trials else "")
+        unsealed = (f" — {counts['legacy']} of the files have no seal record, so a change inside "
+                    "them cannot be detected" if counts.get("legacy") else "")
         return (f"{'OK' if self.ok else 'DAMAGED'}: {self.files} files and {self.records} "
                 f"records in {len(self.sweeps)} sweep{'s' if len(self.sweeps) != 1 else ''} "
-                f"checked in {self.seconds:.1f} s: {found}{damaged}")
+                f"checked in {self.seconds:.1f} s: {found}{damaged}{unsealed}")
 
 
 def check_sweep(root, sweep: str, *, tables=TABLES, deep: bool = False) -> IntegrityReport:
@@ -142,6 +144,12 @@ def verify_main(argv: list[str] | None = None) -> int:
         report = verify(args.root, deep=not args.quick)
     except StorageError as exc:
         print(f"edgesweep verify: error: {exc}", file=sys.stderr)
+        return 2
+    if report.files == 0 and report.records == 0 and not report.problems:
+        # Nothing to check is not "OK": most likely the wrong folder level.
+        print(f"edgesweep verify: error: {args.root}: no edgesweep files found in "
+              f"{len(report.sweeps)} folder(s) checked — give a storage root (its sweep folders hold "
+              "trials/, features/, …) or one sweep's folder", file=sys.stderr)
         return 2
     for prob in report.problems:
         if prob.damage or not args.quiet:

@@ -15,6 +15,7 @@ Command line (wired into ``python -m edgesweep query``; meanwhile
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -89,6 +90,11 @@ def query_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.format == "parquet" and not args.output:
         parser.error("--format parquet needs --output FILE")
+    if args.output and _clobbers_storage(args.output, args.root):
+        parser.error(f"--output {args.output}: inside the tables or outputs of the storage root "
+                     f"{args.root}, where it could replace or shadow the sweep's own files — write it elsewhere")
+    if args.max_rows < -1:
+        parser.error(f"--max-rows {args.max_rows}: a row count, or -1 for all")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StorageWarning)
@@ -116,6 +122,29 @@ def query_main(argv: list[str] | None = None) -> int:
         return _emit(df.write_json() + "\n", args.output)
     df.write_parquet(args.output)
     return 0
+
+
+#: Files of a sweep folder that aggregation and detection write (an --output there replaces them).
+SWEEP_OUTPUTS = ("scorecard.json", "detection.json", "report.md", "report.html")
+
+
+def _clobbers_storage(output: str, root: str) -> bool:
+    """Whether writing ``output`` could change what a local root holds: a file inside a table
+    folder (a reader would take it for a part, or it replaces one), inside edgesweep's or Tune's
+    own folders (``_sealed``, ``_tune``, …), or over a sweep's aggregation outputs. Elsewhere
+    under the root — ``results/summary.csv`` — is fine."""
+    try:
+        r = resolve_root(root)
+    except StorageError:
+        return False  # query reports the bad root itself
+    if r.is_object_store:
+        return False
+    base = os.path.realpath(r.base)
+    out = os.path.realpath(os.path.expanduser(output))
+    if not out.startswith(base.rstrip("/") + "/"):
+        return False
+    parts = os.path.relpath(out, base).split(os.sep)  # the root: a root of sweeps or one sweep
+    return any(p in TABLES or p.startswith(("_", ".")) for p in parts[:-1]) or parts[-1] in SWEEP_OUTPUTS
 
 
 def _csv(df: pl.DataFrame) -> str:
