@@ -125,6 +125,8 @@ def test_file_uris_are_the_local_paths_they_name(tmp_path, monkeypatch):
     "ftp://host/x", "hdfs://namenode/x", "az://container/x", "gcs://bucket/x",
     "s3:/bucket/x",          # '//' collapsed (as pathlib.Path does to a URI)
     "gs:/bucket/x", "file://otherhost/x", "results:old", "s3://",
+    "s3:///prefix",          # an empty bucket name, not a bucket called "prefix"
+    "~no-such-user-edgesweep/x",
 ])
 def test_unsupported_storage_roots_are_refused_naming_what_is_accepted(tmp_path, monkeypatch, text):
     monkeypatch.chdir(tmp_path)
@@ -132,7 +134,7 @@ def test_unsupported_storage_roots_are_refused_naming_what_is_accepted(tmp_path,
         resolve_root(text)
     msg = str(err.value)
     assert text in msg and err.value.paths == [text]
-    if text != "s3://":
+    if text not in ("s3://", "s3:///prefix", "~no-such-user-edgesweep/x"):  # these say what is missing
         for accepted in ("local path", "file:///", "s3://bucket/prefix", "gs://bucket/prefix"):
             assert accepted in msg, msg
     with pytest.raises(StorageError):

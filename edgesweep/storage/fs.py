@@ -345,6 +345,10 @@ def resolve_root(root: "str | os.PathLike | Root") -> Root:
         return Root(text, fs, os.path.abspath(path), False)
     if scheme in ("s3", "gs") and text.startswith(f"{scheme}://"):
         rest = text[len(scheme) + 3:].strip("/")
+        if text.startswith(f"{scheme}:///"):
+            # Not a bucket named after the prefix: an empty bucket name (a template variable left empty?)
+            raise StorageError(f"{text}: an {scheme} root needs a bucket between '{scheme}://' and the "
+                               f"prefix ({scheme}://bucket/prefix)", text)
         if not rest:
             raise StorageError(f"{text}: an {scheme} root needs a bucket ({scheme}://bucket/prefix)", text)
         return _s3_root(text, rest) if scheme == "s3" else _gs_root(text, rest)

@@ -127,7 +127,7 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
 
 def verify_main(argv: list[str] | None = None) -> int:
     """``edgesweep verify ROOT``: exit 0 when nothing is damaged, 1 on damage, 2 when the
-    root cannot be checked at all."""
+    root cannot be checked at all or holds nothing to check."""
     p = argparse.ArgumentParser(
         prog="edgesweep verify",
         description="Check every stored file under ROOT: present, complete and unchanged since "

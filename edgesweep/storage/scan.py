@@ -84,7 +84,7 @@ def _report(r: Root, table: str, bad: list[Problem], on_error: str) -> None:
     noun = "file" if len(bad) == 1 else "files"
     raise StorageError(
         f"{len(bad)} bad {noun} in table {table!r} under {r.display(r.base)}:\n{shown}{more}\n"
-        f"(nothing was read; pass on_error='skip' to read the other files and skip these)",
+        f"(nothing was read; to read the other files and skip these: `edgesweep query --skip-bad-files`, or on_error='skip' in Python)",
         [p.path for p in bad])
 
 
