@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "accuracy, g23, R, groks, alarms, ETA")
     p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--watch", "-w", action="store_true", help="refresh in place until the sweep has finished")
-    p.add_argument("--interval", type=_number(float, 0, strict=True), default=5.0,
+    p.add_argument("--interval", type=_number(float, 0, strict=True, high=86400), default=5.0,
                    help="seconds between refreshes (default 5)")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=_status)

@@ -121,7 +121,7 @@ def test_killed_worker_restarts_from_checkpoint(head, reference_run, tmp_path, m
     victim = "mod_add-adamw-wd0.0-s42"
     # What a worker killed inside save_checkpoint leaves: its scratch directory and an unlocked
     # lock file beside it. The next trial to start on this machine removes them.
-    orphan = Path(tempfile.gettempdir()) / f"edgesweep-ckpt-{socket.gethostname()}-killedworker"
+    orphan = Path(tempfile.gettempdir()) / f"edgesweep-ckpt-{socket.gethostname()}@killedworker"
     orphan.mkdir()
     (orphan / "state.pt").write_bytes(b"x" * 1000)
     Path(f"{orphan}.lock").touch()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from edgesweep.storage import (StorageError, StorageWarning, TrialWriter, compact_trial, query,
+from edgesweep.storage import (StorageError, StorageWarning, TrialWriter, compact_sweep, compact_trial, query,
                                query_main, resolve_root, scan, write_table)
 from edgesweep.storage.layout import canonical_float, live_parts, parse_part_name
 
@@ -303,6 +304,59 @@ def test_compaction_end_step_drops_abandoned_rows_for_good(tmp_path):
     assert [f for f in visible_files(part_dir) if f.startswith("u.")] == [Path(empty).name]
     assert scan(tmp_path, "features").filter(pl.col("trial_id") == "u").collect().height == 0
     assert verify(tmp_path).ok, verify(tmp_path).problems
+
+
+def test_compacting_a_trial_that_still_writes_never_hides_its_next_parts(tmp_path):
+    """Only a finished trial's compaction (end_step given) names past its rows; compaction while
+    an attempt still writes names what it holds, so the attempt's next part stays live — here
+    after an earlier attempt's final compaction already reached to step 80."""
+    write_trial(tmp_path, "sw", "t", 0, P1, range(10, 90, 10), flush_every=2)  # abandoned at 80
+    write_trial(tmp_path, "sw", "t", 1, P1, [50])                             # ended at 50 ...
+    compact_trial(tmp_path, "sw", "features", P1, "t", end_step=50)          # ... and compacted
+    w = TrialWriter(tmp_path, "sw", "t", 2, P1)  # its trials row never said so: a restart from 40
+    for s in (50, 60):
+        w.add("features", feature(s, 2))
+    w.flush()
+    mid = compact_trial(tmp_path, "sw", "features", P1, "t")  # e.g. compact_sweep mid-run
+    assert Path(mid).name == "t.c002.s0000000010-0000000060.parquet"
+    w.add("features", feature(70, 2))
+    w.flush()
+    got = scan(tmp_path, "features").filter(pl.col("trial_id") == "t").sort("step").collect()
+    assert got.select("step", "attempt").rows() == [(10, 0), (20, 0), (30, 0), (40, 0), (50, 2), (60, 2), (70, 2)]
+    compact_trial(tmp_path, "sw", "features", P1, "t", end_step=70)
+    again = scan(tmp_path, "features").filter(pl.col("trial_id") == "t").sort("step").collect()
+    assert again.select("step", "attempt").rows() == got.select("step", "attempt").rows()
+
+
+def test_compact_sweep_follows_the_trials_table(tmp_path):
+    """compact_sweep compacts a finished trial up to its recorded last step, leaves a running
+    trial with a live owner alone, and the trial's own end-of-run compaction later still drops
+    what an earlier compaction kept past the end."""
+    from edgesweep.storage.liveness import process_identity
+
+    me = {"pid": os.getpid(), "hostname": socket.gethostname(), "pid_start": process_identity(),
+          "started_at": datetime.now(timezone.utc)}
+    write_trial(tmp_path, "sw", "done", 0, P1, range(10, 90, 10), flush_every=2)
+    write_trial(tmp_path, "sw", "done", 1, P1, [50])
+    write_table(tmp_path, "sw", "trials", trial_rows(trial_id="done", attempt=1, status="completed", steps=50))
+    write_trial(tmp_path, "sw", "busy", 0, P1, range(10, 40, 10))
+    write_table(tmp_path, "sw", "trials", trial_rows(trial_id="busy", status="running", steps=0, **me))
+    write_trial(tmp_path, "sw", "late", 0, P1, range(10, 90, 10), flush_every=2)
+    write_trial(tmp_path, "sw", "late", 1, P1, [50])
+    out = compact_sweep(tmp_path, "sw", tables=("features",))
+    names = sorted(Path(p).name for p in out)
+    assert names == ["done.c001.s0000000010-0000000080.parquet", "late.c001.s0000000010-0000000080.parquet"]
+    steps = {t: sorted(scan(tmp_path, "features").filter(pl.col("trial_id") == t).collect()["step"].to_list())
+             for t in ("done", "busy", "late")}
+    assert steps["done"] == [10, 20, 30, 40, 50]
+    assert steps["busy"] == [10, 20, 30]
+    part_dir = Path(out[0]).parent
+    assert [f for f in visible_files(part_dir) if f.startswith("busy.")] == \
+        ["busy.a000.s0000000010-0000000030.parquet"]  # not compacted: its attempt is still writing
+    assert steps["late"] == list(range(10, 90, 10))  # no trials row: compacted as it stands
+    # 'late' resumes at its final checkpoint (50), writes nothing more and compacts at its end
+    compact_trial(tmp_path, "sw", "features", P1, "late", end_step=50)
+    assert sorted(scan(tmp_path, "features").filter(pl.col("trial_id") == "late").collect()["step"]) == [10, 20, 30, 40, 50]
 
 
 def test_interrupted_compaction_shows_the_compacted_file_only(tmp_path):
@@ -676,15 +730,17 @@ def test_query_output_never_lands_in_the_tables_it_reads(tmp_path, capsys):
     part = next((tmp_path / "alpha" / "features").rglob("*.parquet"))
     before = part.read_bytes()
     for target in (part, tmp_path / "alpha" / "runs" / "x.parquet", tmp_path / "alpha" / "_sealed" / "x.csv",
-                   tmp_path / "alpha" / "scorecard.json"):
+                   tmp_path / "alpha" / "scorecard.json", tmp_path / "alpha" / "Features" / "x.parquet"):
         with pytest.raises(SystemExit) as exc:
             query_main([str(tmp_path / "alpha"), sql, "--format", "parquet", "--output", str(target)])
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert f"--output {target}: inside the tables or outputs" in err, err
     assert part.read_bytes() == before and not (tmp_path / "alpha" / "scorecard.json").exists()
-    # beside the sweeps is fine
+    # beside the sweeps is fine, and so is a folder of one's own
     assert query_main([str(tmp_path), sql, "--format", "csv", "--output", str(tmp_path / "n.csv")]) == 0
+    (tmp_path / "_exports").mkdir()
+    assert query_main([str(tmp_path), sql, "--format", "csv", "--output", str(tmp_path / "_exports" / "n.csv")]) == 0
     assert query_main([str(tmp_path / "alpha"), sql, "--format", "csv", "--output", str(tmp_path / "alpha" / "n.csv")]) == 0
     with pytest.raises(SystemExit):
         query_main([str(tmp_path), sql, "--max-rows", "-5"])

@@ -329,6 +329,11 @@ def test_verify_of_a_folder_without_edgesweep_files_is_an_error_not_ok(tmp_path,
         assert verify_main([str(folder), "--quick"]) == 2
         out, err = capsys.readouterr()
         assert f"{folder}: no edgesweep files found" in err and "OK" not in out
+    # a sweep whose driver started but that has sealed nothing yet is fine, not an error
+    (tmp_path / "fresh" / "sw" / "_tune").mkdir(parents=True)
+    for folder in (tmp_path / "fresh", tmp_path / "fresh" / "sw"):
+        assert verify_main([str(folder)]) == 0
+        assert "OK: nothing stored yet" in capsys.readouterr().out
 
 
 def test_verify_main_prints_one_line_per_problem_and_exits_nonzero_on_damage(tmp_path, capsys):

@@ -146,6 +146,7 @@ def test_checkpoint_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(t
     holds, nothing of another host, nothing that is not a locked scratch directory."""
     import os
     import signal
+    import socket
     import subprocess
     import sys
 
@@ -161,7 +162,7 @@ def test_checkpoint_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(t
     try:
         held = child.stdout.readline().strip()
         assert os.path.isfile(f"{held}/state.pt") and os.path.isfile(f"{held}.lock")
-        other_host = tmp_path / f"{CKPT_PREFIX}another-host-abc"
+        other_host = tmp_path / f"{CKPT_PREFIX}{socket.gethostname()}-gpu@abc"  # our name is a prefix of it
         other_host.mkdir()
         (tmp_path / f"{other_host.name}.lock").touch()
         unlocked_no_lock = tmp_path / f"{CKPT_PREFIX}nolock"
@@ -180,6 +181,24 @@ def test_checkpoint_scratch_of_a_killed_worker_is_removed_and_a_live_ones_kept(t
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_checkpoint_scratch_without_flock_leaves_no_lock_file_to_misread(tmp_path, monkeypatch):
+    """Where flock is not supported (NFS mounted nolock, some FUSE file systems) the checkpoint
+    still goes through, and without a lock file no remover can take it for an orphan."""
+    import fcntl
+    import os
+
+    from edgesweep.platform import trainable
+
+    def no_flock(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with trainable.checkpoint_scratch(str(tmp_path)) as d:
+        assert os.path.isdir(d) and sorted(os.listdir(tmp_path)) == [os.path.basename(d)]
+        assert trainable.remove_orphaned_scratch(str(tmp_path)) == [] and os.path.isdir(d)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_resumed_trial_does_not_keep_its_checkpoint_alive(tmp_path):

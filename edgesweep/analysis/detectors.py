@@ -25,6 +25,7 @@ column is below W — the default of the analysis (``AnalysisConfig.full_windows
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Iterable
@@ -457,9 +458,9 @@ def _check_param_types(name: str, config_cls, params: dict) -> None:
     """A parameter must have the kind of its default — a number for a number, a string for a
     string — or the first comparison deep inside a replay fails with a bare TypeError."""
     def kind(v):
-        if isinstance(v, bool):
+        if isinstance(v, (bool, np.bool_)):
             return "a boolean"
-        if isinstance(v, (int, float)):
+        if isinstance(v, numbers.Real):  # numpy's too
             return "a number"
         if isinstance(v, str):
             return "a string"

@@ -37,10 +37,11 @@ def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
 def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
                  extra_pip: list[str] | None = None) -> int:
     spec = load_spec(spec_path, storage=storage)  # fail fast, before any network call
-    try:
-        resolve_root(spec.storage)  # a root the job's driver would refuse (no I/O here)
-    except StorageError as exc:
-        raise SpecError(f"{spec.source}: storage: {exc}") from None
+    if not spec.storage.startswith("~"):  # "~user/…" is the cluster's to expand, not this machine's
+        try:
+            resolve_root(spec.storage)  # a root the job's driver would refuse (no I/O here)
+        except StorageError as exc:
+            raise SpecError(f"{spec.source}: storage: {exc}") from None
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     entry = ["python", "-m", "edgesweep", "run", spec_path]

@@ -269,8 +269,9 @@ CKPT_PREFIX = "edgesweep-ckpt-"
 
 def _scratch_prefix() -> str:
     # The host in the name: a TMPDIR shared between machines holds other hosts' directories,
-    # whose locks may not be visible from here (flock over some network file systems).
-    return f"{CKPT_PREFIX}{socket.gethostname().replace('/', '_')}-"
+    # whose locks may not be visible from here (flock over some network file systems). '@'
+    # ends it, which no host name contains: "node1@" is not a prefix of "node1-gpu@…".
+    return f"{CKPT_PREFIX}{socket.gethostname().replace('/', '_').replace('@', '_')}@"
 
 
 @contextlib.contextmanager
@@ -287,8 +288,14 @@ def checkpoint_scratch(base: str | None = None):
     pending, fd = f"{path}.lock-{os.getpid()}", None
     try:
         fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.replace(pending, f"{path}.lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            # No flock here (NFS mounted nolock, some FUSE file systems): no lock file either,
+            # so no remover ever takes this directory for an orphan; it is only left on a kill.
+            os.unlink(pending)
+        else:
+            os.replace(pending, f"{path}.lock")
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)

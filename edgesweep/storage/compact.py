@@ -92,8 +92,10 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     if not live:
         return None
     files = _trial_files(directory, listing, trial_id)  # every data file of the trial, by name
-    if len(live) == 1 and live[0].part.compacted:
-        # Already compacted; only leftovers of an interrupted clean-up may remain.
+    past_end = end_step is not None and live[0].steps is not None and live[0].steps[1] > end_step
+    if len(live) == 1 and live[0].part.compacted and not past_end:
+        # Already compacted; only leftovers of an interrupted clean-up may remain. (Compacted
+        # before the trial's end was known, with rows past it: rewritten under the same name.)
         if delete_inputs:
             _retire(r, directory, listing, trial_id, files, live[0].name)
         return r.uri(live[0].path)
@@ -112,12 +114,15 @@ def compact_trial(root, sweep: str, table: str, partition: dict, trial_id: str, 
     out_table = newest_per_step(merged)
     if out_table.num_rows == 0:
         return None
-    # The name spans every input's name — not only the rows kept — so that it supersedes them
-    # all, including parts whose rows end_step drops and an earlier compacted file whose name
-    # already reached past its rows (a file left live here would bring dropped rows back).
-    lo = min(out_table["step"][0].as_py(), *(f.part.lo for f in live))
-    hi = max(out_table["step"][-1].as_py(), *(f.part.hi for f in live))
+    lo, hi = out_table["step"][0].as_py(), out_table["step"][-1].as_py()
     if end_step is not None:
+        # A finished trial: nothing is written after this. The name spans every input's name,
+        # not only the rows kept, so that it supersedes them all — parts whose rows end_step
+        # drops, and an earlier compacted file whose name already reached past its rows (left
+        # live, it would bring dropped rows back). Never for a trial that may still write: a
+        # name reaching past its rows would hide the parts it writes next.
+        lo = min(lo, *(f.part.lo for f in live))
+        hi = max(hi, *(f.part.hi for f in live))
         # Possibly to zero rows (an attempt that ended before its first snapshot): the
         # compacted file is then empty, and still retires the abandoned rows' files.
         out_table = out_table.filter(pc.less_equal(out_table["step"], end_step))
@@ -215,6 +220,29 @@ def newest_per_step(table: pa.Table) -> pa.Table:
     return table.filter(keep)
 
 
+FINISHED = ("completed", "stopped", "diverged")
+
+
+def _trial_states(r: Root, sweep: str) -> tuple[dict[str, int], set[str]]:
+    """(last step of each finished trial, trials whose ``running`` row may have a live owner)
+    from the sweep's trials table; both empty when it has none."""
+    from .liveness import owner_gone, read_driver_record
+    from .scan import scan
+    from .sweep import SweepPath
+
+    sp = SweepPath(r.uri(r.path(sweep)), r, sweep)
+    try:
+        trials = scan(sp.uri, "trials", on_error="skip").collect().to_dicts()
+    except StorageError:
+        return {}, set()
+    driver = read_driver_record(sp)
+    ends = {t["trial_id"]: int(t["steps"]) for t in trials
+            if t.get("status") in FINISHED and t.get("steps") is not None}
+    running = {t["trial_id"] for t in trials
+               if t.get("status") == "running" and owner_gone(t, driver) is None}
+    return ends, running
+
+
 def _delete_all(r: Root, paths: list[str]) -> None:
     for path in paths:
         r.delete(path)
@@ -224,10 +252,16 @@ def compact_sweep(root, sweep: str, tables=STREAMED, *, on_error: str = "raise")
     """Compact every trial found under one sweep (e.g. after a driver died before its trials'
     own compaction ran). Returns the compacted URIs. A trial with damaged or missing files
     raises :class:`StorageError` (``on_error="raise"``, nothing further is compacted) or is
-    left as it is with a :class:`StorageWarning` naming the files (``on_error="skip"``)."""
+    left as it is with a :class:`StorageWarning` naming the files (``on_error="skip"``).
+
+    The trials table decides how: a finished trial is compacted up to its recorded last step
+    (``end_step``: rows an abandoned attempt sealed past it are dropped); a ``running`` one
+    whose worker or driver may still be alive is left alone (its attempt is still writing);
+    one whose owner is gone, or with no trials row, is compacted as it stands."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     r = resolve_root(root)
+    ends, live_owner = _trial_states(r, sweep)
     out = []
     for table in tables:
         base = r.path(check_name("sweep", sweep), table)
@@ -241,11 +275,12 @@ def compact_sweep(root, sweep: str, tables=STREAMED, *, on_error: str = "raise")
             if partition is None or parsed is None:
                 continue
             key = (tuple(rel[:3]), parsed.trial_id)
-            if key in seen:
+            if key in seen or parsed.trial_id in live_owner:
                 continue
             seen.add(key)
             try:
-                path = compact_trial(r, sweep, table, partition, parsed.trial_id)
+                path = compact_trial(r, sweep, table, partition, parsed.trial_id,
+                                     end_step=ends.get(parsed.trial_id))
             except StorageError as exc:
                 if on_error == "raise":
                     raise

@@ -38,6 +38,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pyarrow.fs as pafs
+
 from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
 from .errors import StorageError
 from .fs import resolve_root
@@ -125,6 +127,19 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
     return report
 
 
+def _sweep_started(root: str) -> bool:
+    """Whether ``root`` is (or directly holds) a sweep folder whose driver has started — its
+    ``_driver.json`` or Tune's ``_tune/`` — but that has no stored files yet."""
+    try:
+        r = resolve_root(root)
+        children = [r.base] + [i.path for i in r.fs.get_file_info(pafs.FileSelector(r.base))
+                               if i.type == pafs.FileType.Directory]
+        return any(r.fs.get_file_info(f"{c}/{name}").type != pafs.FileType.NotFound
+                   for c in children for name in ("_driver.json", "_tune"))
+    except (OSError, StorageError):
+        return False
+
+
 def verify_main(argv: list[str] | None = None) -> int:
     """``edgesweep verify ROOT``: exit 0 when nothing is damaged, 1 on damage, 2 when the
     root cannot be checked at all or holds nothing to check."""
@@ -146,6 +161,9 @@ def verify_main(argv: list[str] | None = None) -> int:
         print(f"edgesweep verify: error: {exc}", file=sys.stderr)
         return 2
     if report.files == 0 and report.records == 0 and not report.problems:
+        if _sweep_started(args.root):
+            print(f"OK: nothing stored yet under {args.root} (a sweep that has not sealed any rows)")
+            return 0
         # Nothing to check is not "OK": most likely the wrong folder level.
         print(f"edgesweep verify: error: {args.root}: no edgesweep files found in "
               f"{len(report.sweeps)} folder(s) checked — give a storage root (its sweep folders hold "

@@ -124,8 +124,10 @@ def query_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: Files of a sweep folder that aggregation and detection write (an --output there replaces them).
-SWEEP_OUTPUTS = ("scorecard.json", "detection.json", "report.md", "report.html")
+#: Files of a sweep folder that aggregation, detection and the driver write (an --output there
+#: replaces them), and the folders edgesweep and its trackers keep inside a sweep.
+SWEEP_OUTPUTS = ("scorecard.json", "detection.json", "report.md", "report.html", "_driver.json")
+OWN_FOLDERS = ("_sealed", "_tune", "_wandb", "_mlflow", "figures")
 
 
 def _clobbers_storage(output: str, root: str) -> bool:
@@ -143,8 +145,9 @@ def _clobbers_storage(output: str, root: str) -> bool:
     out = os.path.realpath(os.path.expanduser(output))
     if not out.startswith(base.rstrip("/") + "/"):
         return False
-    parts = os.path.relpath(out, base).split(os.sep)  # the root: a root of sweeps or one sweep
-    return any(p in TABLES or p.startswith(("_", ".")) for p in parts[:-1]) or parts[-1] in SWEEP_OUTPUTS
+    # Compared case-insensitively: on a case-insensitive file system Features/ is features/.
+    parts = [p.lower() for p in os.path.relpath(out, base).split(os.sep)]  # root: of sweeps, or one sweep
+    return any(p in TABLES or p in OWN_FOLDERS for p in parts[:-1]) or parts[-1] in SWEEP_OUTPUTS
 
 
 def _csv(df: pl.DataFrame) -> str:
