@@ -139,6 +139,40 @@ def test_status_of_a_finished_sweep_prints_the_final_table(tmp_path, synth):
         assert res.stdout.splitlines()[0] == f"{synth.SWEEP}: 9/9 done | 0 steps/s | groks 6, alarms 6 | finished"
 
 
+def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, synth):
+    """A sweep whose driver died with trials unfinished cannot move on by itself: --watch shows
+    the table, says why and what continues it, and exits 1 — instead of waiting forever. While
+    the driver's record says it runs (alive, heart beating), the same watch keeps waiting."""
+    from edgesweep.storage import SweepPath
+    from edgesweep.storage.liveness import DriverRecord, write_driver_record
+
+    root = tmp_path / "results"
+    a = synth.BY_ID["A_add_wd1_s42"]
+    synth.write_trials(root, [a], status="running", steps=0)
+    synth.write_trial(root, a, upto=1000, compact=False)
+    sweep = root / synth.SWEEP
+    sp = SweepPath.parse(str(sweep))
+    alive = DriverRecord.start()  # this test process: alive, heartbeat now
+    write_driver_record(sp, alive)
+    proc = subprocess.Popen(_command(sweep, "--watch", "--interval", "0.2", "--plain"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        out = Lines(proc)
+        out.wait_for(lambda ln: a.trial_id in ln, "the running trial")
+        time.sleep(2)
+        assert proc.poll() is None  # still watching: the driver may move the sweep on
+        alive.end("interrupted", {"finished": 0, "failed": 0, "interrupted": 1, "never_started": 0})
+        write_driver_record(sp, alive)
+        assert proc.wait(timeout=TIMEOUT) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rest = out.rest()
+    assert f"stopped watching: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished" in rest
+    assert "--resume` continues it" in rest
+
+
 def test_status_errors_name_the_path(tmp_path, capsys):
     missing = tmp_path / "results" / "nothing"
     assert status_main(str(missing), out=io.StringIO()) == 2

@@ -22,7 +22,10 @@ Where each number comes from:
 On a terminal the view refreshes in place (rich, when installed; else ANSI redraw); otherwise it
 prints plain lines — a summary line per refresh and one line per trial that changed — so a
 log file or CI stays readable. A finished sweep (every trial in a final status, none pending)
-prints the final table and exits 0; so does a single look without ``--watch``.
+prints the final table and exits 0; so does a single look without ``--watch``. A watched
+sweep whose driver is gone (``_driver.json``: ended, its process dead, or no heartbeat) with
+trials unfinished cannot move on by itself: the watch prints the table and how to resume, and
+exits 1.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import pyarrow.fs as pafs
 
 from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
+from ..storage.liveness import driver_gone, read_driver_record
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
@@ -80,6 +84,13 @@ class SweepView:
     taken_at: float
     planned: int | None = None          # from Tune's state; None when unknown
     notes: list[str] = field(default_factory=list)
+    driver_gone: str | None = None      # why the sweep's driver is gone; None while it may run
+
+    @property
+    def stalled(self) -> bool:
+        """Unfinished, and nothing can move it on: its driver is gone (a new one, with
+        ``--resume``, continues it) — the point where ``--watch`` stops waiting."""
+        return not self.finished and self.driver_gone is not None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -207,7 +218,8 @@ class SweepWatcher:
         if tune is None:
             notes.append("no readable Tune state in _tune/: trials not started yet are not shown")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
-        return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes)
+        return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes,
+                         driver_gone=driver_gone(read_driver_record(self.sp)))
 
     def _from_tables(self, now: float, tune: dict) -> dict[str, TrialView]:
         uri = self.sp.uri
@@ -383,7 +395,8 @@ def _final(v: SweepView, out) -> None:
 
 def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bool = False, out=None) -> int:
     """``edgesweep status``: 0 when shown (a finished sweep, or one look without --watch);
-    2 when there is no sweep at ``path``."""
+    with ``--watch``, 1 when the watch stopped on a sweep that cannot finish without a new
+    driver (its driver is gone); 2 when there is no sweep at ``path``."""
     out = out or sys.stdout
     waiting = False
     while True:
@@ -399,9 +412,9 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
                 print(f"edgesweep status: {exc}; waiting for it to start (Ctrl-C to stop)", file=out, flush=True)
                 waiting = True
             time.sleep(interval)
-    if not watch or view.finished:
+    if not watch or view.finished or view.stalled:
         _final(view, out)
-        return 0
+        return _stalled(view, out) if watch else 0
     tty = out.isatty() and not plain
     try:
         from rich.console import Console
@@ -412,7 +425,7 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
         console = Console(file=out)
         rows = max(5, console.size.height - 8)
         with Live(rich_view(view, rows), console=console, auto_refresh=False, transient=True) as live:
-            while not view.finished:
+            while not (view.finished or view.stalled):
                 time.sleep(interval)
                 view = _poll_or_keep(watcher, view)
                 live.update(rich_view(view, max(5, console.size.height - 8)), refresh=True)
@@ -425,12 +438,23 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
                 out.flush()
             else:
                 stream.update(view)
-            if view.finished:
+            if view.finished or view.stalled:
                 break
             time.sleep(interval)
             view = _poll_or_keep(watcher, view)
     _final(view, out)
-    return 0
+    return _stalled(view, out)
+
+
+def _stalled(view: SweepView, out) -> int:
+    """The end of a watch: 0 for a finished sweep; 1, with what to do, for a stalled one."""
+    if not view.stalled:
+        return 0
+    left = sum(1 for t in view.trials if not t.final)
+    print(f"stopped watching: {view.driver_gone}, and {left} trial(s) are not finished; "
+          f"`edgesweep run SWEEP.yaml --resume` continues it", file=out)
+    out.flush()
+    return 1
 
 
 def _poll_or_keep(watcher: SweepWatcher, view: SweepView) -> SweepView:

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 
 from .sweep import SweepPath
 
-__all__ = ["DRIVER_FILE", "DriverRecord", "read_driver_record", "write_driver_record", "owner_gone",
+__all__ = ["DRIVER_FILE", "DriverRecord", "read_driver_record", "write_driver_record", "owner_gone", "driver_gone",
            "process_alive", "process_identity"]
 
 DRIVER_FILE = "_driver.json"
@@ -100,19 +100,43 @@ def owner_gone(trial: dict, driver: DriverRecord | None, now: datetime | None = 
                 (d_started - started).total_seconds() > CLOCK_SLACK_S:
             return (f"it was started by an earlier driver, which is gone (the current one started "
                     f"{driver.started_at})")
-        if driver.ended_at:
-            return f"its driver ended at {driver.ended_at} ({driver.outcome or 'no outcome recorded'})"
-        if driver.hostname == host and not process_alive(driver.pid, driver.pid_start):
-            return f"its driver (pid {driver.pid} on {host}) is not running"
+        why = _driver_ended_or_dead(driver, host)
+        if why:
+            return f"its {why}"
     pid, worker_host = trial.get("pid"), trial.get("hostname")
     if pid is not None and worker_host == host and not process_alive(int(pid), trial.get("pid_start")):
         return f"its worker (pid {pid} on {host}) is not running"
     if driver is not None:
-        beat = _parse(driver.heartbeat_at)
-        limit = STALE_HEARTBEATS * float(driver.heartbeat_s)
-        if beat is not None and (now - beat).total_seconds() > limit:
-            return (f"no heartbeat from its driver (pid {driver.pid} on {driver.hostname}) since "
-                    f"{driver.heartbeat_at}, more than {limit:g} s ago")
+        why = _driver_silent(driver, now)
+        if why:
+            return why
+    return None
+
+
+def driver_gone(driver: DriverRecord | None, now: datetime | None = None,
+                host: str | None = None) -> str | None:
+    """Why the sweep's driver is gone (a sentence: "driver ended …", "no heartbeat …"), or None
+    while it may be alive — and None without a record (nothing to say either way)."""
+    if driver is None:
+        return None
+    why = _driver_ended_or_dead(driver, host or socket.gethostname())
+    return f"the {why}" if why else _driver_silent(driver, now or _now(), whose="the")
+
+
+def _driver_ended_or_dead(driver: DriverRecord, host: str) -> str | None:
+    if driver.ended_at:
+        return f"driver ended at {driver.ended_at} ({driver.outcome or 'no outcome recorded'})"
+    if driver.hostname == host and not process_alive(driver.pid, driver.pid_start):
+        return f"driver (pid {driver.pid} on {host}) is not running"
+    return None
+
+
+def _driver_silent(driver: DriverRecord, now: datetime, whose: str = "its") -> str | None:
+    beat = _parse(driver.heartbeat_at)
+    limit = STALE_HEARTBEATS * float(driver.heartbeat_s)
+    if beat is not None and (now - beat).total_seconds() > limit:
+        return (f"no heartbeat from {whose} driver (pid {driver.pid} on {driver.hostname}) since "
+                f"{driver.heartbeat_at}, more than {limit:g} s ago")
     return None
 
 
