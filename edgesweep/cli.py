@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
     p.add_argument("--output", help="file to write (csv/parquet/json); default stdout for table/csv/json")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
-    p.add_argument("--max-rows", type=_number(int, -1), default=50, help="rows shown by --format table (-1: all)")
+    p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (-1: all)")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")

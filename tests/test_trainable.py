@@ -19,6 +19,24 @@ def tiny_trial(max_steps=60, after_grok=None):
     return spec.trials[0]
 
 
+def killed_after_checkpoint(trial, storage, step):
+    """Run ``trial`` until its checkpoint at ``step``, then die as a worker would right after
+    it (rows up to ``step`` sealed); returns the states it checkpointed, by step."""
+    states = {}
+
+    class Killed(Exception):
+        pass
+
+    def save(at, state, metrics):
+        states[at] = state
+        if at == step:
+            raise Killed
+
+    with pytest.raises(Killed):
+        execute_trial(trial, "unit", storage, save_checkpoint=save)
+    return states
+
+
 def test_trial_writes_every_snapshot_and_eval_once(tmp_path):
     trial = tiny_trial()
     checkpoints, reports = [], []
@@ -53,18 +71,7 @@ def test_resume_from_checkpoint_replays_exactly(tmp_path):
     dataset equals an uninterrupted run's (rows 45..60 come from attempt 1)."""
     trial = tiny_trial()
     execute_trial(trial, "unit", str(tmp_path / "ref"))
-    states = {}
-
-    class Killed(Exception):
-        pass
-
-    def save(step, state, metrics):
-        states[step] = state
-        if step == 40:
-            raise Killed  # the worker dies right after its checkpoint
-
-    with pytest.raises(Killed):
-        execute_trial(trial, "unit", str(tmp_path / "run"), save_checkpoint=save)
+    states = killed_after_checkpoint(trial, str(tmp_path / "run"), 40)
     execute_trial(trial, "unit", str(tmp_path / "run"), resume_state=states[40])
 
     def table(root, name):
@@ -124,15 +131,7 @@ def test_an_unreadable_checkpoint_starts_the_trial_again_instead_of_failing(tmp_
     trial = tiny_trial()
     execute_trial(trial, "unit", str(tmp_path / "ref"))
 
-    class Killed(Exception):
-        pass
-
-    def die_at_40(step, state, metrics):
-        if step == 40:
-            raise Killed
-
-    with pytest.raises(Killed):
-        execute_trial(trial, "unit", str(tmp_path / "run"), save_checkpoint=die_at_40)
+    killed_after_checkpoint(trial, str(tmp_path / "run"), 40)
     execute_trial(trial, "unit", str(tmp_path / "run"), resume_state=None)
     for name in ("features", "evals"):
         got, want = (scan(r / "unit", name).collect().drop("attempt", "gram_ms", "sweep", strict=False).sort("step")
@@ -210,20 +209,7 @@ def test_a_resumed_trial_does_not_keep_its_checkpoint_alive(tmp_path):
     import torch
 
     trial = tiny_trial()
-    states = {}
-
-    class Killed(Exception):
-        pass
-
-    def save(step, state, metrics):
-        states[step] = state
-        if step == 40:
-            raise Killed
-
-    with pytest.raises(Killed):
-        execute_trial(trial, "unit", str(tmp_path / "run"), save_checkpoint=save)
-    state = states.pop(40)
-    states.clear()
+    state = killed_after_checkpoint(trial, str(tmp_path / "run"), 40)[40]  # the only reference
     monitor = state["callbacks"][0]["monitor"]
     held = [*state["model"].values(), monitor["prev"], monitor["ring"]]
     assert len(held) > 3 and all(isinstance(t, torch.Tensor) for t in held)
@@ -249,18 +235,8 @@ def test_rows_an_abandoned_attempt_sealed_past_the_trials_end_are_dropped(tmp_pa
     long, short = tiny_trial(max_steps=60), tiny_trial(max_steps=50)
     assert long.trial_id == short.trial_id
     execute_trial(short, "unit", str(tmp_path / "ref"))
-    states = {}
-
-    class Killed(Exception):
-        pass
-
-    def save(step, state, metrics):
-        states[step] = state
-        if step == 60:
-            raise Killed  # rows to 60 are sealed; the checkpoint at 60 never reaches Tune
-
-    with pytest.raises(Killed):
-        execute_trial(long, "unit", str(tmp_path / "run"), save_checkpoint=save)
+    # rows to 60 are sealed; the checkpoint at 60 never reaches Tune
+    states = killed_after_checkpoint(long, str(tmp_path / "run"), 60)
     assert scan(tmp_path / "run" / "unit", "features").collect()["step"].max() == 60
     execute_trial(short, "unit", str(tmp_path / "run"), resume_state=states[40])
 

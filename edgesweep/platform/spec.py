@@ -37,6 +37,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..analysis.events import GROK_THRESHOLD, MEMORIZATION_THRESHOLD
 from ..spectral.config import MAX_WINDOW, MonitorConfig
+from ..storage.errors import StorageError
+from ..storage.fs import resolve_root
 from ..storage.layout import check_name
 from ..workloads.catalog import DECAY_MODES, DEVICES, OPTIMIZERS, PRESETS, SCHEDULES, WORKLOADS
 from ..workloads.train_config import TrainConfig
@@ -583,6 +585,18 @@ def _identity(at: _Located, cond: dict, grid: dict) -> dict:
         raise at.from_validation(exc, (), Identity, ("grid", axis) + ((i,) if i is not None else ())) from None
 
 
+def _check_storage_root(storage: str, at: "_Located") -> None:
+    """The storage root as the storage layer reads it (no I/O): ``S3://``, ``http://``,
+    ``s3:/x``, ``s3:///x`` are spec errors before anything starts. A ``~user/…`` root is left to
+    the machine that runs the driver (a submitting laptop may have no such user)."""
+    if storage.startswith("~"):
+        return
+    try:
+        resolve_root(storage)
+    except StorageError as exc:
+        raise at.fail(("storage",), str(exc)) from None
+
+
 def parse_spec(raw: Any, source: str = "<memory>", lines: dict[tuple, int] | None = None,
                max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
     """Validate a parsed YAML document and expand it into trials (see the module docstring).
@@ -592,6 +606,7 @@ def parse_spec(raw: Any, source: str = "<memory>", lines: dict[tuple, int] | Non
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: the sweep spec must be a YAML mapping at the top level")
     doc = _validated(raw, at)
+    _check_storage_root(doc.storage, at)
     parts = [(None, doc, ())]
     for i, block in enumerate(doc.blocks or ()):
         parts.append((block.name, _validated(_merge_block(raw, block), at.within(("blocks", i))), (i,)))
@@ -756,4 +771,5 @@ def load_spec(path: str | Path, storage: str | None = None, max_trials: int = DE
         raise SpecError(f"{p}: cannot read: {exc}") from None
     if storage is not None and isinstance(raw, dict):
         raw = dict(raw, storage=storage)
+        lines = {k: v for k, v in lines.items() if k[:1] != ("storage",)}  # not the file's line now
     return parse_spec(raw, str(p), lines, max_trials=max_trials)

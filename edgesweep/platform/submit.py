@@ -11,9 +11,7 @@ import shlex
 import sys
 import time
 
-from ..storage.errors import StorageError
-from ..storage.fs import resolve_root
-from .spec import SpecError, load_spec
+from .spec import load_spec
 
 # Never upload environments, results or VCS data as the job's working dir. Ray also honours
 # .gitignore, but an explicit list keeps uploads small for checkouts without one.
@@ -36,12 +34,7 @@ def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
 
 def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
                  extra_pip: list[str] | None = None) -> int:
-    spec = load_spec(spec_path, storage=storage)  # fail fast, before any network call
-    if not spec.storage.startswith("~"):  # "~user/…" is the cluster's to expand, not this machine's
-        try:
-            resolve_root(spec.storage)  # a root the job's driver would refuse (no I/O here)
-        except StorageError as exc:
-            raise SpecError(f"{spec.source}: storage: {exc}") from None
+    spec = load_spec(spec_path, storage=storage)  # fail fast (a bad storage root too), before any network call
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     entry = ["python", "-m", "edgesweep", "run", spec_path]
