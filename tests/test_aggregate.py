@@ -332,6 +332,32 @@ def test_a_trial_that_fails_to_evaluate_keeps_its_row(tmp_path, monkeypatch, cap
     assert "1 trial(s) could not be evaluated" in capsys.readouterr().out
 
 
+def test_a_failing_scorecard_writes_nothing(tmp_path, monkeypatch, synth):
+    """runs, summary and scorecard.json change together or not at all: the outputs of the last
+    aggregation stay when the next one fails before its last table is computed."""
+    import edgesweep.platform.aggregate as agg
+
+    root = str(tmp_path)
+    path = synth.build_sweep(root, synth.SPEC[:2])
+    aggregate_sweep(path, use_ray=False, report=False)
+    before = (runs_of(path), summary_of(path), Path(path, "scorecard.json").read_text())
+    synth.write_trial(root, synth.SPEC[2])  # one more trial: the next aggregation differs
+    synth.write_trials(root, synth.SPEC[:3])
+
+    def broken(*args, **kwargs):
+        raise ValueError("scorecard bug")
+
+    monkeypatch.setattr(agg, "scorecard", broken)
+    with pytest.raises(ValueError, match="scorecard bug"):
+        aggregate_sweep(path, use_ray=False, report=False)
+    assert_frame_equal(runs_of(path), before[0])
+    assert_frame_equal(summary_of(path), before[1])
+    assert Path(path, "scorecard.json").read_text() == before[2]
+    monkeypatch.undo()
+    aggregate_sweep(path, use_ray=False, report=False)
+    assert runs_of(path).height == before[0].height + 1
+
+
 def test_missing_sweep_is_a_clear_error(tmp_path, capsys):
     missing = tmp_path / "results" / "nope"
     with pytest.raises(StorageError, match=str(missing)):

@@ -737,6 +737,15 @@ def test_query_output_never_lands_in_the_tables_it_reads(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"--output {target}: inside the tables or outputs" in err, err
     assert part.read_bytes() == before and not (tmp_path / "alpha" / "scorecard.json").exists()
+    # another sweep than the one queried, reached through "..", is just as much stored data
+    beta_part = next((tmp_path / "beta" / "features").rglob("*.parquet"))
+    for target in (tmp_path / "alpha" / ".." / "beta" / "features" / "x.parquet", beta_part,
+                   tmp_path / "beta" / "scorecard.json"):
+        with pytest.raises(SystemExit) as exc:
+            query_main([str(tmp_path / "alpha"), sql, "--format", "parquet", "--output", str(target)])
+        assert exc.value.code == 2
+        assert f"--output {target}: inside the tables or outputs" in capsys.readouterr().err
+    assert not (tmp_path / "beta" / "features" / "x.parquet").exists()
     # beside the sweeps is fine, and so is a folder of one's own
     assert query_main([str(tmp_path), sql, "--format", "csv", "--output", str(tmp_path / "n.csv")]) == 0
     (tmp_path / "_exports").mkdir()

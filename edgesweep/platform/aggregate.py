@@ -143,14 +143,19 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
             warnings.warn(f"aggregate: trial {row['trial_id']}: {row['error']}", RuntimeWarning, stacklevel=2)
     runs = runs_table([row for row, _ in results])
     summary = summary_table(runs, cfg.analysis)
-    write_table(sp.root, sp.sweep, "runs", runs)
-    write_table(sp.root, sp.sweep, "summary", summary)
+    # Everything is computed before anything is written: a failure in the scorecard must not
+    # leave new runs/summary beside an old scorecard.json (the report would mix the two).
+    scorecard_json = None
     if cfg.scorecard:
         records = [rec for _, rec in results if rec is not None]
         doc = {"analysis_config": asdict(cfg.analysis),
                "predictions": [p.as_dict() for p in scorecard(records, runs, summary)],
                "distributions": distributions(records, runs)}
-        sp.write_bytes("scorecard.json", json.dumps(_jsonable(doc), indent=2, allow_nan=False).encode())
+        scorecard_json = json.dumps(_jsonable(doc), indent=2, allow_nan=False).encode()
+    write_table(sp.root, sp.sweep, "runs", runs)
+    write_table(sp.root, sp.sweep, "summary", summary)
+    if scorecard_json is not None:
+        sp.write_bytes("scorecard.json", scorecard_json)
     if report:
         from .report import write_report
         write_report(sp.text)

@@ -91,8 +91,8 @@ def query_main(argv: list[str] | None = None) -> int:
     if args.format == "parquet" and not args.output:
         parser.error("--format parquet needs --output FILE")
     if args.output and _clobbers_storage(args.output, args.root):
-        parser.error(f"--output {args.output}: inside the tables or outputs of the storage root "
-                     f"{args.root}, where it could replace or shadow the sweep's own files — write it elsewhere")
+        parser.error(f"--output {args.output}: inside the tables or outputs of a sweep (of {args.root} or "
+                     f"another), where it could replace or shadow the sweep's own files — write it elsewhere")
     if args.max_rows < -1:
         parser.error(f"--max-rows {args.max_rows}: a row count, or -1 for all")
     try:
@@ -135,6 +135,9 @@ def _clobbers_storage(output: str, root: str) -> bool:
     folder (a reader would take it for a part, or it replaces one), inside edgesweep's or Tune's
     own folders (``_sealed``, ``_tune``, …), or over a sweep's aggregation outputs. Elsewhere
     under the root — ``results/summary.csv`` — is fine."""
+    out = os.path.realpath(os.path.expanduser(output))
+    if _inside_a_sweep(out):
+        return True
     try:
         r = resolve_root(root)
     except StorageError:
@@ -142,12 +145,30 @@ def _clobbers_storage(output: str, root: str) -> bool:
     if r.is_object_store:
         return False
     base = os.path.realpath(r.base)
-    out = os.path.realpath(os.path.expanduser(output))
     if not out.startswith(base.rstrip("/") + "/"):
         return False
     # Compared case-insensitively: on a case-insensitive file system Features/ is features/.
     parts = [p.lower() for p in os.path.relpath(out, base).split(os.sep)]  # root: of sweeps, or one sweep
     return any(p in TABLES or p in OWN_FOLDERS for p in parts[:-1]) or parts[-1] in SWEEP_OUTPUTS
+
+
+def _inside_a_sweep(out: str) -> bool:
+    """Whether ``out`` is a table file, an own-folder file or an output of *some* sweep folder on
+    this disk — another sweep than the one queried (``--output ../beta/features/x.parquet``)
+    included. A sweep folder is known by what edgesweep writes first: ``_sealed/``, ``trials/``
+    or ``features/``."""
+    def is_sweep(folder: str) -> bool:
+        return any(os.path.isdir(os.path.join(folder, d)) for d in ("_sealed", "trials", "features"))
+
+    child, folder = out, os.path.dirname(out)
+    if os.path.basename(out).lower() in SWEEP_OUTPUTS and is_sweep(folder):
+        return True
+    while folder != child:  # up to the file system's root
+        name = os.path.basename(child).lower()
+        if child != out and (name in TABLES or name in OWN_FOLDERS) and is_sweep(folder):
+            return True
+        child, folder = folder, os.path.dirname(folder)
+    return False
 
 
 def _csv(df: pl.DataFrame) -> str:
