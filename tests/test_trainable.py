@@ -109,9 +109,12 @@ def test_an_unreadable_checkpoint_starts_the_trial_again_instead_of_failing(tmp_
     killed between pruning and its next state save): the trial restarts from step 0 and ends
     with the same rows as an uninterrupted run."""
     import torch
-    from ray import tune
 
     from edgesweep.platform.trainable import load_resume_state
+
+    # Only tune.Checkpoint is needed, no cluster; skipped only where Ray is not installed at
+    # all (the GPU image), never in CI, which installs it.
+    tune = pytest.importorskip("ray.tune")
 
     good = tmp_path / "ckpt_good"
     good.mkdir()
