@@ -114,6 +114,30 @@ def test_wall_time_when_finished(tmp_path, synth):
     assert not Path(path, "figures", "trials").exists()
 
 
+def test_report_says_where_the_trials_ran(tmp_path, synth):
+    """`compute` of the trials rows, grouped, with a warning when they differ; nothing for
+    trials recorded before the column existed."""
+    import polars as pl
+
+    from edgesweep.storage import write_table
+
+    done = [s for s in synth.SPEC if s.status != "running"][:3]
+    path = synth.build_sweep(str(tmp_path), done)
+    aggregate_sweep(path, use_ray=False, report=False)
+    write_report(path, trial_figures=False)
+    assert "Ran on:" not in Path(path, "report.md").read_text()
+
+    machines = ["cpu: Zen 3, ATen AVX2 kernels, 1 thread", "cpu: Zen 3, ATen AVX2 kernels, 1 thread",
+                "cpu: Zen 4, ATen AVX512 kernels, 1 thread"]
+    rows = [dict(s.trial_row(), compute=c, torch_version="2.13.0+cpu") for s, c in zip(done, machines)]
+    write_table(str(tmp_path), synth.SWEEP, "trials", pl.DataFrame(rows))
+    write_report(path, trial_figures=False)
+    md = Path(path, "report.md").read_text()
+    assert ("Ran on:\n\n* 2 trial(s): cpu: Zen 3, ATen AVX2 kernels, 1 thread — torch 2.13.0+cpu\n"
+            "* 1 trial(s): cpu: Zen 4, ATen AVX512 kernels, 1 thread — torch 2.13.0+cpu\n") in md
+    assert "ran on different hardware" in md
+
+
 def test_trial_figures_default_off_above_the_limit_and_on_demand(tmp_path, monkeypatch, synth):
     """A large sweep gets no per-trial PNGs unless asked (`edgesweep report --trial-figures`):
     1,000 of them cost minutes. The per-run table then links to nothing that is missing."""

@@ -55,6 +55,28 @@ def test_trial_writes_every_snapshot_and_eval_once(tmp_path):
     assert reports[-1]["done_status"] == "completed"
 
 
+def test_the_trials_row_says_where_the_trial_ran(tmp_path):
+    """`compute`: processor, kernels and thread count — what two reruns must share for identical
+    rows (README, reproducibility) — read back from the trials table."""
+    import torch
+
+    from edgesweep.storage import scan
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        execute_trial(tiny_trial(max_steps=50), "unit", str(tmp_path))
+    finally:
+        torch.set_num_threads(threads)
+    compute = scan(tmp_path / "unit", "trials").collect()["compute"][0]
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    assert compute.startswith("cpu: ") and compute.endswith(", 1 thread"), compute
+    assert f"ATen {torch.backends.cpu.get_cpu_capability()} kernels" in compute
+    if model:
+        assert model in compute
+
+
 def test_finished_trial_is_not_trained_again(tmp_path):
     trial = tiny_trial()
     execute_trial(trial, "unit", str(tmp_path))

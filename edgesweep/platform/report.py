@@ -380,6 +380,7 @@ def _status_section(trials: pl.DataFrame, runs: pl.DataFrame) -> str:
                     line += (f"; sum of trial wall times {busy:,.0f} s "
                              f"(×{busy / wall:.1f} parallelism)" if wall > 0 else "")
                 out.append(line + ".")
+    out += _compute_lines(trials)
     gone = runs.filter(pl.col("status") == "interrupted") if "status_note" in runs.columns else runs.clear()
     if gone.height:
         out += ["", f"**{gone.height} trial(s) interrupted**: their rows say running but their worker or "
@@ -391,6 +392,25 @@ def _status_section(trials: pl.DataFrame, runs: pl.DataFrame) -> str:
         out += ["", f"{errs.height} trial(s) could not be evaluated:", ""]
         out += [f"* `{r['trial_id']}`: {r['error']}" for r in errs.iter_rows(named=True)]
     return "\n".join(out)
+
+
+def _compute_lines(trials: pl.DataFrame) -> list[str]:
+    """Where the trials ran (processor, kernels, threads or GPU; torch): what a rerun must match
+    for identical rows. Nothing for trials recorded before the ``compute`` column existed."""
+    if "compute" not in trials.columns or trials["compute"].drop_nulls().len() == 0:
+        return []
+    cols = ["compute"] + (["torch_version"] if "torch_version" in trials.columns else [])
+    groups = (trials.filter(pl.col("compute").is_not_null()).group_by(cols).len()
+              .sort(["len", "compute"], descending=[True, False]))
+    out = ["", "Ran on:", ""]
+    for r in groups.iter_rows(named=True):
+        torch_text = f" — torch {r['torch_version']}" if r.get("torch_version") else ""
+        out.append(f"* {r['len']} trial(s): {r['compute']}{torch_text}")
+    if groups.height > 1:
+        out += ["", "The trials ran on different hardware, kernels or thread counts: their "
+                "floating-point results differ in the last bits, and a grok step can move by one "
+                "evaluation between two such runs of one seed."]
+    return out
 
 
 def _precedence_section(summary: pl.DataFrame, config: dict) -> str:

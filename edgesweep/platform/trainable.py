@@ -33,7 +33,7 @@ from ..spectral import SpectralMonitor
 from ..storage import TrialWriter, next_attempt, recorded_trial, write_table
 from ..storage.liveness import process_identity
 from ..storage.schema import DECLARED
-from ..workloads import family, train
+from ..workloads import compute_environment, family, resolve_device, train
 from .spec import TrialSpec
 
 EVAL_COLUMNS = [n for n in DECLARED["evals"].names
@@ -206,7 +206,8 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
         return None
     started = _now()
     attempt = next_attempt(storage, sweep, trial.trial_id, partition)
-    extra = {"pid": os.getpid(), "hostname": socket.gethostname(), "pid_start": process_identity()}
+    extra = {"pid": os.getpid(), "hostname": socket.gethostname(), "pid_start": process_identity(),
+             "compute": _compute(trial)}
     writer = TrialWriter(storage, sweep, trial.trial_id, attempt, partition)
     # The online detector is the analysis' default, on full windows — the same rule and rows the
     # aggregation replays offline, so runs.alarm_step equals the live ALARM.
@@ -238,6 +239,15 @@ def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: d
     if report is not None:
         report(dict(recorder.progress(result.steps), attempt=attempt, done_status=result.status))
     return result
+
+
+def _compute(trial: TrialSpec) -> str | None:
+    """The trials row's ``compute``; None where the device cannot be resolved (train() then
+    fails the trial with the reason)."""
+    try:
+        return compute_environment(resolve_device(trial.train_config().device))
+    except (ValueError, RuntimeError):
+        return None
 
 
 def load_resume_state(ckpt, trial_id: str, log=None) -> dict | None:

@@ -110,6 +110,7 @@ TRIALS = pa.schema([
     ("grok_step", I64),         # first eval with grok accuracy ≥ threshold, seen live
     ("alarm_step", I64),        # the live detector's alarm
     ("family", STR),            # reporting family of the workload (workloads.catalog.family)
+    ("compute", STR),           # processor, kernels and threads, or GPU (workloads.compute_environment)
 ])
 
 #: Tables with a full declared schema.

@@ -17,7 +17,8 @@ from .catalog import (DECAY_MODES, MODULAR_OPS, OPTIMIZERS, PRESETS, SCHEDULES, 
 from .train_config import TrainConfig
 
 _LAZY = {
-    "TrainResult": ".training", "train": ".training",
+    "TrainResult": ".training", "train": ".training", "compute_environment": ".training",
+    "resolve_device": ".training",
     "describe_table": ".table", "parameter_counts": ".table", "parameter_names": ".table",
     "ATTENTION_PATTERN": ".table", "build_model": ".registry", "build_task": ".registry",
     "build_optimizer": ".optim", "CombinedOptimizer": ".optim", "muon_parameters": ".optim",
@@ -34,7 +35,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train", "describe_table", "parameter_counts", "parameter_names",
+    "TrainConfig", "TrainResult", "train", "compute_environment", "resolve_device", "describe_table", "parameter_counts", "parameter_names",
     "WORKLOADS", "PRESETS", "MODULAR_OPS", "OPTIMIZERS", "DECAY_MODES", "SCHEDULES",
     "ATTENTION_PATTERN", "family", "get_workload", "model_config", "task_config", "build_model",
     "build_task", "build_optimizer", "CombinedOptimizer", "muon_parameters", "lr_factor",

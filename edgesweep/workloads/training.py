@@ -26,6 +26,7 @@ reductions can make even two uninterrupted runs differ in the last bits.
 from __future__ import annotations
 
 import math
+import platform
 import random
 import time
 from contextlib import nullcontext
@@ -65,6 +66,41 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError("TrainConfig.device: 'cuda' requested but no CUDA device is available; "
                          "allowed here: auto, cpu")
     return torch.device(name)
+
+
+def compute_environment(device: torch.device) -> str:
+    """What decides a run's floating-point results beyond its config, seed and torch version:
+    the processor, the kernels torch picked for it and the thread count (CPU), or the GPU model,
+    CUDA version and TF32 setting (CUDA). Two reruns of one trial agree bit for bit only where
+    this agrees; elsewhere a grok step can move by an evaluation (README, reproducibility).
+    Recorded in the trials table (``compute``)."""
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
+        return (f"cuda: {p.name} (sm_{p.major}{p.minor}, {p.multi_processor_count} SMs), "
+                f"CUDA {torch.version.cuda}, TF32 matmul {tf32}")
+    threads = torch.get_num_threads()
+    return (f"{device.type}: {_cpu_model()}, ATen {torch.backends.cpu.get_cpu_capability()} kernels, "
+            f"{threads} thread{'s' if threads != 1 else ''}")
+
+
+def _cpu_model() -> str:
+    # /proc/cpuinfo's model name alone can be as vague as "AMD EPYC" in a VM; family and model
+    # tell the generation (family 25 model 1: Zen 3, without AVX-512).
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _cpu_copy(obj):
