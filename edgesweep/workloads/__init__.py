@@ -35,7 +35,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train", "compute_environment", "resolve_device", "describe_table", "parameter_counts", "parameter_names",
+    "TrainConfig", "TrainResult", "train", "compute_environment", "resolve_device",
+    "describe_table", "parameter_counts", "parameter_names",
     "WORKLOADS", "PRESETS", "MODULAR_OPS", "OPTIMIZERS", "DECAY_MODES", "SCHEDULES",
     "ATTENTION_PATTERN", "family", "get_workload", "model_config", "task_config", "build_model",
     "build_task", "build_optimizer", "CombinedOptimizer", "muon_parameters", "lr_factor",
