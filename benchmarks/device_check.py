@@ -314,6 +314,8 @@ def environment(device) -> dict:
            "hostname": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
            "cuda_available": torch.cuda.is_available(), "device": str(device),
            "torch_threads": torch.get_num_threads(), "packages": {}}
+    from edgesweep.workloads import compute_environment
+    env["compute"] = compute_environment(device)  # what the trials table's `compute` column says
     for name in ("numpy", "scipy", "pyarrow", "polars", "pydantic", "numba", "matplotlib", "pandas",
                  "pyyaml", "ray", "edgesweep"):
         try:
@@ -527,16 +529,18 @@ def check_restore(device, tiny: bool) -> dict:
         c = compare_rows(ref[k:], rows)
         c["ok"] = c["ok"] and on_device
         out["cases"][f"{mode}_load_onto_device"] = c
-    out["cases"]["trainer_resume"] = _trainer_resume(device, tiny)
+    out["cases"]["trainer_resume"], out["cases"]["trainer_rerun"] = _trainer_resume(device, tiny)
     out["ok"] = all(c["ok"] for c in out["cases"].values())
     return out
 
 
-def _trainer_resume(device, tiny: bool) -> dict:
+def _trainer_resume(device, tiny: bool) -> tuple[dict, dict]:
     """execute_trial from a CPU checkpoint (torch.load(map_location="cpu"), as Tune restores)
-    on the device, against the uninterrupted run on the same device. On the CPU the rows must
-    be bit-identical; on CUDA, atomics-based kernels may differ in the last bits, so the gate
-    there is 1e-3 relative on the features after the resume (the measured error is recorded)."""
+    on the device, against the uninterrupted run on the same device; and, from the same runs,
+    two uninterrupted runs of one trial against each other (does a rerun on this device repeat
+    its rows?). On the CPU the rows must be bit-identical; on CUDA, atomics-based kernels may
+    differ in the last bits, so the gate there is 1e-3 relative on the features (the measured
+    error is recorded either way)."""
     import tempfile
 
     from edgesweep.platform.spec import parse_spec
@@ -563,6 +567,7 @@ def _trainer_resume(device, tiny: bool) -> dict:
             states[step] = buf.getvalue()
 
         execute_trial(trial, "resume", f"{tmp}/run", save_checkpoint=save)
+        rerun = scan(f"{tmp}/run/resume", "features").collect().sort("step")
         import torch
         state = torch.load(io.BytesIO(states[half]), map_location="cpu", weights_only=False)
         # a fresh storage, the trial resumed from the checkpoint half-way (what Tune does after a crash)
@@ -572,10 +577,13 @@ def _trainer_resume(device, tiny: bool) -> dict:
         got = scan(f"{tmp}/run/resume", "features").collect().sort("step")
     ref_rows = [r for r in ref.to_dicts() if r["step"] > half]
     got_rows = [r for r in got.to_dicts() if r["step"] > half]
-    cmp = compare_rows(ref_rows, got_rows, tol=0.0 if device.type == "cpu" else 1e-3)
-    cmp["tolerance"] = 0.0 if device.type == "cpu" else 1e-3
+    tol = 0.0 if device.type == "cpu" else 1e-3
+    cmp = compare_rows(ref_rows, got_rows, tol=tol)
+    cmp["tolerance"] = tol
     cmp["resumed_from_step"] = half
-    return cmp
+    again = compare_rows(ref.to_dicts(), rerun.to_dicts(), tol=tol)
+    again["tolerance"] = tol
+    return cmp, again
 
 
 def check_sketch(device, tiny: bool) -> dict:
@@ -1260,6 +1268,8 @@ def write_markdown(doc: dict, out: Path) -> None:
                                                  f"CUDA {gpu.get('cuda')}" if gpu else ""))
     L.append(f"- torch {env.get('torch')}, Python {env.get('python')}, {env.get('cpu_count')} CPUs; "
              f"Ray importable: {env.get('ray_importable')}")
+    if env.get("compute"):
+        L.append(f"- compute: {env['compute']}")
     L.append(f"- started {doc['started_at']}, wall {doc.get('wall_s')} s, finished: {doc.get('finished')}, "
              f"all checks passed: {doc.get('all_checks_passed')}")
     L += ["", "## Sections", "", "| section | status | wall s |", "|---|---|---|"]

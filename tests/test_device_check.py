@@ -99,6 +99,9 @@ def test_dry_run_compared_cpu_with_cpu_on_both_paths(dry_run):
         assert case["nonfinite_rows"] == 1  # the NaN snapshot is flagged once, then the window refills
     assert all(c["ok"] for c in checks["monitor_restore"]["cases"].values())
     assert checks["monitor_restore"]["cases"]["trainer_resume"]["worst"] == 0.0  # bit-identical on CPU
+    rerun = checks["monitor_restore"]["cases"]["trainer_rerun"]  # two uninterrupted runs of one trial
+    assert rerun["ok"] and rerun["worst"] == 0.0 and rerun["rows_with_features"] >= 5
+    assert env["compute"].startswith("cpu: ") and env["compute"].endswith(", 1 thread")
     amp = checks["amp_bf16_step"]
     assert amp["expected_output_dtype"] == "float32" and amp["autocast_active"] is False
     assert set(amp["families"]) == {"mod_add", "multitask_2", "dyck", "scan", "tinystories"}
