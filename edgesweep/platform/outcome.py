@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ..storage import StorageError, SweepPath, scan
+from ..storage.schema import FINISHED
 from .spec import SweepSpec
 
 __all__ = ["SweepOutcome", "sweep_outcome"]
-
-FINISHED = ("completed", "stopped", "diverged")
 
 
 @dataclass

@@ -43,10 +43,11 @@ import pyarrow.fs as pafs
 from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
+from ..storage.schema import FINISHED
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
-FINAL = ("completed", "stopped", "diverged", "failed")
+FINAL = FINISHED + ("failed",)
 #: Tune's trial statuses → ours, for trials the tables do not know yet.
 TUNE_STATUS = {"PENDING": "pending", "RUNNING": "starting", "PAUSED": "paused", "TERMINATED": "completed",
                "ERROR": "failed"}

@@ -32,7 +32,7 @@ from ..analysis import Detector, make_detector
 from ..spectral import SpectralMonitor
 from ..storage import TrialWriter, next_attempt, recorded_trial, write_table
 from ..storage.liveness import process_identity
-from ..storage.schema import DECLARED
+from ..storage.schema import DECLARED, FINISHED
 from ..workloads import compute_environment, family, resolve_device, train
 from .spec import TrialSpec
 
@@ -177,9 +177,6 @@ def trial_row(trial: TrialSpec, sweep: str, attempt: int, status: str, *, steps=
     }
     row.update(extra or {})
     return row
-
-
-FINISHED = ("completed", "stopped", "diverged")
 
 
 def execute_trial(trial: TrialSpec, sweep: str, storage: str, *, resume_state: dict | None = None,

@@ -52,7 +52,8 @@ from .fs import Root, parquet_bytes, read_parquet_bytes, resolve_root
 from .layout import (check_name, check_partition_dict, is_hidden, parse_part_name,
                      parse_partition_dirs, part_name, table_dir)
 from .records import RECORD_DIR, Record, entry_for, parse_record_file_name, retired, seal_recorded
-from .schema import DEFAULT_ROW_GROUP, STREAMED, conform, file_metadata, type_problems, union_schema
+from .schema import (DEFAULT_ROW_GROUP, FINISHED, STREAMED, conform, file_metadata, type_problems,
+                     union_schema)
 
 #: Age after which a trial's leftover temp file is certainly not an in-flight write.
 STALE_TEMP_S = 600
@@ -218,9 +219,6 @@ def newest_per_step(table: pa.Table) -> pa.Table:
     first_of_step = pc.not_equal(step.slice(1), step.slice(0, n - 1))
     keep = pa.concat_arrays([pa.array([True])] + first_of_step.chunks) if n > 1 else pa.array([True])
     return table.filter(keep)
-
-
-FINISHED = ("completed", "stopped", "diverged")
 
 
 def _trial_states(r: Root, sweep: str) -> tuple[dict[str, int], set[str]]:

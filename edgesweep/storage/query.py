@@ -131,44 +131,41 @@ OWN_FOLDERS = ("_sealed", "_tune", "_wandb", "_mlflow", "figures")
 
 
 def _clobbers_storage(output: str, root: str) -> bool:
-    """Whether writing ``output`` could change what a local root holds: a file inside a table
-    folder (a reader would take it for a part, or it replaces one), inside edgesweep's or Tune's
-    own folders (``_sealed``, ``_tune``, …), or over a sweep's aggregation outputs. Elsewhere
-    under the root — ``results/summary.csv`` — is fine."""
+    """Whether writing ``output`` could change stored data: a file inside a table folder (a
+    reader would take it for a part, or it replaces one), inside edgesweep's or Tune's own
+    folders (``_sealed``, ``_tune``, …), or over a sweep's aggregation outputs — of the queried
+    root (a local one) or of any other sweep folder on this disk, reached through ``..`` or
+    not. Elsewhere — ``results/summary.csv``, ``ROOT/_exports/…`` — is fine."""
     out = os.path.realpath(os.path.expanduser(output))
-    if _inside_a_sweep(out):
-        return True
-    try:
-        r = resolve_root(root)
-    except StorageError:
-        return False  # query reports the bad root itself
-    if r.is_object_store:
-        return False
-    base = os.path.realpath(r.base)
-    if not out.startswith(base.rstrip("/") + "/"):
-        return False
-    # Compared case-insensitively: on a case-insensitive file system Features/ is features/.
-    parts = [p.lower() for p in os.path.relpath(out, base).split(os.sep)]  # root: of sweeps, or one sweep
-    return any(p in TABLES or p in OWN_FOLDERS for p in parts[:-1]) or parts[-1] in SWEEP_OUTPUTS
+    base = _local_base(root)
 
-
-def _inside_a_sweep(out: str) -> bool:
-    """Whether ``out`` is a table file, an own-folder file or an output of *some* sweep folder on
-    this disk — another sweep than the one queried (``--output ../beta/features/x.parquet``)
-    included. A sweep folder is known by what edgesweep writes first: ``_sealed/``, ``trials/``
-    or ``features/``."""
-    def is_sweep(folder: str) -> bool:
+    def holds_sweeps(folder: str) -> bool:
+        # Under the queried root every folder counts, one with nothing stored yet included;
+        # elsewhere a sweep folder is known by what edgesweep writes first.
+        if base is not None and (folder + "/").startswith(base.rstrip("/") + "/"):
+            return True
         return any(os.path.isdir(os.path.join(folder, d)) for d in ("_sealed", "trials", "features"))
 
-    child, folder = out, os.path.dirname(out)
-    if os.path.basename(out).lower() in SWEEP_OUTPUTS and is_sweep(folder):
+    # Compared case-insensitively: on a case-insensitive file system Features/ is features/.
+    if os.path.basename(out).lower() in SWEEP_OUTPUTS and holds_sweeps(os.path.dirname(out)):
         return True
-    while folder != child:  # up to the file system's root
+    child, folder = os.path.dirname(out), os.path.dirname(os.path.dirname(out))
+    while folder != child:  # every folder above the file, up to the file system's root
         name = os.path.basename(child).lower()
-        if child != out and (name in TABLES or name in OWN_FOLDERS) and is_sweep(folder):
+        if (name in TABLES or name in OWN_FOLDERS) and holds_sweeps(folder):
             return True
         child, folder = folder, os.path.dirname(folder)
     return False
+
+
+def _local_base(root: str) -> str | None:
+    """The real path of a local storage root; None for an object store or a bad root (query
+    reports that itself)."""
+    try:
+        r = resolve_root(root)
+    except StorageError:
+        return None
+    return None if r.is_object_store else os.path.realpath(r.base)
 
 
 def _csv(df: pl.DataFrame) -> str:

@@ -112,6 +112,8 @@ TRIALS = pa.schema([
     ("family", STR),            # reporting family of the workload (workloads.catalog.family)
     ("compute", STR),           # processor, kernels and threads, or GPU (workloads.compute_environment)
 ])
+#: trials.status values of a trial that ended for good (never trained again, not even on --resume).
+FINISHED = ("completed", "stopped", "diverged")
 
 #: Tables with a full declared schema.
 DECLARED: dict[str, pa.Schema] = {"features": FEATURES, "evals": EVALS, "trials": TRIALS}
