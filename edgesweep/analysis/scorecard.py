@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
-from scipy import stats as _sps
 
 from .events import PHASES, phase_of
 from .record import TrialRecord, column
@@ -554,6 +553,8 @@ def check_gap_flow_damping(
         return _untestable(name, claim, measured, t)
     rs = np.array([x["r"] for x in per_run])
     n_neg = int(np.sum(rs < 0))
+    from scipy import stats as _sps  # lazily: see analysis/stats.py
+
     p = float(_sps.binomtest(n_neg, rs.size, 0.5, alternative="greater").pvalue)
     med_r = float(np.median(rs))
     measured.update(median_r=med_r, median_r2=float(np.median([x["r2"] for x in per_run])),

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import signal as _sig
-from scipy import stats as _sps
+
+# scipy is imported where it is used, not here: importing scipy.signal and scipy.stats takes
+# ~1.3 s, and every `edgesweep` command imports this module (through the spec's grok rule) —
+# a mistyped argument or `edgesweep status` should not wait for it.
 
 __all__ = ["clopper_pearson", "fisher_exact_2x2", "Proportion", "proportion", "LeadTimeSummary",
            "lead_time_summary", "pearson_r", "LinearFit", "linear_fit", "moving_average",
@@ -54,6 +56,8 @@ def clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
     tail = (1.0 - conf) / 2.0
+    from scipy import stats as _sps
+
     lo = 0.0 if k == 0 else float(_sps.beta.ppf(tail, k, n - k + 1))
     hi = 1.0 if k == n else float(_sps.beta.ppf(1.0 - tail, k + 1, n - k))
     return lo, hi
@@ -72,6 +76,8 @@ def fisher_exact_2x2(a: int, b: int, c: int, d: int) -> tuple[float, float]:
     for name, v in zip("abcd", (a, b, c, d)):
         if isinstance(v, bool) or int(v) != v or v < 0:
             raise ValueError(f"cell {name} must be a non-negative integer, got {v!r}")
+    from scipy import stats as _sps
+
     res = _sps.fisher_exact([[int(a), int(b)], [int(c), int(d)]], alternative="two-sided")
     return float(res.statistic), float(res.pvalue)
 
@@ -192,6 +198,8 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> LinearFit:
     n = int(x.size)
     if n < 3 or float(np.ptp(x)) == 0.0:
         return LinearFit(math.nan, math.nan, math.nan, n)
+    from scipy import stats as _sps
+
     fit = _sps.linregress(x, y)
     r2 = float(fit.rvalue) ** 2 if float(np.ptp(y)) > 0 else 0.0
     return LinearFit(float(fit.slope), float(fit.intercept), r2, n)
@@ -214,6 +222,8 @@ def detrend_linear(y: Sequence[float]) -> np.ndarray:
     """Remove the least-squares line in the *index* (``scipy.signal.detrend``), the checking
     script's detrending before its cross-correlation. Length-preserving; needs finite input."""
     y = np.asarray(y, dtype=float).ravel()
+    from scipy import signal as _sig
+
     return _sig.detrend(y, type="linear") if y.size >= 2 else y - y.mean() if y.size else y.copy()
 
 
