@@ -41,6 +41,34 @@ from raycluster import REPO, require_loopback_namespace
 
 pytest_plugins = ["s3server"]
 
+#: Modules that start multi-process Ray clusters (`ray start` heads and nodes): minutes each.
+#: When scripts/test.sh runs the suite in two processes they form one work unit, so they run one
+#: after another in one process — never two clusters at once, fighting over two cores (health
+#: checks, a first checkpoint polled for) — while the other process runs everything else.
+CLUSTER_MODULES = ("test_platform_ray.py", "test_cluster_nodeloss.py", "test_platform_twonode.py")
+#: Collected first (the rest keep their order), so that the long work starts at once instead of
+#: one process waiting minutes on it at the end.
+LONG_MODULES = CLUSTER_MODULES + ("test_device_check.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_MODULES)))  # stable: the rest keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's --dist loadfile (a module is one unit: its module-scoped clusters start
+    once), except that CLUSTER_MODULES are one unit together."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClustersTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray-cluster modules" if path.rsplit("/", 1)[-1] in CLUSTER_MODULES else path
+
+    return ClustersTogether(config, log)
+
 
 @pytest.fixture
 def local_ray_dir():
