@@ -196,15 +196,19 @@ def train(config: TrainConfig, callbacks: Iterable[Any] = (),
         batch = task.sample_batch(sampler, cfg.batch_size)
         with autocast():
             loss = task.loss(model, batch)
-        loss_val = float(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip is not None else math.inf)
+        # Both numbers in one device-to-host copy, after the backward pass: reading the loss
+        # before it made the host wait for the forward pass before it could queue the backward
+        # one (on a GPU, a stall every step). float32 → float64 is exact: the same values as two
+        # float() calls. A non-finite loss gives non-finite gradients, never applied: the step
+        # is abandoned before opt.step(), as before.
+        loss_val, grad_norm = torch.stack([loss.detach().double(), norm.detach().double()]).tolist()
         if not math.isfinite(loss_val):
             status, error = "diverged", f"non-finite training loss ({loss_val}) at step {step}"
             step -= 1
             break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            params, cfg.grad_clip if cfg.grad_clip is not None else math.inf))
         if not math.isfinite(grad_norm):
             status, error = "diverged", f"non-finite gradient norm ({grad_norm}) at step {step}"
             step -= 1
