@@ -103,22 +103,22 @@ def test_dependency_direction():
                 assert dst == src, (mod, d)
 
 
-def test_analysis_and_spec_import_neither_torch_nor_ray():
-    code = ("import sys, edgesweep.analysis, edgesweep.platform.spec, edgesweep.workloads, edgesweep.spectral;"
-            "from edgesweep.analysis import scorecard, record, runs;"
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+def loaded_by(imports: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``imports``."""
+    code = f"import sys; {imports}; print(sorted(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout.strip())
+
+
+def test_analysis_and_spec_import_neither_torch_nor_ray():
+    assert loaded_by("import edgesweep.analysis, edgesweep.platform.spec, edgesweep.workloads, edgesweep.spectral;"
+                     "from edgesweep.analysis import scorecard, record, runs", ("torch", "ray")) == []
 
 
 def test_the_cli_starts_without_scipy():
     """Every `edgesweep` command imports the spec and the analysis; scipy (~1.3 s of a 2.8 s
     start on this machine) is imported only by the statistics that use it, so a mistyped
     argument or `edgesweep status` answers without waiting for it."""
-    code = ("import sys, edgesweep.cli, edgesweep.platform.status, edgesweep.storage.query;"
-            "from edgesweep.analysis import scorecard, stats;"
-            "print(sorted(m for m in ('scipy', 'torch', 'ray') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert loaded_by("import edgesweep.cli, edgesweep.platform.status, edgesweep.storage.query;"
+                     "from edgesweep.analysis import scorecard, stats", ("scipy", "torch", "ray")) == []
