@@ -42,9 +42,10 @@ from raycluster import REPO, require_loopback_namespace
 pytest_plugins = ["s3server"]
 
 #: Modules that start multi-process Ray clusters (`ray start` heads and nodes): minutes each.
-#: When scripts/test.sh runs the suite in two processes they form one work unit, so they run one
-#: after another in one process — never two clusters at once, fighting over two cores (health
-#: checks, a first checkpoint polled for) — while the other process runs everything else.
+#: When the suite runs in two processes (EDGESWEEP_TEST_WORKERS=2 scripts/test.sh) they form
+#: one unit, so they run one after another in one process — never two clusters at once, fighting
+#: over two cores (health checks, a first checkpoint polled for) — while the other process runs
+#: everything else.
 CLUSTER_MODULES = ("test_platform_ray.py", "test_cluster_nodeloss.py", "test_platform_twonode.py")
 #: Collected first (the rest keep their order), so that the long work starts at once instead of
 #: one process waiting minutes on it at the end.
