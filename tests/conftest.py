@@ -46,7 +46,8 @@ pytest_plugins = ["s3server"]
 #: one unit, so they run one after another in one process — never two clusters at once, fighting
 #: over two cores (health checks, a first checkpoint polled for) — while the other process runs
 #: everything else.
-CLUSTER_MODULES = ("test_platform_ray.py", "test_cluster_nodeloss.py", "test_platform_twonode.py")
+CLUSTER_MODULES = ("test_platform_ray.py", "test_cluster_nodeloss.py", "test_platform_twonode.py",
+                   "test_raycluster.py")
 #: Collected first (the rest keep their order), so that the long work starts at once instead of
 #: one process waiting minutes on it at the end.
 LONG_MODULES = CLUSTER_MODULES + ("test_device_check.py",)

@@ -71,6 +71,15 @@ def node_resource(name: str) -> str:
     return f"esnode_{name}"
 
 
+#: What `ray start` prints once its node is up: processes started, raylet registered.
+STARTED = "Ray runtime started."
+#: Starts of one node before its start-up failure fails the test. Ray gives a new raylet 30 s
+#: to register with the GCS and otherwise exits ("The current node timed out during startup",
+#: ray/_private/node.py, not configurable); on a 2-core machine busy with other tests both worker
+#: nodes of one cluster missed that, once in four runs. A retry is what an operator would do.
+START_ATTEMPTS = 3
+
+
 class RayCluster:
     """A head node and optional worker nodes, each its own `ray start --block` process."""
 
@@ -81,6 +90,9 @@ class RayCluster:
         self.procs: list[subprocess.Popen] = []
         self.nodes: dict[str, subprocess.Popen] = {}  # by name: what kill_node() takes down
         self.logs: list[Path] = []
+        self.launches: dict[str, tuple] = {}  # by name: how it was started (to start it again)
+        self.attempts: dict[str, int] = {}    # by name: how many times `ray start` was run for it
+        self.log_of: dict[str, Path] = {}     # by name: the log of its latest `ray start`
         self.num_cpus = num_cpus
         self.env = dict(env or {})  # extra environment of every node (and so of its workers)
 
@@ -94,10 +106,24 @@ class RayCluster:
 
     def _start(self, args: list[str], name: str, num_cpus: int | None = None,
                resources: dict | None = None) -> subprocess.Popen:
+        attempt = self.attempts.get(name, 0) + 1
+        self.attempts[name] = attempt
+        self.launches[name] = (args, num_cpus, resources)
         temp = self.base / name
         temp.mkdir()
-        log = self.base / f"{name}.log"
+        log = self.base / (f"{name}.log" if attempt == 1 else f"{name}.start{attempt}.log")
         self.logs.append(log)
+        self.log_of[name] = log
+        cmd = self._command(name, temp, args, num_cpus, resources)
+        with open(log, "w") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env=ray_env(self.env), stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=self.base)
+        self.procs.append(proc)
+        self.nodes[name] = proc
+        return proc
+
+    def _command(self, name: str, temp: Path, args: list[str], num_cpus: int | None,
+                 resources: dict | None) -> list[str]:
         # Agent ports default to fixed numbers (e.g. 52365): two clusters, or two nodes, on one
         # machine would fight over them, and the loser's job agent never comes up.
         agent_ports = [f"--dashboard-agent-listen-port={free_port()}",
@@ -111,12 +137,33 @@ class RayCluster:
         # A custom resource named after the node: how node_ids() tells nodes apart (every node
         # here has the same IP). Trials do not ask for it, so it changes no scheduling.
         cmd.append(f"--resources={json.dumps({node_resource(name): 1, **(resources or {})})}")
-        with open(log, "w") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, env=ray_env(self.env), stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=self.base)
-        self.procs.append(proc)
-        self.nodes[name] = proc
-        return proc
+        return cmd
+
+    def _wait_started(self, names: list[str], timeout: float) -> None:
+        """Until every node's `ray start` says it started. One that exits first, or is still
+        starting after `timeout` s, is cleared away (its processes killed, its temp dir deleted)
+        and started again as the same node, up to START_ATTEMPTS starts; its log is kept."""
+        deadline = {name: time.time() + timeout for name in names}
+        pending = list(names)
+        while pending:
+            for name in list(pending):
+                if STARTED in self.log_of[name].read_text(errors="replace"):
+                    pending.remove(name)
+                    continue
+                exited = self.nodes[name].poll() is not None
+                if not exited and time.time() < deadline[name]:
+                    continue
+                what = f"exited with {self.nodes[name].returncode}" if exited else f"not up after {timeout:.0f} s"
+                if self.attempts[name] >= START_ATTEMPTS:
+                    raise RuntimeError(f"Ray node {name!r}: start {self.attempts[name]} of {START_ATTEMPTS} "
+                                       f"{what}:\n" + self.tail())
+                print(f"raycluster: node {name!r} start {self.attempts[name]} {what}; starting it again",
+                      file=sys.stderr)
+                self.kill_node(name)
+                args, num_cpus, resources = self.launches[name]
+                self._start(args, name, num_cpus, resources)
+                deadline[name] = time.time() + timeout
+            time.sleep(0.3)
 
     def start_head(self, timeout: float = 90, num_cpus: int | None = None,
                    warm_up: bool = True) -> "RayCluster":
@@ -126,13 +173,15 @@ class RayCluster:
                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"], "head",
                     num_cpus=num_cpus)
         try:
+            self._wait_started(["head"], timeout)
             _wait_port(self.gcs_port, timeout)
             _wait_port(self.dashboard_port, timeout)
             if warm_up:
                 self._wait_job_agent(timeout)
-        except TimeoutError:
+        except (TimeoutError, RuntimeError) as exc:
+            logs = self.tail()  # before stop(), which deletes them
             self.stop()
-            raise RuntimeError("Ray head did not start:\n" + self.tail())
+            raise RuntimeError(f"Ray head did not start: {str(exc).splitlines()[0]}\n{logs}") from None
         return self
 
     def _wait_job_agent(self, timeout: float) -> None:
@@ -172,6 +221,7 @@ class RayCluster:
         """Start the nodes together (their start-ups overlap), then wait until all have joined."""
         for name in names:
             self._start([f"--address={self.address}"], name, num_cpus=num_cpus, resources=resources)
+        self._wait_started(names, timeout)
         self.wait_node_ids(names, timeout)
 
     def node_ids(self) -> dict[str, str]:
