@@ -8,14 +8,18 @@ cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled          # explicit: Ray ≥ 2.59 may default to token auth
 export RAY_USAGE_STATS_ENABLED=0
 export PYTHONUNBUFFERED=1
-# EDGESWEEP_TEST_WORKERS=2 runs the whole suite (no arguments) in two processes, whole modules
-# each (module-scoped clusters start once; the modules that start Ray clusters run in one
-# process, one after another: tests/conftest.py): 13 min instead of 18 on a 2-core VM, but one
-# run in four there failed, a worker node timing out in its start-up under the other process's
-# load. So the default, and CI, stays one process. With arguments (some files, -k, --pdb)
-# pytest runs them in one process, as given.
-if [ $# -eq 0 ] && [ "${EDGESWEEP_TEST_WORKERS:-1}" -gt 1 ]; then
-    PYTEST=(.venv/bin/python -m pytest -n "${EDGESWEEP_TEST_WORKERS}" --dist loadfile --no-loadscope-reorder)
+# The whole suite (no arguments) runs in two pytest processes, whole modules each (module-scoped
+# clusters start once; the modules that start Ray clusters run in one process, one after
+# another: tests/conftest.py): 9 min instead of 11.5 on a 2-core VM. A node that a loaded
+# machine keeps from starting is started again (tests/raycluster.py). EDGESWEEP_TEST_WORKERS=1
+# runs it in one process; a 1-core machine does so by default. With arguments (some files, -k,
+# --pdb) pytest runs them in one process, as given.
+WORKERS=${EDGESWEEP_TEST_WORKERS:-$([ "$(nproc 2>/dev/null || echo 1)" -ge 2 ] && echo 2 || echo 1)}
+case "$WORKERS" in
+    ''|*[!0-9]*|0) echo "scripts/test.sh: EDGESWEEP_TEST_WORKERS must be a whole number ≥ 1, not '$WORKERS'" >&2; exit 2;;
+esac
+if [ $# -eq 0 ] && [ "$WORKERS" -gt 1 ]; then
+    PYTEST=(.venv/bin/python -m pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder)
 else
     PYTEST=(.venv/bin/python -m pytest "$@")
 fi

@@ -42,7 +42,7 @@ from raycluster import REPO, require_loopback_namespace
 pytest_plugins = ["s3server"]
 
 #: Modules that start multi-process Ray clusters (`ray start` heads and nodes): minutes each.
-#: When the suite runs in two processes (EDGESWEEP_TEST_WORKERS=2 scripts/test.sh) they form
+#: When the suite runs in two processes (scripts/test.sh with no arguments, on 2+ cores) they form
 #: one unit, so they run one after another in one process — never two clusters at once, fighting
 #: over two cores (health checks, a first checkpoint polled for) — while the other process runs
 #: everything else.

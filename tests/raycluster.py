@@ -78,6 +78,11 @@ STARTED = "Ray runtime started."
 #: ray/_private/node.py, not configurable); on a 2-core machine busy with other tests both worker
 #: nodes of one cluster missed that, once in four runs. A retry is what an operator would do.
 START_ATTEMPTS = 3
+#: Seconds a `ray start` that is still running gets to say it started before it counts as hung
+#: and is started again (at least; more where the caller's timeout is longer). One that exits is
+#: started again at once. Killing a slow start only repeats its work on a machine that is already
+#: slow: under four busy processes on two cores a worker node's start was still going at 60 s.
+START_PATIENCE = 180
 
 
 class RayCluster:
@@ -139,11 +144,17 @@ class RayCluster:
         cmd.append(f"--resources={json.dumps({node_resource(name): 1, **(resources or {})})}")
         return cmd
 
+    def _patience(self, name: str, timeout: float) -> float:
+        """Seconds the running start of node `name` gets to say it started: at least
+        START_PATIENCE (tests of the harness shorten it for a start they make hang)."""
+        return max(timeout, START_PATIENCE)
+
     def _wait_started(self, names: list[str], timeout: float) -> None:
         """Until every node's `ray start` says it started. One that exits first, or is still
-        starting after `timeout` s, is cleared away (its processes killed, its temp dir deleted)
-        and started again as the same node, up to START_ATTEMPTS starts; its log is kept."""
-        deadline = {name: time.time() + timeout for name in names}
+        starting after its patience (max(`timeout`, START_PATIENCE) s), is cleared away (its
+        processes killed, its temp dir deleted) and started again as the same node, up to
+        START_ATTEMPTS starts; its log is kept."""
+        deadline = {name: time.time() + self._patience(name, timeout) for name in names}
         pending = list(names)
         while pending:
             for name in list(pending):
@@ -153,7 +164,8 @@ class RayCluster:
                 exited = self.nodes[name].poll() is not None
                 if not exited and time.time() < deadline[name]:
                     continue
-                what = f"exited with {self.nodes[name].returncode}" if exited else f"not up after {timeout:.0f} s"
+                what = (f"exited with {self.nodes[name].returncode}" if exited
+                        else f"not up after {self._patience(name, timeout):.0f} s")
                 if self.attempts[name] >= START_ATTEMPTS:
                     raise RuntimeError(f"Ray node {name!r}: start {self.attempts[name]} of {START_ATTEMPTS} "
                                        f"{what}:\n" + self.tail())
@@ -162,7 +174,7 @@ class RayCluster:
                 self.kill_node(name)
                 args, num_cpus, resources = self.launches[name]
                 self._start(args, name, num_cpus, resources)
-                deadline[name] = time.time() + timeout
+                deadline[name] = time.time() + self._patience(name, timeout)
             time.sleep(0.3)
 
     def start_head(self, timeout: float = 90, num_cpus: int | None = None,
