@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import StorageError
-from .fs import Root, read_parquet_bytes
+from .fs import Root, arrow_owned, read_parquet_bytes
 from .layout import (PartName, is_hidden, live_parts, parse_part_name, parse_partition_dirs,
                      parse_trial_file_name)
 from .records import RECORD_DIR, SEALED, SEALING, Entry, Record, parse_record_file_name, retired, sha256
@@ -323,8 +323,9 @@ def _check_files(r: Root, table: str, files: list[StoredFile],
             if not f.versions:
                 return None, "corrupt", "content differs from what was sealed (sha256 mismatch)"
         try:
-            source = pa.BufferReader(data) if data is not None else f.path
-            md = pq.read_metadata(source, filesystem=None if data is not None else r.fs)
+            owned = arrow_owned(data) if data is not None else None  # fs.arrow_owned: why
+            source = pa.BufferReader(owned) if owned is not None else f.path
+            md = pq.read_metadata(source, filesystem=None if owned is not None else r.fs)
             if deep:
                 read_parquet_bytes(data)
         except (OSError, pa.ArrowException, ValueError) as exc:

@@ -297,13 +297,27 @@ def parquet_bytes(table: pa.Table, *, row_group_size: int | None = None,
     return buf.getvalue()
 
 
+def arrow_owned(data: bytes) -> pa.Buffer:
+    """`data` copied into Arrow's own memory, for Arrow to read. A buffer that wraps Python
+    bytes (``pa.BufferReader(data)``) needs the GIL when its last reference goes; Arrow's worker
+    threads can drop that reference a moment after a read returns (the finished task's closure),
+    and if the interpreter is finalizing by then, the thread is torn down inside C++ and the
+    process aborts ("terminate called without an active exception", exit -6): seen at the end of
+    ``verify``, about 1 run in 150 on a loaded 2-core machine. Memory Arrow owns is released
+    without Python."""
+    out = pa.BufferOutputStream()
+    out.write(data)
+    return out.getvalue()
+
+
 def read_parquet_bytes(data: bytes) -> pa.Table:
     """A whole Parquet file from memory, every page's checksum verified (pages written
     without one pass). Through ``ParquetFile``, not ``pq.read_table``: the latter's dataset
     machinery can drop its last reference to the Python buffer from a worker thread during
     interpreter shutdown, which aborts the process ("terminate called without an active
-    exception", ~8 % of runs here with pyarrow 26)."""
-    with pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True) as f:
+    exception", ~8 % of runs here with pyarrow 26); and from memory Arrow owns (arrow_owned),
+    because ``ParquetFile.read``'s threads can do the same, more rarely."""
+    with pq.ParquetFile(pa.BufferReader(arrow_owned(data)), page_checksum_verification=True) as f:
         return f.read()
 
 
