@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import StorageError
-from .fs import Root, arrow_owned, read_parquet_bytes
+from .fs import Root, arrow_owned, read_parquet_buffer
 from .layout import (PartName, is_hidden, live_parts, parse_part_name, parse_partition_dirs,
                      parse_trial_file_name)
 from .records import RECORD_DIR, SEALED, SEALING, Entry, Record, parse_record_file_name, retired, sha256
@@ -327,7 +327,7 @@ def _check_files(r: Root, table: str, files: list[StoredFile],
             source = pa.BufferReader(owned) if owned is not None else f.path
             md = pq.read_metadata(source, filesystem=None if owned is not None else r.fs)
             if deep:
-                read_parquet_bytes(data)
+                read_parquet_buffer(owned)
         except (OSError, pa.ArrowException, ValueError) as exc:
             return None, ("corrupt" if e is not None else "invalid"), \
                 f"unreadable Parquet file ({type(exc).__name__}: {exc})"

@@ -317,7 +317,12 @@ def read_parquet_bytes(data: bytes) -> pa.Table:
     interpreter shutdown, which aborts the process ("terminate called without an active
     exception", ~8 % of runs here with pyarrow 26); and from memory Arrow owns (arrow_owned),
     because ``ParquetFile.read``'s threads can do the same, more rarely."""
-    with pq.ParquetFile(pa.BufferReader(arrow_owned(data)), page_checksum_verification=True) as f:
+    return read_parquet_buffer(arrow_owned(data))
+
+
+def read_parquet_buffer(buf: pa.Buffer) -> pa.Table:
+    """read_parquet_bytes for a buffer already copied by arrow_owned (no second copy)."""
+    with pq.ParquetFile(pa.BufferReader(buf), page_checksum_verification=True) as f:
         return f.read()
 
 
