@@ -8,6 +8,7 @@ next rows. On a finished sweep the command prints the final table and exits 0.""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import queue
@@ -171,6 +172,57 @@ def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, 
     rest = out.rest()
     assert f"stopped watching: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished" in rest
     assert "--resume` continues it" in rest
+
+
+def _write_tune_state(sweep, statuses: dict[str, str]) -> None:
+    """A Tune experiment state with just what read_tune_state reads (its real format is
+    checked on a real sweep in test_status_reads_tunes_plan_of_a_real_sweep)."""
+    rows = [[json.dumps({"status": st, "config": {"trial": {"trial_id": tid}}}), json.dumps({"last_result": {}})]
+            for tid, st in statuses.items()]
+    (sweep / "_tune").mkdir(exist_ok=True)
+    (sweep / "_tune" / "experiment_state-2026-12-07_00-00-00.json").write_text(json.dumps({"trial_data": rows}))
+
+
+def test_watch_does_not_wait_for_an_unknown_trial_that_tune_does_not_run(tmp_path, synth):
+    """A trial with stored rows but no trials row (status unknown: a stray part file, or a
+    failed bookkeeping write) never changes by itself. While the driver lived, the watch used to
+    wait for it, then call the sweep stalled once the driver ended. Tune's state tells whether
+    the driver runs it: when not, the watch ends at once (exit 0) and shows it as unknown with a
+    note; when Tune lists it as running, or there is no Tune state, the watch waits."""
+    from edgesweep.platform.status import SweepWatcher
+    from edgesweep.storage import SweepPath
+    from edgesweep.storage.liveness import DriverRecord, write_driver_record
+
+    root = tmp_path / "results"
+    a, x = synth.BY_ID["A_add_wd1_s42"], synth.BY_ID["E_add_wd0_s42"]
+    synth.build_sweep(root, [a])
+    synth.write_trial(root, x)  # rows, and no trials row
+    sweep = root / synth.SWEEP
+    write_driver_record(SweepPath.parse(str(sweep)), DriverRecord.start())  # alive, heartbeat now
+
+    def look():
+        view = SweepWatcher(str(sweep)).poll()
+        return view, {t.trial_id: t for t in view.trials}
+
+    view, by_id = look()  # no Tune state: x may be running; wait
+    assert by_id[x.trial_id].status == "unknown" and not view.finished and not view.stalled
+
+    _write_tune_state(sweep, {a.trial_id: "TERMINATED", x.trial_id: "RUNNING"})
+    view, by_id = look()
+    assert by_id[x.trial_id].status == "unknown" and not view.finished and not view.stalled
+
+    for tune in ({a.trial_id: "TERMINATED"}, {a.trial_id: "TERMINATED", x.trial_id: "ERROR"}):
+        _write_tune_state(sweep, tune)
+        view, by_id = look()
+        assert by_id[x.trial_id].status == "unknown" and by_id[x.trial_id].settled and view.finished, tune
+        assert any("1 trial(s) with stored rows but no trials row" in n for n in view.notes)
+
+    res = subprocess.run(_command(sweep, "--watch", "--interval", "0.2", "--plain"), capture_output=True,
+                         text=True, cwd=REPO, timeout=TIMEOUT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = parse_rows(res.stdout, {a.trial_id, x.trial_id})
+    assert (rows[a.trial_id]["status"], rows[x.trial_id]["status"]) == ("completed", "unknown")
+    assert "the watch does not wait for them" in res.stdout and "stopped watching" not in res.stdout
 
 
 def test_status_errors_name_the_path(tmp_path, capsys):

@@ -212,15 +212,21 @@ EVAL_COLUMNS = ["trial_id", "step", "grok_acc", "memo_acc", "test_loss", "train_
                 "train_acc"]
 
 
-def read_trials(sp: SweepPath, plan: pl.LazyFrame | None = None) -> pl.DataFrame:
+#: ``read_trials(driver=...)``'s default: read the sweep's driver record itself.
+READ_DRIVER = object()
+
+
+def read_trials(sp: SweepPath, plan: pl.LazyFrame | None = None, *, driver=READ_DRIVER) -> pl.DataFrame:
     """The sweep's trials (one row each, newest attempt), plus trials that wrote features or
     evals but have no trials row (status "unknown"): their data must not go missing from the
-    aggregate because one bookkeeping write failed."""
+    aggregate because one bookkeeping write failed. ``driver``: the sweep's driver record
+    (``DriverRecord`` or None), when the caller has read it already and wants the interrupted
+    marks to agree with its own reading."""
     plan = plan if plan is not None else scan(sp.uri, "trials")
     names = plan.collect_schema().names()
     owner = [c for c in OWNER_COLUMNS if c in names]
     trials = plan.select(TRIAL_COLUMNS + owner).collect().rename({"grok_step": "live_grok_step"})
-    trials = _mark_interrupted(sp, trials).drop(owner)
+    trials = _mark_interrupted(sp, trials, driver).drop(owner)
     known = set(trials.get_column("trial_id").to_list())
     orphans = [{"trial_id": tid, "sweep": sp.sweep, **part, "seed": None, "status": "unknown",
                 "steps": None, "config": None, "live_grok_step": None, "status_note": None}
@@ -230,13 +236,14 @@ def read_trials(sp: SweepPath, plan: pl.LazyFrame | None = None) -> pl.DataFrame
     return trials.sort("trial_id")
 
 
-def _mark_interrupted(sp: SweepPath, trials: pl.DataFrame) -> pl.DataFrame:
+def _mark_interrupted(sp: SweepPath, trials: pl.DataFrame, driver=READ_DRIVER) -> pl.DataFrame:
     """``running`` rows whose worker or driver is gone become ``interrupted``, with the reason in
     ``status_note`` (storage/liveness.py): their rows stop where the owner died, and only a
     ``--resume`` continues them."""
     notes: list[str | None] = [None] * trials.height
     if "running" in trials["status"].to_list():
-        driver = read_driver_record(sp)
+        if driver is READ_DRIVER:
+            driver = read_driver_record(sp)
         for i, row in enumerate(trials.iter_rows(named=True)):
             if row["status"] == "running":
                 notes[i] = owner_gone(row, driver)

@@ -21,8 +21,9 @@ Where each number comes from:
 
 On a terminal the view refreshes in place (rich, when installed; else ANSI redraw); otherwise it
 prints plain lines — a summary line per refresh and one line per trial that changed — so a
-log file or CI stays readable. A finished sweep (every trial in a final status, none pending)
-prints the final table and exits 0; so does a single look without ``--watch``. A watched
+log file or CI stays readable. A finished sweep (every trial in a final status, none pending;
+an ``unknown`` trial — stored rows without a trials row — counts as done once Tune's state shows
+the driver is not running it) prints the final table and exits 0; so does a single look without ``--watch``. A watched
 sweep whose driver is gone (``_driver.json``: ended, its process dead, or no heartbeat) with
 trials unfinished cannot move on by itself: the watch prints the table and how to resume, and
 exits 1.
@@ -71,10 +72,18 @@ class TrialView:
     grok_step: int | None = None
     alarm_step: int | None = None
     eta_s: float | None = None
+    #: Not final, but nothing will change it: an ``unknown`` trial (stored rows, no trials row)
+    #: that Tune's state does not list as pending or running.
+    settled: bool = False
 
     @property
     def final(self) -> bool:
         return self.status in FINAL
+
+    @property
+    def done(self) -> bool:
+        """What a watch waits for: a final status, or settled."""
+        return self.final or self.settled
 
 
 @dataclass
@@ -102,7 +111,7 @@ class SweepView:
 
     @property
     def finished(self) -> bool:
-        return bool(self.trials) and all(t.final for t in self.trials)
+        return bool(self.trials) and all(t.done for t in self.trials)
 
     @property
     def throughput(self) -> float:
@@ -119,7 +128,7 @@ class SweepView:
             return None
         left = 0
         for t in self.trials:
-            if t.final:
+            if t.done:
                 continue
             if t.max_steps is None:
                 return None
@@ -178,6 +187,22 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
         return None  # Ray's internal format: never more than an addition (module docstring)
 
 
+def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -> int:
+    """Marks ``unknown`` trials that nothing will change as settled; returns how many. Such a
+    trial has rows but no trials row: left by a garbage or foreign part file, or by a trial
+    whose bookkeeping write failed. Tune's state tells whether the driver still runs it;
+    without that state it may be running, and the watch waits (until the driver is gone)."""
+    if tune is None:
+        return 0
+    n = 0
+    for tid, v in views.items():
+        if v.status == "unknown" and TUNE_STATUS.get((tune.get(tid) or {}).get("status"), "") not in (
+                "pending", "starting", "paused"):
+            v.settled = True
+            n += 1
+    return n
+
+
 class SweepWatcher:
     """Polls one sweep folder; remembers what it saw to measure steps/s and to cache the event
     rows of finished trials (they cannot change)."""
@@ -200,11 +225,12 @@ class SweepWatcher:
         now = time.time()
         notes: list[str] = []
         tune = read_tune_state(self.sp)
+        driver = read_driver_record(self.sp)  # read once: the interrupted marks and driver_gone agree
         views: dict[str, TrialView] = {}
         if self._has_tables():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", StorageWarning)
-                views = self._from_tables(now, tune or {})
+                views = self._from_tables(now, tune or {}, driver)
             if caught:
                 notes.append(f"{len(caught)} unreadable file(s) skipped (edgesweep verify names them)")
         elif not tune:
@@ -218,14 +244,18 @@ class SweepWatcher:
                                        step=t["step"], steps_per_s=t["steps_per_s"])
         if tune is None:
             notes.append("no readable Tune state in _tune/: trials not started yet are not shown")
+        settled = _settle_unknown(views, tune)
+        if settled:
+            notes.append(f"{settled} trial(s) with stored rows but no trials row (status unknown) are not pending "
+                         "or running in Tune's state: the watch does not wait for them")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
         return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes,
-                         driver_gone=driver_gone(read_driver_record(self.sp)))
+                         driver_gone=driver_gone(driver))
 
-    def _from_tables(self, now: float, tune: dict) -> dict[str, TrialView]:
+    def _from_tables(self, now: float, tune: dict, driver) -> dict[str, TrialView]:
         uri = self.sp.uri
         plans = {t: scan(uri, t, on_error="skip") for t in ("trials", "features", "evals")}
-        trials = read_trials(self.sp, plans["trials"])
+        trials = read_trials(self.sp, plans["trials"], driver=driver)
         names = plans["trials"].collect_schema().names()
         extra = plans["trials"].select([c for c in ("trial_id", "started_at", "wall_s") if c in names]).collect()
         extra = {r["trial_id"]: r for r in extra.iter_rows(named=True)}
@@ -451,7 +481,7 @@ def _stalled(view: SweepView, out) -> int:
     """The end of a watch: 0 for a finished sweep; 1, with what to do, for a stalled one."""
     if not view.stalled:
         return 0
-    left = sum(1 for t in view.trials if not t.final)
+    left = sum(1 for t in view.trials if not t.done)
     print(f"stopped watching: {view.driver_gone}, and {left} trial(s) are not finished; "
           f"`edgesweep run SWEEP.yaml --resume` continues it", file=out)
     out.flush()
