@@ -28,7 +28,9 @@ def _plan(args) -> int:
 def _submit(args) -> int:
     from .platform.submit import submit_sweep
     return submit_sweep(args.spec, address=args.address, wait=not args.no_wait,
-                        storage=args.storage, extra_pip=args.pip)
+                        storage=args.storage, extra_pip=args.pip, resume=args.resume,
+                        max_trials=args.max_trials, aggregate=not args.no_aggregate,
+                        resource_timeout=args.resource_timeout)
 
 
 def _aggregate(args) -> int:
@@ -95,6 +97,17 @@ def _number(kind, low: float, *, strict: bool = False, high: float | None = None
     return parse
 
 
+def _driver_options(p: argparse.ArgumentParser) -> None:
+    """The driver's options: `run` takes them, `submit` passes them on to the job's `run`."""
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
+    p.add_argument("--no-aggregate", action="store_true", help="only train; skip aggregation and report")
+    p.add_argument("--max-trials", type=_number(int, 1), default=DEFAULT_MAX_TRIALS,
+                   help=f"refuse sweeps with more trials than this (default {DEFAULT_MAX_TRIALS:,})")
+    p.add_argument("--resource-timeout", type=_number(float, 0), default=None, metavar="SECONDS",
+                   help="wait this long for a node that can hold one trial's trial_resources before "
+                        "failing (default: fail at once, or 600 s on a cluster-launcher autoscaling cluster)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgesweep", description=(
         "Sweeps on Ray that track the spectral edge of the rolling-window Gram matrix of "
@@ -104,14 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a sweep (the Ray job driver), then aggregate and report")
     p.add_argument("spec", help="sweep YAML, e.g. sweeps/demo.yaml")
     p.add_argument("--storage", help="override the spec's storage root (path or s3://bucket/prefix)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
     p.add_argument("--address", help="Ray cluster address (default: the cluster this job runs on, else a new local one)")
-    p.add_argument("--no-aggregate", action="store_true", help="only train; skip aggregation and report")
-    p.add_argument("--max-trials", type=_number(int, 1), default=DEFAULT_MAX_TRIALS,
-                   help=f"refuse sweeps with more trials than this (default {DEFAULT_MAX_TRIALS:,})")
-    p.add_argument("--resource-timeout", type=_number(float, 0), default=None, metavar="SECONDS",
-                   help="wait this long for a node that can hold one trial's trial_resources before "
-                        "failing (default: fail at once, or 600 s on a cluster-launcher autoscaling cluster)")
+    _driver_options(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("plan", help="print the trials a sweep spec expands to and a rough CPU-time estimate; starts nothing")
@@ -126,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="override the spec's storage root")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--pip", action="append", default=[], help="extra pip requirement for the job's runtime env")
+    _driver_options(p)
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("aggregate", help="recompute events, precedence table and scorecard for ROOT/SWEEP")

@@ -317,6 +317,8 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["detect", "docs/results/grokking-laptop", "--delta", "-5"], "argument --delta: -5 is out of range"),
     (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),
     (["spectral-demo", "--every", "x"], "argument --every: 'x' is not an integer"),
+    (["status", "docs/results/grokking-corpus"], "it holds detection, runs, summary: the aggregation's outputs, "
+                                                 "without the raw tables"),
 ])
 def test_cli_refuses_bad_arguments_in_one_line_before_doing_anything(argv, says):
     """Bad flag values and storage roots: one line naming the flag or key, exit 2 — before any
@@ -326,3 +328,37 @@ def test_cli_refuses_bad_arguments_in_one_line_before_doing_anything(argv, says)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and says in err[-1], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_submit_passes_the_driver_options_on_to_the_jobs_run(tmp_path):
+    """`submit` takes `run`'s driver options and hands them to the job's `edgesweep run`: the
+    job's command, parsed by the real `run` parser, carries the same values. A sweep over the
+    default trial limit passes the local spec check with --max-trials (and then fails only on
+    the unreachable address), where without it the check refuses it naming the flag."""
+    from edgesweep.cli import build_parser
+    from edgesweep.platform.submit import job_entrypoint
+
+    argv = ["submit", "s.yaml", "--address", "http://h:8265", "--storage", "s3://b/p", "--resume",
+            "--max-trials", "20000", "--no-aggregate", "--resource-timeout", "90"]
+    given = build_parser().parse_args(argv)
+    entry = job_entrypoint(given.spec, storage=given.storage, resume=given.resume, max_trials=given.max_trials,
+                           aggregate=not given.no_aggregate, resource_timeout=given.resource_timeout)
+    assert entry[:3] == ["python", "-m", "edgesweep"]
+    job = build_parser().parse_args(entry[3:])
+    assert job.command == "run"
+    assert {k: getattr(job, k) for k in ("spec", "storage", "resume", "max_trials", "no_aggregate",
+                                         "resource_timeout")} == \
+        {"spec": "s.yaml", "storage": "s3://b/p", "resume": True, "max_trials": 20000, "no_aggregate": True,
+         "resource_timeout": 90.0}
+    plain = build_parser().parse_args(job_entrypoint("s.yaml")[3:])
+    assert (plain.resume, plain.no_aggregate, plain.resource_timeout, plain.storage) == (False, False, None, None)
+
+    big = tmp_path / "big.yaml"
+    big.write_text(f"name: big\nstorage: {tmp_path / 'results'}\ngrid:\n  workload: [mod_add]\n  seed: ["
+                   + ", ".join(map(str, range(10001))) + "]\n")
+    cmd = [sys.executable, "-m", "edgesweep", "submit", str(big), "--address", "http://127.0.0.1:9", "--no-wait"]
+    refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "pass --max-trials 10001" in refused.stderr, refused.stderr
+    passed = subprocess.run(cmd + ["--max-trials", "10001"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert passed.returncode != 0 and "max-trials" not in passed.stderr, passed.stderr
+    assert "127.0.0.1:9" in passed.stderr and "Traceback" not in passed.stderr, passed.stderr

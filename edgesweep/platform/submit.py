@@ -11,7 +11,7 @@ import shlex
 import sys
 import time
 
-from .spec import load_spec
+from .spec import DEFAULT_MAX_TRIALS, load_spec
 
 # Never upload environments, results or VCS data as the job's working dir. Ray also honours
 # .gitignore, but an explicit list keeps uploads small for checkouts without one.
@@ -32,14 +32,34 @@ def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
             time.sleep(2)
 
 
-def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
-                 extra_pip: list[str] | None = None) -> int:
-    spec = load_spec(spec_path, storage=storage)  # fail fast (a bad storage root too), before any network call
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
+def job_entrypoint(spec_path: str, storage: str | None = None, resume: bool = False,
+                   max_trials: int = DEFAULT_MAX_TRIALS, aggregate: bool = True,
+                   resource_timeout: float | None = None) -> list[str]:
+    """The job's command: ``edgesweep run`` with the driver's options that were given."""
     entry = ["python", "-m", "edgesweep", "run", spec_path]
     if storage:
         entry += ["--storage", storage]
+    if resume:
+        entry += ["--resume"]
+    if max_trials != DEFAULT_MAX_TRIALS:
+        entry += ["--max-trials", str(max_trials)]
+    if not aggregate:
+        entry += ["--no-aggregate"]
+    if resource_timeout is not None:
+        entry += ["--resource-timeout", repr(float(resource_timeout))]
+    return entry
+
+
+def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str | None = None,
+                 extra_pip: list[str] | None = None, resume: bool = False,
+                 max_trials: int = DEFAULT_MAX_TRIALS, aggregate: bool = True,
+                 resource_timeout: float | None = None) -> int:
+    # fail fast (a bad storage root, too many trials), before any network call
+    spec = load_spec(spec_path, storage=storage, max_trials=max_trials)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    entry = job_entrypoint(spec_path, storage=storage, resume=resume, max_trials=max_trials,
+                           aggregate=aggregate, resource_timeout=resource_timeout)
     runtime_env = {"working_dir": os.getcwd(), "excludes": EXCLUDES}
     if extra_pip:
         runtime_env["pip"] = list(extra_pip)
