@@ -116,7 +116,11 @@ def roc_figure(results: list[DetectorResult]) -> bytes:
     ax.set_xlabel("false-positive rate (negatives)")
     ax.set_ylabel("true-positive rate (grokked runs)")
     ax.set_title("run-level ROC of the detectors' scores", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    else:  # no curve: the sweep has no labelled positives, or no negatives
+        ax.text(0.5, 0.5, "no ROC: needs grokked runs and negatives", ha="center", va="center",
+                transform=ax.transAxes, color="#666666")
     return _png(fig)
 
 
@@ -167,13 +171,16 @@ def detection_text(doc: dict) -> str:
     rows = detection_rows(doc["results"])
     widths = [max(len(str(x)) for x in col) for col in zip(DETECTION_HEADER, *rows)]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    lab = doc["labels"]
+    lab, cfg = doc["labels"], doc["config"]
+    longest = doc["longest_positive_grok"]
     head = [f"labels: {lab.get('positive', 0)} grokked (delayed), {lab.get('negative', 0)} negatives "
             f"({lab.get('hard', 0)} hard), {lab.get('excluded', 0)} excluded; longest positive grok step "
-            f"{doc['longest_positive_grok']}; Δ = {doc['config']['delta']} steps; cv leaves one "
-            f"{doc['config']['group']} out",
+            f"{'—' if longest is None else longest}; Δ = {cfg['delta']} steps; cv leaves one {cfg['group']} out",
             "outcomes by test-accuracy threshold: " + "; ".join(
                 f"{t}: " + ", ".join(f"{n} {k}" for k, n in c.items()) for t, c in doc["outcomes_by_threshold"].items())]
+    if not lab.get("positive"):
+        head.append(f"no positives: hits, leads and AUROC need runs that grokked after a delay and were followed "
+                    f"≥ {cfg.get('post_grok', '?')} steps past the grok (docs/DETECTOR.md, labels)")
     return "\n".join(head + ["", line(DETECTION_HEADER), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

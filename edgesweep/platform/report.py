@@ -553,10 +553,14 @@ def _detection_section(doc: dict | None) -> str:
         f"`edgesweep detect` with detector `{doc['detector']}` {json.dumps(doc['params'])}: "
         f"{lab.get('positive', 0)} runs grokked (delayed generalisation), {lab.get('negative', 0)} did not "
         f"grok by their last step ({lab.get('hard', 0)} hard: weight decay > 0, observed ≥ "
-        f"{cfg['hard_factor']:g} × the longest positive's grok step {doc['longest_positive_grok']}), "
-        f"{lab.get('excluded', 0)} excluded (immediate, diverged, failed or running). A hit is an alarm "
+        f"{cfg['hard_factor']:g} × the longest positive's grok step, "
+        f"{'—' if doc['longest_positive_grok'] is None else doc['longest_positive_grok']}), "
+        f"{lab.get('excluded', 0)} excluded (immediate, diverged, failed, running, or followed for fewer than "
+        f"{cfg.get('post_grok', '?')} steps after its grok). A hit is an alarm "
         f"strictly before the grok step; Δ = {cfg['delta']} steps; cross-validation leaves one "
-        f"{cfg['group']} out and tunes each detector's parameters on the rest. Baselines beside it, always.", "",
+        f"{cfg['group']} out and tunes each detector's parameters on the rest. Baselines beside it, always."
+        + ("" if lab.get("positive") else " **No positives**: hits, leads and AUROC cannot be measured on this "
+           "sweep."), "",
         _table(DETECTION_HEADER, detection_rows(doc["results"])), "",
         "![ROC](figures/detection_roc.png) ![lead](figures/detection_lead.png) "
         "![alarm vs grok](figures/detection_alarm_vs_grok.png)", "",
