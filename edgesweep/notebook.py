@@ -95,25 +95,45 @@ class Sweep:
 
     def events(self, trial_id: str) -> dict:
         """The trial's ``runs`` row, computed now from its stored rows (memorization_step,
-        grok_step, alarm_step, g23_decline, preceded, …)."""
-        from .analysis import AnalysisConfig, read_records, run_row
+        grok_step, alarm_step, g23_decline, preceded, …): the row ``aggregate`` would write."""
+        return self._events(trial_id)[0]
 
-        trials = self.trials.filter(pl.col("trial_id") == trial_id).collect()
-        if trials.height == 0:
+    def _events(self, trial_id: str):
+        """(the trial's runs row, its TrialRecord), read the way ``aggregate`` reads them: the
+        newest attempt's trials row, marked interrupted when its owner is gone, and the family
+        from the workload catalogue."""
+        from .analysis import AnalysisConfig, read_records, read_trials, run_row
+        from .storage import SweepPath
+        from .workloads.catalog import family
+
+        rows = self.trials.filter(pl.col("trial_id") == trial_id).select("sweep").unique().collect()
+        if rows.height == 0:
             ids = self.trial_ids()
             close = difflib.get_close_matches(trial_id, ids, n=3, cutoff=0.4)
             raise KeyError(f"no trial {trial_id!r} under {self.root}"
                            + (f"; closest: {', '.join(close)}" if close else f" ({len(ids)} trials)"))
+        if rows.height > 1:
+            raise KeyError(f"trial {trial_id!r} is in several sweeps under {self.root} "
+                           f"({', '.join(sorted(rows['sweep']))}): open one sweep folder")
+        r = resolve_root(self.root)
+        folder = dict(sweep_dirs(r)).get(rows["sweep"][0])
+        if folder is None:  # the trials row names a sweep that is not a folder here
+            raise KeyError(f"trial {trial_id!r} belongs to sweep {rows['sweep'][0]!r}, which is not a folder "
+                           f"under {self.root}")
+        sp = SweepPath.parse(r.uri(folder))
+        trial = read_trials(sp, scan(sp.uri, "trials", on_error=self.on_error)).filter(
+            pl.col("trial_id") == trial_id).row(0, named=True)
+        trial = dict(trial, family=family(trial["workload"] or "unknown"))
         cfg = AnalysisConfig()
-        plans = {"features": self.features, "evals": self.evals}
-        rec = read_records(plans, [trials.row(0, named=True)], cfg)[0]
-        return run_row(rec, cfg) | {"_record": rec}
+        plans = {"features": scan(sp.uri, "features", on_error=self.on_error),
+                 "evals": scan(sp.uri, "evals", on_error=self.on_error)}
+        rec = read_records(plans, [trial], cfg)[0]
+        return run_row(rec, cfg), rec
 
     def plot(self, trial_id: str, figsize=(8.5, 7.5)):
         """Test/train accuracy, g23 (log) and gap ratio R against the step, memorisation (grey),
         grok (green) and alarm (red) marked. Returns a matplotlib Figure (inline in Jupyter)."""
-        ev = self.events(trial_id)
-        rec = ev.pop("_record")
+        ev, rec = self._events(trial_id)
         fig = _figure_class()(figsize=figsize)
         fig.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.08, hspace=0.1)
         ax_acc, ax_g, ax_r = fig.subplots(3, 1, sharex=True)

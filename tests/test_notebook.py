@@ -4,6 +4,7 @@ aggregation computes, and ``import edgesweep`` stays cheap."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -77,3 +78,23 @@ def test_plot_marks_the_aggregations_events(sweep_path):
 def test_plot_names_the_closest_trials_for_a_typo(sweep_path):
     with pytest.raises(KeyError, match="closest: A_add_wd1_s42"):
         edgesweep.open(sweep_path).plot("A_add_wd1_s4")
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def test_events_is_the_runs_row_aggregate_wrote(sweep_path, synth):
+    """sweep.events(trial) is computed now, but by aggregate's reading: for every trial the
+    row equals the one in ``runs`` (family from the catalogue, newest attempt, interrupted
+    marks), opened from the sweep folder or from the root above it; nothing internal leaks."""
+    runs = {r["trial_id"]: r for r in scan(sweep_path, "runs").collect().to_dicts()}
+    for root in (sweep_path, sweep_path.rsplit("/", 1)[0]):
+        sweep = edgesweep.open(root)
+        for s in synth.SPEC:
+            ev = sweep.events(s.trial_id)
+            assert not [k for k in ev if k.startswith("_")], s.trial_id
+            want = runs[s.trial_id]
+            differ = {k: (ev.get(k), v) for k, v in want.items() if not _same(ev.get(k), v)}
+            assert not differ, (s.trial_id, differ)
+    assert runs["A_add_wd1_s42"]["family"] == "modular"

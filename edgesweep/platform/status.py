@@ -214,12 +214,13 @@ class SweepWatcher:
         self._first_seen: dict[str, tuple[int, float]] = {}   # trial → (step, time) first seen
         self._changed: dict[str, tuple[int, float]] = {}      # trial → (step, time) it last changed
 
-    def _has_tables(self) -> bool:
+    def _missing_tables(self) -> StorageError | None:
+        """Why the folder has no trials/features/evals tables yet; None when it has them."""
         try:
             self.sp.check()
-            return True
-        except StorageError:
-            return False
+            return None
+        except StorageError as exc:
+            return exc
 
     def poll(self) -> SweepView:
         now = time.time()
@@ -227,14 +228,19 @@ class SweepWatcher:
         tune = read_tune_state(self.sp)
         driver = read_driver_record(self.sp)  # read once: the interrupted marks and driver_gone agree
         views: dict[str, TrialView] = {}
-        if self._has_tables():
+        missing = self._missing_tables()
+        if missing is None:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", StorageWarning)
                 views = self._from_tables(now, tune or {}, driver)
-            if caught:
-                notes.append(f"{len(caught)} unreadable file(s) skipped (edgesweep verify names them)")
+            skipped = list(dict.fromkeys(str(w.message).removeprefix("skipping ") for w in caught
+                                           if issubclass(w.category, StorageWarning)))
+            if skipped:
+                notes.append(f"{len(skipped)} unreadable file(s) skipped: {skipped[0]}"
+                             + (f" (and {len(skipped) - 1} more: `edgesweep verify` lists them)" if len(skipped) > 1
+                                else ""))
         elif not tune:
-            raise StorageError(f"no sweep at {self.sp.uri}: neither tables nor Tune state yet", self.sp.uri)
+            raise missing  # and no Tune state either
         for tid, t in (tune or {}).items():
             if tid not in views:  # planned, or started but has written nothing yet
                 views[tid] = TrialView(tid, TUNE_STATUS.get(t["status"], str(t["status"]).lower()),

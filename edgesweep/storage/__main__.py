@@ -1,5 +1,6 @@
 """``python -m edgesweep.storage query ROOT "SQL" …`` and ``python -m edgesweep.storage verify
-ROOT`` (until the main CLI wires them in)."""
+ROOT``: the same commands as ``edgesweep query`` and ``edgesweep verify``, without the rest of
+the package (storage only: no torch, no Ray)."""
 
 import sys
 

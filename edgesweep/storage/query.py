@@ -1,13 +1,12 @@
 """SQL over the tables: :func:`query` and the ``edgesweep query`` command.
 
 Each table is registered in a :class:`polars.SQLContext` under its own name (``trials``,
-``evals``, ``features``, ``runs``, ``summary``) as the deduplicated LazyFrame of :func:`scan`,
-so the SQL sees exactly what ``scan`` returns and keeps its pushdown. Only tables the SQL
-mentions are scanned (a table's scan lists its files and reads their footers; a corrupt file in
-a table the query does not use must not fail it).
+``evals``, ``features``, ``runs``, ``summary``, ``detection``: ``schema.TABLES``) as the
+deduplicated LazyFrame of :func:`scan`, so the SQL sees exactly what ``scan`` returns and keeps
+its pushdown. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
+their footers; a corrupt file in a table the query does not use must not fail it).
 
-Command line (wired into ``python -m edgesweep query``; meanwhile
-``python -m edgesweep.storage query``)::
+Command line (``python -m edgesweep query``, or ``python -m edgesweep.storage query``)::
 
     edgesweep query ROOT "SQL" [--format table|csv|parquet|json] [--output FILE] [--skip-bad-files]
 """

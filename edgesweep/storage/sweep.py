@@ -22,7 +22,10 @@ from .errors import StorageError
 from .fs import Root, resolve_root
 from .layout import (check_name, is_hidden, parse_part_name, parse_partition_dirs, table_dir,
                      trial_file_name)
-from .schema import PARTITION_KEYS, STREAMED
+from .schema import PARTITION_KEYS, STREAMED, TABLES
+
+#: Tables that aggregation and detection derive from the trials, features and evals tables.
+DERIVED = tuple(t for t in TABLES if t not in ("trials", *STREAMED))
 
 __all__ = ["SweepPath", "next_attempt", "recorded_trial", "trials_in_data"]
 
@@ -70,8 +73,13 @@ class SweepPath:
             raise StorageError(f"no sweep at {self.uri}: {why}", self.uri)
         children = [c for c in self.root.list_dirs(self.dir) if not is_hidden(c)]
         if not set(children) & {"trials", *STREAMED}:
-            hint = (f" (it holds {', '.join(children[:5])}: if this is a storage root, pass ROOT/SWEEP)"
-                    if children else "")
+            derived = [c for c in children if c in DERIVED]
+            if derived:  # never in a storage root: sweeps cannot be named like tables
+                hint = (f" (it holds {', '.join(derived)}: the aggregation's outputs, without the raw "
+                        f"tables they were computed from)")
+            else:
+                hint = (f" (it holds {', '.join(children[:5])}: if this is a storage root, pass ROOT/SWEEP)"
+                        if children else "")
             raise StorageError(f"no sweep at {self.uri}: no trials/, features/ or evals/ table in it{hint}",
                                self.uri)
 
