@@ -193,10 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line_warnings(command: str) -> None:
+    """edgesweep's own warnings (a skipped damaged file, a trial that could not be evaluated)
+    as one line each, ``edgesweep CMD: warning: …``, instead of Python's two lines with a
+    source line of ours; other packages' warnings are shown as Python shows them."""
+    import warnings
+
+    show = warnings.showwarning
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            text = str(message).removeprefix(f"{command}: ")  # the prefix is already there
+            print(f"edgesweep {command}: warning: {text}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .platform.spec import SpecError
     from .storage.errors import StorageError
+    _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except (SpecError, StorageError) as exc:

@@ -463,3 +463,24 @@ def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, sy
     runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
     assert runs["A_add_wd1_s42"]["status"] == "incomplete" and bad.name in runs["A_add_wd1_s42"]["error"]
     assert runs["B_sub_wd1_s137"]["alarm_step"] == 1600 and runs["C_dyck_wd1_s42"]["alarm_step"] == 2700
+
+
+def test_aggregate_and_report_on_a_damaged_part_finish_and_name_it_once(tmp_path, synth):
+    """The commands, with the report: the damaged trial is `incomplete` in runs and in the
+    report, the report is written (it reads on past the part), and each command names the file
+    in one warning line — no traceback, no source line of ours, no exit 2 after the tables were
+    already rewritten."""
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:3])
+    bad = _part(tmp_path, synth.SWEEP, "features", "A_add_wd1_s42")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    for argv in (["aggregate", path, "--no-ray"], ["report", path]):
+        res = subprocess.run([sys.executable, "-m", "edgesweep", *argv], capture_output=True, text=True,
+                             timeout=300, cwd=Path(__file__).resolve().parents[1])
+        assert res.returncode == 0, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"edgesweep {argv[0]}: warning: ") and str(bad) in lines[0] \
+            and "sha256 mismatch" in lines[0], res.stderr
+    report = Path(path, "report.md").read_text()
+    assert "| incomplete | 1 |" in report, report[:2000]

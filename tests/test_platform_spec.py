@@ -36,7 +36,11 @@ BAD_SPECS = {
                                   "per_workload.dyck.monitor.window", "must be ≥ 2"),
     "model width is not a number": (ADD + "train: {model: {d_model: big}}\n", "train.model.d_model",
                                     "ModArithConfig.d_model: got 'big'; allowed: an integer"),
-    "negative modulus": (ADD + "train: {task: {p: -7}}\n", "train.task.p", "allowed: an integer in [2, 2000000]"),
+    "negative modulus": (ADD + "train: {task: {p: -7}}\n", "train.task.p", "allowed: an integer in [2, 8192]"),
+    "modulus too large to materialise": (ADD + "train: {task: {p: 1000003}}\n", "train.task.p",
+                                         "allowed: an integer in [2, 8192]"),
+    "no training pair": (ADD + "train: {task: {train_frac: 1.0e-9}}\n", "train.task.train_frac",
+                         "leaves no training pair of the 3,422 (p = 59)"),
     "window 1e9": (ADD + "monitor: {window: 1e9}\n", "monitor.window", "must be ≤ 1000; got 1000000000"),
     "seed 2**70": ("grid:\n  workload: [mod_add]\n  seed: [2**70]\n", "grid.seed[0] (line 5)", "must be an integer, got '2**70'"),
     "huge seed": ("grid:\n  workload: [mod_add]\n  seed: [1180591620717411303424]\n", "grid.seed[0]",
@@ -79,6 +83,12 @@ BAD_SPECS = {
     "upper-case scheme": (ADD + TINY, "storage", "URI schemes are lower-case; accepted: a local path, file://"),
     "collapsed s3 URI": (ADD + TINY, "storage", "s3:/bucket/x: malformed s3 URI"),
     "home of no such user": (ADD + TINY, "storage", "cannot expand '~no-such-user-edgesweep'"),
+    "trial id too long for a file name": (
+        "grid:\n  workload: [mod_add]\n  seed: [9223372036854775807]\n  optimizer.lr: [0.0012345678901234567]\n"
+        "  optimizer.grad_clip: [0.12345678901234567]\n  optimizer.momentum: [0.12345678901234567]\n"
+        "  train.task.train_frac: [0.42345678901234567]\n  train.data_seed: [9223372036854775807]\n"
+        "  monitor.sketch_seed: [9223372036854775807]\n  optimizer.warmup_steps: [123456789]\n",
+        "grid", "characters; at most 201 fit in the file names made from it"),
     "too many trials": ("grid:\n  workload: [mod_add]\n  seed: [" + ", ".join(map(str, range(10001))) + "]\n",
                         "grid", "10,001 trials exceed the limit of 10,000; pass --max-trials 10001"),
 }

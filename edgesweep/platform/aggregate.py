@@ -139,7 +139,7 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
                 for t in rows if t["trial_id"] in damaged]
 
     for row, _ in results:
-        if row["error"]:
+        if row["error"] and row["status"] != "incomplete":  # damage: warned file by file above
             warnings.warn(f"aggregate: trial {row['trial_id']}: {row['error']}", RuntimeWarning, stacklevel=2)
     runs = runs_table([row for row, _ in results])
     summary = summary_table(runs, cfg.analysis)
@@ -158,7 +158,9 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
         sp.write_bytes("scorecard.json", scorecard_json)
     if report:
         from .report import write_report
-        write_report(sp.text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StorageWarning)  # the damage is reported above already
+            write_report(sp.text)
     return sp.uri
 
 

@@ -8,19 +8,21 @@ are recorded in the ``trials`` table with their error, and the aggregation + rep
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from pathlib import Path
 
 from ..storage.errors import StorageError
-from ..storage.fs import resolve_root
+from ..storage.fs import env_seconds, resolve_root
 from ..storage.liveness import DriverRecord, write_driver_record
 from ..storage.sweep import SweepPath
 from .outcome import sweep_outcome
-from .resources import check_trial_resources, looks_autoscaling, reuse_workers
+from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autoscaling, reuse_workers
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
+from .spec_record import SPEC_RECORD, spec_changes, spec_record
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 
@@ -189,6 +191,29 @@ class _Heartbeat:
         write_driver_record(self.sp, self.rec)
 
 
+def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
+    """A resume runs the trials the sweep was started with (Tune restores its own copies), so
+    a spec that differs from ``_spec.json`` is refused, naming what changed. A sweep started
+    before the record existed cannot be compared: said, not refused."""
+    try:
+        raw = sp.read_bytes(SPEC_RECORD)
+        recorded = json.loads(raw) if raw is not None else None
+    except (StorageError, OSError, ValueError) as exc:
+        _log(f"WARNING: {sp.uri}/{SPEC_RECORD} is unreadable ({exc}); the spec is not compared with the "
+             "one the sweep was started with, and Tune continues the trials it was started with")
+        return
+    if recorded is None:
+        _log(f"WARNING: no {SPEC_RECORD} in {sp.uri} (a sweep started before edgesweep recorded it): the "
+             "spec is not compared; Tune continues the trials the sweep was started with")
+        return
+    changes = spec_changes(recorded, spec)
+    if changes:
+        raise SpecError(f"{spec.source}: --resume: the trials differ from those sweep {spec.name!r} was started "
+                        f"with ({sp.uri}/{SPEC_RECORD}), and a resume can only continue those: "
+                        + "; ".join(changes) + ". Resume with the original spec, or run the changed one "
+                        "under another name or storage")
+
+
 def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
               address: str | None = None, aggregate: bool = True,
               max_trials: int = DEFAULT_MAX_TRIALS, resource_timeout: float | None = None) -> int:
@@ -213,6 +238,20 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds this sweep's "
                         "state; use --resume to continue it, `edgesweep aggregate` to re-aggregate, "
                         "or another name/storage to start afresh")
+    sweep_path = SweepPath.parse(f"{storage_uri}/{spec.name}")
+    if not resume:
+        tables = [t for t in ("trials", "features", "evals") if root.exists(root.path(spec.name, t))]
+        if tables:  # stored rows but no Tune state: another run's data, or a copy of one
+            raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds tables "
+                            f"({', '.join(tables)}) but no sweep state to resume; this run would mix its trials "
+                            "with them. Use another name/storage, or `edgesweep aggregate` to summarise them")
+    else:
+        _check_resumed_spec(spec, sweep_path)
+
+    # Settings from the environment, checked before a cluster starts (a NaN would wait forever).
+    if resource_timeout is None:
+        resource_timeout = env_seconds(RESOURCE_TIMEOUT_ENV, None)
+    env_seconds("EDGESWEEP_STORAGE_RETRY_S", None)
 
     from .trackers import tracker_callbacks, tracker_failures  # `loggers:`; a missing package fails here
     trackers = tracker_callbacks(spec, storage_uri)
@@ -242,7 +281,9 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
 
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
-    heartbeat = _Heartbeat(SweepPath.parse(f"{storage_uri}/{spec.name}"))
+    if not resume:  # what a later --resume compares its spec with (spec_record.py)
+        sweep_path.write_bytes(SPEC_RECORD, spec_record(spec))
+    heartbeat = _Heartbeat(sweep_path)
     callbacks = [_progress_callback(len(spec.trials), every_s=30.0, heartbeat=heartbeat)] + trackers
     if resume:
         _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
@@ -295,10 +336,15 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         text = str(result.error).strip().splitlines()
         failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
         # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
-        row = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition) or trial_row(
-            trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
-        row.update(status="failed", error="\n".join(text[-20:])[:4000])
-        write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
+        try:
+            row = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition) or trial_row(
+                trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
+            row.update(status="failed", error="\n".join(text[-20:])[:4000])
+            write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
+        except (StorageError, OSError, ValueError) as exc:
+            # One trial's bookkeeping must not cost the others their outcome, aggregation and report.
+            _log(f"WARNING: trial {trial.trial_id}: its failure could not be recorded in the trials table "
+                 f"({type(exc).__name__}: {exc})")
     # What is stored, not what Tune's grid implies: after Ctrl-C unstarted trials have no error.
     outcome = sweep_outcome(spec, storage_uri)
     heartbeat.end(outcome.verdict, outcome.counts())

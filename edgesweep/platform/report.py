@@ -317,7 +317,9 @@ REPORT_EVALS = ["trial_id", "step", "grok_acc", "memo_acc"]
 
 
 def _collect(uri: str, table: str, cols: list[str]) -> pl.DataFrame:
-    lf = scan(uri, table)
+    # A damaged part is skipped with a StorageWarning naming it: its trial is `incomplete` in
+    # runs (aggregate found it first), and the rest of the report still stands.
+    lf = scan(uri, table, on_error="skip")
     names = lf.collect_schema().names()
     return lf.select([c for c in cols if c in names]).collect()
 
@@ -336,7 +338,7 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     except ValueError as exc:
         raise StorageError(f"{uri}/scorecard.json: not valid JSON ({exc}); `edgesweep aggregate "
                            f"{sp.text}` writes it again", f"{uri}/scorecard.json") from None
-    trials = scan(uri, "trials").collect()
+    trials = scan(uri, "trials", on_error="skip").collect()
     feats = _collect(uri, "features", REPORT_FEATURES)
     if "nonfinite" in feats.columns:
         feats = feats.filter(~pl.col("nonfinite").fill_null(False))

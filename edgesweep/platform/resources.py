@@ -9,11 +9,13 @@ that looks autoscaling, which is what Tune itself takes from the launcher's boot
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
+from ..storage.fs import env_seconds
 from .spec import SpecError, SweepSpec
+
+RESOURCE_TIMEOUT_ENV = "EDGESWEEP_RESOURCE_TIMEOUT_S"
 
 __all__ = ["check_trial_resources", "looks_autoscaling", "AUTOSCALING_TIMEOUT_S", "reuse_workers"]
 
@@ -60,8 +62,9 @@ def check_trial_resources(ray, spec: SweepSpec, timeout_s: float | None = None, 
     :data:`AUTOSCALING_TIMEOUT_S` when :func:`looks_autoscaling`)."""
     cpu, gpu = float(spec.trial_resources["cpu"]), float(spec.trial_resources["gpu"])
     if timeout_s is None:
-        env = os.environ.get("EDGESWEEP_RESOURCE_TIMEOUT_S")
-        timeout_s = float(env) if env else (AUTOSCALING_TIMEOUT_S if looks_autoscaling() else 0.0)
+        timeout_s = env_seconds(RESOURCE_TIMEOUT_ENV, None)
+        if timeout_s is None:
+            timeout_s = AUTOSCALING_TIMEOUT_S if looks_autoscaling() else 0.0
     deadline = time.monotonic() + timeout_s
     warned = False
     while True:

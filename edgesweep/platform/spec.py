@@ -687,6 +687,11 @@ def _expand(doc: SweepDoc, at: _Located, max_trials: int, block: str | None,
                 key = ".".join(map(str, (sec,) + exc.errors()[0]["loc"]))
                 raise at.from_validation(exc, (sec,), model, _where(key, axes, doc, ident["workload"])) from None
         tid = _trial_id(ident, axes, short, _value_index(axes, doc.grid))
+        try:
+            check_name("trial_id", tid)  # it names the trial's files: too long a name cannot be stored
+        except ValueError as exc:
+            raise at.fail(("grid",), f"{exc}: fewer or shorter varied keys and values, or shorter block "
+                          "names, make it shorter") from None
         if tid in ids:
             raise at.fail(("grid",), f"values that are equal as numbers give the same trial twice: {tid}")
         ids.add(tid)

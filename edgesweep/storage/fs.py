@@ -39,6 +39,7 @@ credentials likewise come from Google's default chain.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import time
@@ -60,6 +61,22 @@ ACCEPTED = ("a local path", "file:///absolute/path", "s3://bucket/prefix",
             "gs://bucket/prefix (where pyarrow has GCS support)")
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def env_seconds(name: str, default: float | None) -> float | None:
+    """A number of seconds ≥ 0 from the environment variable ``name``; ``default`` when it is
+    unset or empty. Anything else (``abc``, ``-1``, ``nan``, which would make a deadline that
+    never comes) is a StorageError naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise StorageError(f"environment variable {name}={text!r}: expected a number of seconds ≥ 0", name)
+    return value
 
 
 def s3_endpoint() -> str | None:
@@ -188,7 +205,7 @@ class Root:
         not a failure: it is never retried. Local files are not retried."""
         if not self.is_object_store:
             return request()
-        budget = float(os.environ.get("EDGESWEEP_STORAGE_RETRY_S", "120"))
+        budget = env_seconds("EDGESWEEP_STORAGE_RETRY_S", 120.0)
         deadline, wait = time.monotonic() + budget, 0.5
         while True:
             try:

@@ -33,6 +33,8 @@ _PART = re.compile(r"^(?P<trial>.+)\.(?P<kind>[ac])(?P<attempt>\d+)\.s(?P<lo>\d+
 _TRIAL_FILE = re.compile(r"^(?P<trial>.+)\.parquet$")
 STEP_DIGITS = 10
 ATTEMPT_DIGITS = 3
+#: A file name's limit on the usual local file systems (ext4, xfs, btrfs, APFS, NTFS: 255).
+NAME_MAX = 255
 
 
 def check_name(kind: str, value: str) -> str:
@@ -54,6 +56,9 @@ def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _SAFE.match(value):
         raise ValueError(f"{kind} {value!r} is not a valid name: start with a letter or digit, "
                          f"then letters, digits and _.,+=- (no '/')")
+    if kind == "trial_id" and len(value) > TRIAL_ID_MAX:
+        raise ValueError(f"trial id {value[:60]}… is {len(value)} characters; at most {TRIAL_ID_MAX} fit in "
+                         f"the file names made from it ({NAME_MAX} characters each)")
     return value
 
 
@@ -127,6 +132,11 @@ def trial_file_name(trial_id: str) -> str:
 
 def temp_name(final_name: str) -> str:
     return f".{final_name}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+#: The longest trial id whose every file name fits NAME_MAX. The longest of them is a compacted
+#: part's temp file, ``.<id>.c000.s<10 digits>-<10 digits>.parquet.tmp-<12 hex>``.
+TRIAL_ID_MAX = NAME_MAX - len(temp_name(part_name("", 0, 0, 0, compacted=True)))
 
 
 def is_hidden(name: str) -> bool:

@@ -125,7 +125,7 @@ def query_main(argv: list[str] | None = None) -> int:
 
 #: Files of a sweep folder that aggregation, detection and the driver write (an --output there
 #: replaces them), and the folders edgesweep and its trackers keep inside a sweep.
-SWEEP_OUTPUTS = ("scorecard.json", "detection.json", "report.md", "report.html", "_driver.json")
+SWEEP_OUTPUTS = ("scorecard.json", "detection.json", "report.md", "report.html", "_driver.json", "_spec.json")
 OWN_FOLDERS = ("_sealed", "_tune", "_wandb", "_mlflow", "figures")
 
 

@@ -45,6 +45,9 @@ def _check_heads(obj, d_model: int, n_heads: int) -> None:
 
 
 _BIG = 1 << 20  # widths/sizes beyond this are typos, not models (2^20 = a 1M-wide layer)
+#: The largest modulus: a modular task materialises all p² input pairs (p = 8192: 67M pairs,
+#: about 2 GB with their labels and the shuffle), and its model has a p-way output.
+MAX_MODULUS = 8192
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -59,7 +62,7 @@ class ModArithConfig:
     d_ff: int = 256
 
     def __post_init__(self):
-        check_fields(self, {"p": (2, 2_000_000), "n_tasks": (1, 16), "d_model": (1, _BIG),
+        check_fields(self, {"p": (2, MAX_MODULUS), "n_tasks": (1, 16), "d_model": (1, _BIG),
                             "n_layers": (1, 256), "n_heads": (1, 1024), "d_ff": (1, _BIG)})
         _check_heads(self, self.d_model, self.n_heads)
 
@@ -128,8 +131,14 @@ class ModularTaskConfig:
     eval_batch: int = 8192
 
     def __post_init__(self):
-        # int64 arithmetic: a³ with p ≤ 2,000,000 stays far from overflow.
-        check_fields(self, {"p": (2, 2_000_000), "eval_batch": (1, 1 << 24)}, fracs=("train_frac",))
+        check_fields(self, {"p": (2, MAX_MODULUS), "eval_batch": (1, 1 << 24)}, fracs=("train_frac",))
+        # At least one training and one test pair, with the fewest pairs an op can have
+        # (p·(p−1): division and multiplication leave b = 0 out). Fewer would fail only inside
+        # the trial (a division by an empty split).
+        pairs = self.p * (self.p - 1)
+        if int(self.train_frac * pairs) < 1:
+            raise ValueError(f"ModularTaskConfig.train_frac: got {self.train_frac!r}, which leaves no training pair "
+                             f"of the {pairs:,} (p = {self.p}); allowed: ≥ {1 / pairs:.3g}")
 
 
 @dataclass

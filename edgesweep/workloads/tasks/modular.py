@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..configs import MAX_MODULUS
 from .base import Task, chunks, eval_row
 
 OPS = {
@@ -52,9 +53,9 @@ def modular_dataset(ops: tuple[str, ...], p: int, train_frac: float, data_seed: 
             raise ValueError(f"unknown modular op {op!r}; allowed: {sorted(OPS)}")
     if not 0.0 < train_frac < 1.0:
         raise ValueError(f"train_frac must be in (0, 1), got {train_frac}")
-    # Arithmetic below is in int64: a³ with p ≤ 2,000,000 stays far from overflow.
-    if not 2 <= p <= 2_000_000:
-        raise ValueError(f"p must be in [2, 2000000], got {p}")
+    # Arithmetic below is in int64: a³ with p ≤ MAX_MODULUS is far from overflow.
+    if not 2 <= p <= MAX_MODULUS:
+        raise ValueError(f"p must be in [2, {MAX_MODULUS}], got {p}")
     x = modular_pairs(p, nonzero="mul" in ops)
     y = np.stack([OPS[op](x[:, 0], x[:, 1], p) for op in ops], axis=1)
     perm = np.random.default_rng(data_seed).permutation(len(x))

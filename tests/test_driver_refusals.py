@@ -1,0 +1,81 @@
+"""What `edgesweep run` refuses before it starts anything (no Ray cluster is started here):
+a second run into a sweep folder that holds state or tables, a resume with nothing to resume,
+and (spec_record.py) a resume whose spec differs from the one the sweep was started with. The
+last one needs a real sweep's Tune state: tests/test_platform_s3.py runs it end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgesweep.platform.driver import run_sweep
+from edgesweep.platform.spec import SpecError, load_spec
+from edgesweep.platform.spec_record import spec_changes, spec_record
+from edgesweep.storage import StorageError
+from edgesweep.storage.fs import env_seconds
+
+SPEC = """\
+name: {name}
+storage: {storage}
+grid:
+  workload: [mod_add]
+  weight_decay: [1.0, 0.0]
+train: {{preset: tiny, max_steps: {steps}, eval_every: 10, checkpoint_every: 20}}
+monitor: {{window: 4, every: 5, params: all}}
+"""
+
+
+def _spec(tmp_path, name="synth", steps=60) -> str:
+    path = tmp_path / f"{name}-{steps}.yaml"
+    path.write_text(SPEC.format(name=name, storage=tmp_path / "results", steps=steps))
+    return str(path)
+
+
+def test_a_run_into_a_folder_holding_another_runs_tables_is_refused(tmp_path, synth):
+    """Tables but no Tune state (another run's data, or a copy of one): a fresh run would
+    aggregate its trials together with them."""
+    synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
+    with pytest.raises(SpecError, match=r"already holds tables \(trials, features, evals\) but no sweep state"):
+        run_sweep(_spec(tmp_path))
+    assert not (tmp_path / "results" / "synth" / "_spec.json").exists()
+
+
+def test_a_run_into_a_started_sweep_and_a_resume_of_nothing_are_refused(tmp_path):
+    spec = _spec(tmp_path)
+    with pytest.raises(SpecError, match="--resume: no sweep state at .* to resume"):
+        run_sweep(spec, resume=True)
+    (tmp_path / "results" / "synth" / "_tune").mkdir(parents=True)
+    with pytest.raises(SpecError, match="already holds this sweep's state; use --resume"):
+        run_sweep(spec)
+
+
+def test_spec_changes_names_added_removed_and_changed_trials(tmp_path):
+    started = load_spec(_spec(tmp_path))
+    recorded = json.loads(spec_record(started))
+    assert spec_changes(recorded, started) == []
+    assert spec_changes(recorded, load_spec(_spec(tmp_path, steps=80))) == [
+        "train.max_steps: 60 → 80 in 2 trial(s) (mod_add-adamw-wd1.0-s42, …)"]
+    more = tmp_path / "more.yaml"
+    more.write_text(SPEC.format(name="synth", storage=tmp_path / "results", steps=60)
+                    .replace("weight_decay: [1.0, 0.0]", "weight_decay: [1.0, 0.5]"))
+    assert spec_changes(recorded, load_spec(str(more))) == [
+        "1 trial(s) added (mod_add-adamw-wd0.5-s42)", "1 trial(s) removed (mod_add-adamw-wd0.0-s42)"]
+
+
+@pytest.mark.parametrize("value", ["nan", "abc", "-1", "inf"])
+def test_garbage_in_a_seconds_variable_is_refused_naming_it_before_a_cluster_starts(tmp_path, monkeypatch, value):
+    """A NaN timeout made a deadline that never came (the resource wait, the S3 retries looped
+    forever); text gave a bare ValueError after the local cluster had started."""
+    monkeypatch.setenv("EDGESWEEP_RESOURCE_TIMEOUT_S", value)
+    with pytest.raises(StorageError, match=f"EDGESWEEP_RESOURCE_TIMEOUT_S='{value}': expected a number of seconds"):
+        run_sweep(_spec(tmp_path))
+    monkeypatch.delenv("EDGESWEEP_RESOURCE_TIMEOUT_S")
+    monkeypatch.setenv("EDGESWEEP_STORAGE_RETRY_S", value)
+    with pytest.raises(StorageError, match=f"EDGESWEEP_STORAGE_RETRY_S='{value}'"):
+        run_sweep(_spec(tmp_path))
+    assert not (tmp_path / "results" / "synth" / "_spec.json").exists()
+    monkeypatch.setenv("EDGESWEEP_STORAGE_RETRY_S", " 30 ")
+    assert env_seconds("EDGESWEEP_STORAGE_RETRY_S", 120.0) == 30.0
+    monkeypatch.setenv("EDGESWEEP_STORAGE_RETRY_S", "")
+    assert env_seconds("EDGESWEEP_STORAGE_RETRY_S", 120.0) == 120.0
