@@ -155,6 +155,31 @@ def test_a_truncated_part_is_reported_truncated_by_name(tmp_path):
     assert (p.kind, p.path, p.trial_id) == ("truncated", str(f), "t")
 
 
+def test_a_part_without_read_permission_is_unreadable_not_corrupt(tmp_path):
+    """No permission to read a part says nothing about its bytes: `verify` reports it as
+    `unreadable` (fix access; do not delete it), not `corrupt`, and still exits 1 (its trial's
+    data cannot be used). As root the check runs without the capabilities that bypass file
+    permissions (setpriv), the way an ordinary user would."""
+    import os
+
+    sweep_of_two(tmp_path)
+    f = part(tmp_path, "t", 0, 0, 40)
+    f.chmod(0)
+    cmd = [sys.executable, "-m", "edgesweep", "verify", str(tmp_path)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: file permissions cannot be enforced here")
+        drop = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", "--bounding-set", drop, "--inh-caps", drop] + cmd
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    finally:
+        f.chmod(0o644)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"{f}: unreadable: no permission to read it" in res.stdout and "corrupt" not in res.stdout, res.stdout
+    assert "1 unreadable; 1 trial damaged" in res.stdout
+
+
 def test_a_part_replaced_by_another_trials_part_is_reported_by_name(tmp_path):
     sweep_of_two(tmp_path)
     f = part(tmp_path, "t", 0, 0, 40)

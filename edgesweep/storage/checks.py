@@ -50,7 +50,7 @@ from .records import RECORD_DIR, SEALED, SEALING, Entry, Record, parse_record_fi
 from .schema import (PARTITION_KEYS, PARTITIONED, STREAMED, TABLES, compatible, read_file_metadata,
                      type_problems, union_schema)
 
-DAMAGE = ("missing", "truncated", "corrupt", "unrecorded", "invalid")
+DAMAGE = ("missing", "truncated", "corrupt", "unreadable", "unrecorded", "invalid")
 WARNING = ("legacy",)
 NOTE = ("interrupted",)
 
@@ -316,7 +316,10 @@ def _check_files(r: Root, table: str, files: list[StoredFile],
             try:
                 data = r.read_bytes(f.path)
             except StorageError as exc:
-                return None, "corrupt", f"unreadable ({exc.__cause__ or exc})"
+                cause = exc.__cause__ or exc
+                if isinstance(cause, PermissionError):  # the bytes may be fine: not "corrupt"
+                    return None, "unreadable", f"no permission to read it ({cause})"
+                return None, "corrupt", f"unreadable ({cause})"
         if e is not None:
             f.versions = e.matching(len(data) if data is not None else f.size,
                                     sha256(data) if content and data is not None else None)

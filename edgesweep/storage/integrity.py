@@ -19,6 +19,8 @@ Kinds of problems (:data:`.checks.DAMAGE` and the rest):
 * ``truncated`` — the file is shorter than sealed;
 * ``corrupt`` — other bytes than sealed (sha256), unreadable (Thrift, page checksum), other row
   count, or a damaged record file;
+* ``unreadable`` — the file cannot be read for a reason other than its bytes (no permission):
+  fix access, do not delete it;
 * ``unrecorded`` — a file no record lists, in a trial that keeps records (stray, foreign copy,
   or a lost record);
 * ``invalid`` — misplaced, misnamed, foreign, wrong schema;
