@@ -178,6 +178,15 @@ def test_report_main_errors(tmp_path, capsys, synth):
     path = synth.build_sweep(str(tmp_path / "root"), synth.SPEC[:1])  # data, but never aggregated
     assert report_main(path) == 2
     assert "edgesweep aggregate" in capsys.readouterr().err
+    # a damaged runs table: named, and the fix is to aggregate again (not --skip-bad-files)
+    aggregate_sweep(path, use_ray=False, report=False)
+    runs = next(Path(path, "runs").glob("*.parquet"))
+    runs.write_bytes(runs.read_bytes()[:100])
+    assert report_main(path) == 2
+    err = capsys.readouterr().err
+    assert f"{runs}: truncated" in err and f"`edgesweep aggregate {path}` writes them again" in err, err
+    aggregate_sweep(path, use_ray=False, report=False)
+    assert report_main(path) == 0
 
 
 @pytest.mark.s3
