@@ -441,6 +441,8 @@ def test_a_deleted_part_marks_its_trial_incomplete_and_the_rest_aggregate(tmp_pa
 
 def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_path, synth):
     """Without a seal record to miss, the trial's own row still says how far it got."""
+    from edgesweep.storage import verify
+    assert verify(synth.build_sweep(str(tmp_path / "intact"), synth.SPEC)).ok  # no false alarm: I runs
     path = synth.build_sweep(str(tmp_path), synth.SPEC[:2])
     part = _part(tmp_path, synth.SWEEP, "evals", "B_sub_wd1_s137")
     part.unlink()
@@ -449,7 +451,12 @@ def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_pat
     aggregate_sweep(path, use_ray=False, report=False)
     b = runs_of(path).filter(pl.col("trial_id") == "B_sub_wd1_s137").row(0, named=True)
     assert b["status"] == "incomplete"
-    assert "its trials row says 4000 steps but its evaluations end at None" in b["error"]
+    assert "its trials row says completed at step 4000 but its evaluations end at None" in b["error"]
+    # verify sees it too (it said OK: no file check can miss a file that no record names)
+    from edgesweep.storage import verify
+    report = verify(path)
+    assert [(p.kind, p.trial_id) for p in report.damage] == [("missing", "B_sub_wd1_s137")], report.problems
+    assert "its trials row says completed at step 4000 but its evaluations end at None" in report.damage[0].detail
 
 
 def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):

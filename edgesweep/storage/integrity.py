@@ -15,7 +15,9 @@ can keep damaged trials out of its counts::
 
 Kinds of problems (:data:`.checks.DAMAGE` and the rest):
 
-* ``missing`` — a record lists a sealed file that is not there;
+* ``missing`` — a record lists a sealed file that is not there, or (:func:`verify` and
+  :func:`check_sweep`) a completed or stopped trial's evaluations end before the step its
+  trials row records: rows gone together with their seal record, or never recorded (legacy);
 * ``truncated`` — the file is shorter than sealed;
 * ``corrupt`` — other bytes than sealed (sha256), unreadable (Thrift, page checksum), other row
   count, or a damaged record file;
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
@@ -45,8 +48,9 @@ import pyarrow.fs as pafs
 from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
 from .errors import StorageError
 from .fs import resolve_root
-from .layout import check_name
-from .schema import TABLES
+from .errors import StorageWarning
+from .layout import check_name, table_dir
+from .schema import PARTITION_KEYS, TABLES
 
 __all__ = ["IntegrityReport", "Problem", "check_sweep", "verify", "verify_main"]
 
@@ -123,10 +127,47 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
         report.problems += insp.problems
         report.files += insp.checked
         report.records += insp.records
+    if "trials" in tables and "evals" in tables:
+        damaged = report.damaged_trials()
+        for sweep, sdir in sweeps:
+            report.problems += _short_trials(r, sweep, sdir, damaged)
     order = {k: i for i, k in enumerate(DAMAGE + WARNING + NOTE)}
     report.problems.sort(key=lambda p: (order[p.kind], p.sweep, p.trial_id or "", p.path))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
+    """Finished trials whose evaluations end before the step their trials row records. The
+    row is written after the trial's last rows are sealed, so this is data gone with its seal
+    record, or written before records existed (``legacy``): no file check can see it, the
+    aggregation does (``analysis.record.incompleteness``), and so must ``verify``."""
+    import polars as pl
+
+    from .scan import scan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
+        try:
+            trials = scan(r.uri(sdir), "trials", on_error="skip").select(
+                "trial_id", "status", "steps", *PARTITION_KEYS).collect()
+            last = dict(scan(r.uri(sdir), "evals", on_error="skip").group_by("trial_id")
+                        .agg(pl.col("step").max()).collect().iter_rows())
+        except (StorageError, pl.exceptions.PolarsError, OSError):
+            return []  # no such table, or unreadable as a whole: the file checks said why
+    out = []
+    for t in trials.iter_rows(named=True):
+        tid, steps = t["trial_id"], t["steps"]
+        if t["status"] not in ("completed", "stopped") or steps is None or tid in damaged:
+            continue
+        end = last.get(tid)
+        if end != steps:
+            rel = table_dir(sweep, "evals", {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
+            where = r.display(f"{sdir.rstrip('/')}/{rel}")
+            out.append(Problem("missing", where, f"trial {tid}: its trials row says {t['status']} at step {steps} "
+                               f"but its evaluations end at {end}: rows are gone with their seal record, or "
+                               "were written before records existed", "evals", sweep, tid))
+    return out
 
 
 def _sweep_started(root: str) -> bool:
