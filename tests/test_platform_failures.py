@@ -35,6 +35,7 @@ def test_failed_trial_is_recorded_and_the_sweep_completes(local_ray, tmp_path, c
     assert trials["status"].to_list() == ["completed", "failed"]
     failed = trials.filter(pl.col("status") == "failed")
     assert "/nonexistent/corpus.txt" in failed["error"][0]
+    assert not [ln for ln in failed["error"][0].splitlines() if not ln.strip(" ^~")]  # no caret-only lines
     assert failed["started_at"][0] is not None  # the trial's own record was kept, not replaced
     # aggregation ran and left the failed trial out of the counts
     summary = scan(tmp_path / "results" / "failing", "summary").collect()

@@ -29,7 +29,7 @@ BAD_SPECS = {
     "negative weight decay": ("grid:\n  workload: [mod_add]\n  weight_decay: [1.0, -0.5]\n",
                               "grid.weight_decay[1]", "must be ≥ 0"),
     "zero budget": (ADD + "train: {max_steps: 0}\n", "train.max_steps", "must be ≥ 1"),
-    "equal grid values": (ADD + "  weight_decay: [1, 1.0]\n", "grid", "same trial twice: mod_add-adamw-wd1.0-s42"),
+    "equal grid values": (ADD + "  weight_decay: [1, 1.0]\n", "grid", "two grid points give the same trial: mod_add-adamw-wd1.0-s42"),
     "unknown model key": (ADD + "train: {model: {d_modl: 32}}\n", "train.model", "unknown key(s) ['d_modl'] for workload 'mod_add'; allowed: ['d_ff'"),
     "momentum out of range": (ADD + "optimizer: {momentum: 1.5}\n", "optimizer.momentum", "must be < 1"),
     "bad per-workload override": ("grid:\n  workload: [dyck]\nper_workload:\n  dyck: {monitor: {window: 1}}\n",

@@ -333,7 +333,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         if result.error is None:
             continue
         trial = TrialSpec.from_dict(result.config["trial"])
-        text = str(result.error).strip().splitlines()
+        # Python's caret lines (`^^^^`, `~~~^~~`) point into source the reader does not have
+        text = [ln for ln in str(result.error).strip().splitlines() if ln.strip(" ^~")]
         failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
         # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
         try:

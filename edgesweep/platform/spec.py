@@ -693,7 +693,8 @@ def _expand(doc: SweepDoc, at: _Located, max_trials: int, block: str | None,
             raise at.fail(("grid",), f"{exc}: fewer or shorter varied keys and values, or shorter block "
                           "names, make it shorter") from None
         if tid in ids:
-            raise at.fail(("grid",), f"values that are equal as numbers give the same trial twice: {tid}")
+            raise at.fail(("grid",), f"two grid points give the same trial: {tid} (a value listed twice, "
+                          "or values equal as numbers such as 1 and 1.0)")
         ids.add(tid)
         trials.append(TrialSpec(tid, **ident, train=resolved["train"], optim=resolved["optimizer"],
                                 monitor=resolved["monitor"], stop=resolved["stop"], axes=axes, block=block))
