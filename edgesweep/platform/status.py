@@ -22,11 +22,11 @@ Where each number comes from:
 On a terminal the view refreshes in place (rich, when installed; else ANSI redraw); otherwise it
 prints plain lines — a summary line per refresh and one line per trial that changed — so a
 log file or CI stays readable. A finished sweep (every trial in a final status, none pending;
-an ``unknown`` trial — stored rows without a trials row — counts as done once Tune's state shows
-the driver is not running it) prints the final table and exits 0; so does a single look without ``--watch``. A watched
-sweep whose driver is gone (``_driver.json``: ended, its process dead, or no heartbeat) with
-trials unfinished cannot move on by itself: the watch prints the table and how to resume, and
-exits 1.
+an ``unknown`` trial — stored rows without a trials row — counts as done once Tune's state
+shows the driver is not running it) prints the final table and exits 0; so does a single look
+without ``--watch``. A watched sweep whose driver is gone (``_driver.json``: ended, its process
+dead, or no heartbeat) with trials unfinished cannot move on by itself: the watch prints the
+table and how to resume, and exits 1.
 """
 
 from __future__ import annotations
