@@ -431,6 +431,34 @@ def test_callback_order_and_stop_request():
     assert ckpts == [3, 4]  # every checkpoint_every steps, and at the end
 
 
+def test_a_run_resumed_from_the_checkpoint_where_it_stopped_stays_stopped():
+    """A worker killed after its last checkpoint (taken at the step whose evaluation asked to
+    stop) but before its trial was recorded: the resume must end there too. It trained on to
+    the next evaluation instead — one eval interval late, 2 more feature rows than the
+    uninterrupted run (CI, test_killed_driver_resumes_without_rerunning_finished_trials)."""
+    log, saved = [], {}
+
+    class Cb:
+        def on_step(self, step, loss, lr):
+            log.append(("step", step))
+
+        def on_eval(self, step, metrics):
+            log.append(("eval", step))
+            return step >= 4
+
+        def on_snapshot(self, step, model, lr):
+            log.append(("snap", step))
+
+    cfg = TrainConfig("mod_add", preset="tiny", max_steps=50, eval_every=2, snapshot_every=2, checkpoint_every=4,
+                      device="cpu")
+    ref = train(cfg, callbacks=[Cb()], checkpoint_fn=lambda s, st: saved.setdefault(s, st))
+    assert (ref.status, ref.steps, sorted(saved)) == ("stopped", 4, [4])
+    log.clear()
+    res = train(cfg, callbacks=[Cb()], resume_state=saved[4])
+    assert (res.status, res.steps) == ("stopped", 4)
+    assert log == []  # no step, snapshot or evaluation past the stop
+
+
 class _Recorder:
     """Records losses; carries state so resume must restore it."""
 

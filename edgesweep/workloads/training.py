@@ -166,6 +166,10 @@ def train(config: TrainConfig, callbacks: Iterable[Any] = (),
             "data": {"sampler": sampler.get_state(), "next_step": step + 1},
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
             "evals": evals,
+            # A checkpoint taken where a callback asked to stop (the stop rule met at this
+            # step's evaluation) must not train on when resumed: nothing asks again before the
+            # next evaluation, which would end the run one eval interval late.
+            "stop_requested": stop,
         })
 
     def evaluate(step: int) -> bool:
@@ -180,6 +184,7 @@ def train(config: TrainConfig, callbacks: Iterable[Any] = (),
     if resume_state is not None:
         start = _restore(resume_state, cfg, model, opt, sampler, callbacks)
         evals.extend(resume_state.get("evals", []))
+        stop = bool(resume_state.get("stop_requested", False))
         # Everything in it is copied into live objects now. Drop this frame's reference, so that
         # a caller who handed the state over without keeping one frees it here: a whole training
         # state (with the monitor's ring: gigabytes for the large presets), held for nothing.
