@@ -326,13 +326,7 @@ def _collect(uri: str, table: str, cols: list[str]) -> pl.DataFrame:
 
 def _load(sp: SweepPath) -> dict[str, Any]:
     uri = sp.uri
-    try:
-        runs, summary = scan(uri, "runs").collect(), scan(uri, "summary").collect()
-    except StorageError as exc:  # the aggregation's own outputs: rewriting them is the fix
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        bad = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-        raise StorageError(f"{bad}; these are the aggregation's outputs: `edgesweep aggregate {sp.text}` "
-                           "writes them again", uri) from None
+    runs, summary = scan(uri, "runs").collect(), scan(uri, "summary").collect()
     if runs.height == 0 or "trial_id" not in runs.columns:
         raise StorageError(f"no aggregation results at {uri} (runs table missing or empty): "
                            f"run `edgesweep aggregate {sp.text}` first", uri)

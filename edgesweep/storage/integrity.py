@@ -43,13 +43,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+import polars as pl
 import pyarrow.fs as pafs
 
 from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
-from .errors import StorageError
+from .errors import StorageError, StorageWarning
 from .fs import resolve_root
-from .errors import StorageWarning
 from .layout import check_name, table_dir
+from .scan import scan
 from .schema import PARTITION_KEYS, TABLES
 
 __all__ = ["IntegrityReport", "Problem", "check_sweep", "verify", "verify_main"]
@@ -142,10 +143,6 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
     row is written after the trial's last rows are sealed, so this is data gone with its seal
     record, or written before records existed (``legacy``): no file check can see it, the
     aggregation does (``analysis.record.incompleteness``), and so must ``verify``."""
-    import polars as pl
-
-    from .scan import scan
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
         try:

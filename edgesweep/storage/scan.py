@@ -46,7 +46,7 @@ import pyarrow as pa
 from .checks import Problem, StoredFile, inspect_table, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import Root, resolve_root
-from .schema import DEDUPE_KEYS, STREAMED, check_table, union_schema
+from .schema import DEDUPE_KEYS, DERIVED, STREAMED, check_table, union_schema
 
 __all__ = ["scan", "sweep_dirs", "ON_ERROR"]
 
@@ -82,10 +82,14 @@ def _report(r: Root, table: str, bad: list[Problem], on_error: str) -> None:
     shown = "\n".join(f"  {p.line()}" for p in bad[:20])
     more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
     noun = "file" if len(bad) == 1 else "files"
-    raise StorageError(
-        f"{len(bad)} bad {noun} in table {table!r} under {r.display(r.base)}:\n{shown}{more}\n"
-        f"(nothing was read; to read the other files and skip these: `edgesweep query --skip-bad-files`, or on_error='skip' in Python)",
-        [p.path for p in bad])
+    if table in DERIVED:  # computed from the other tables: rewriting it is the fix, not skipping
+        hint = (f"(nothing was read; this table is computed from the others: `edgesweep "
+                f"{'detect' if table == 'detection' else 'aggregate'} ROOT/SWEEP` writes it again)")
+    else:
+        hint = ("(nothing was read; to read the other files and skip these: `edgesweep query "
+                "--skip-bad-files`, or on_error='skip' in Python)")
+    raise StorageError(f"{len(bad)} bad {noun} in table {table!r} under {r.display(r.base)}:\n{shown}{more}\n{hint}",
+                       [p.path for p in bad])
 
 
 def _mark_overlaps(files: list[StoredFile], table: str) -> list[StoredFile]:

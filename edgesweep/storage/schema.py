@@ -130,6 +130,8 @@ FREE_TYPED = pa.schema([("trial_id", STR), ("workload", STR), ("optimizer", STR)
 
 TABLES = ("trials", "evals", "features", "runs", "summary", "detection")
 STREAMED = ("features", "evals")
+#: Tables that aggregation and detection compute from the trials, features and evals tables.
+DERIVED = ("runs", "summary", "detection")
 PARTITIONED = ("features", "evals", "trials")
 
 #: Dedupe keys (the newest attempt wins within each).

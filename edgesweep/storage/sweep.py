@@ -22,10 +22,7 @@ from .errors import StorageError
 from .fs import Root, resolve_root
 from .layout import (check_name, is_hidden, parse_part_name, parse_partition_dirs, table_dir,
                      trial_file_name)
-from .schema import PARTITION_KEYS, STREAMED, TABLES
-
-#: Tables that aggregation and detection derive from the trials, features and evals tables.
-DERIVED = tuple(t for t in TABLES if t not in ("trials", *STREAMED))
+from .schema import DERIVED, PARTITION_KEYS, STREAMED
 
 __all__ = ["SweepPath", "next_attempt", "recorded_trial", "trials_in_data"]
 
