@@ -21,7 +21,8 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy import stats as sps
 
-from edgesweep.analysis import AnalysisConfig, TrialRecord, TrialSettings, run_row, summary_table
+from edgesweep.analysis import (AnalysisConfig, TrialRecord, TrialSettings, delayed_precedence, run_row,
+                                summary_table)
 from edgesweep.platform.aggregate import AggregateConfig, aggregate_main, aggregate_sweep
 from edgesweep.storage import StorageError, StorageWarning, scan
 from edgesweep.workloads.catalog import family
@@ -383,6 +384,7 @@ def test_cli_aggregate_prints_table(sweep):
     assert out.returncode == 0, out.stderr
     assert "gap dynamics preceded grokking in 3/6 runs with weight decay, 1/4 without" in out.stdout
     assert "1 trial(s) still running" in out.stdout
+    assert "All 4 counted runs generalised with a delay" in out.stdout
 
 
 # ============================================================================ Ray
@@ -414,6 +416,31 @@ def test_every_run_is_classified(sweep):
         "J_add_wd1_s2024": "grokked"}
     assert (runs["A_add_wd1_s42"]["fit_step"], runs["A_add_wd1_s42"]["grok_delay"]) == (1000, 2000)
     assert runs["H_dyck_wd0_s137"]["fit_step"] is None
+
+
+def test_the_paper_count_with_only_delayed_generalisation(sweep):
+    """Every counted run of the construction grokked with a delay (A B J with weight decay, G
+    without), so both counts agree. Made immediate, B drops out of the delayed count and is
+    named by workload; a run that failed to evaluate (J with an error) leaves both arms' counts,
+    as it leaves the summary's."""
+    from edgesweep.platform.report import delayed_sentence
+
+    runs = runs_of(sweep)
+    arms = delayed_precedence(runs)
+    assert {k: (a["n_runs"], a["n_preceded"], a["n_preceded_delayed"], a["undelayed"]) for k, a in arms.items()} == {
+        "wd>0": (6, 3, 3, []), "wd=0": (4, 1, 1, [])}
+    edited = runs.with_columns(
+        generalisation=pl.when(pl.col("trial_id") == "B_sub_wd1_s137").then(pl.lit("immediate"))
+        .otherwise(pl.col("generalisation")),
+        error=pl.when(pl.col("trial_id") == "J_add_wd1_s2024").then(pl.lit("boom")).otherwise(pl.col("error")))
+    arms = delayed_precedence(edited)
+    assert arms["wd>0"] == {"n_runs": 5, "n_preceded": 2, "n_preceded_delayed": 1, "undelayed": ["B_sub_wd1_s137"]}
+    assert summary_table(edited).filter(scope="all", arm="wd>0")["precedence"].item() == "2/5"
+    assert delayed_sentence(edited) == (
+        "1 of the 3 counted runs generalised without a delay (`generalisation` = immediate: mod_sub × 1); "
+        "counting only delayed generalisation, the meaning of grokking in DESIGN.md 1.3, gives 1/5 with "
+        "weight decay, 1/4 without.")
+    assert delayed_sentence(runs.drop("generalisation")) is None  # runs tables from before it existed
 
 
 # ============================================================================ damaged storage
@@ -448,15 +475,17 @@ def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_pat
     part.unlink()
     for rec in Path(tmp_path, synth.SWEEP, "evals").rglob("_sealed/B_sub_wd1_s137.*"):
         rec.unlink()
-    aggregate_sweep(path, use_ray=False, report=False)
+    with pytest.warns(StorageWarning, match="B_sub_wd1_s137: its trials row says completed at step 4000 but it "
+                                            "has no evaluations"):
+        aggregate_sweep(path, use_ray=False, report=False)
     b = runs_of(path).filter(pl.col("trial_id") == "B_sub_wd1_s137").row(0, named=True)
     assert b["status"] == "incomplete"
-    assert "its trials row says completed at step 4000 but its evaluations end at None" in b["error"]
+    assert "its trials row says completed at step 4000 but it has no evaluations" in b["error"]
     # verify sees it too (it said OK: no file check can miss a file that no record names)
     from edgesweep.storage import verify
     report = verify(path)
     assert [(p.kind, p.trial_id) for p in report.damage] == [("missing", "B_sub_wd1_s137")], report.problems
-    assert "its trials row says completed at step 4000 but its evaluations end at None" in report.damage[0].detail
+    assert "its trials row says completed at step 4000 but it has no evaluations" in report.damage[0].detail
 
 
 def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):

@@ -327,6 +327,7 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["detect", "docs/results/grokking-laptop", "--delta", "-5"], "argument --delta: -5 is out of range"),
     (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),
     (["spectral-demo", "--every", "x"], "argument --every: 'x' is not an integer"),
+    (["spectral-demo", "--window", "1001"], "argument --window: 1001 is out of range (must be ≥ 2 and ≤ 1,000)"),
     (["status", "docs/results/grokking-corpus"], "it holds detection, runs, summary: the aggregation's outputs, "
                                                  "without the raw tables"),
 ])
@@ -338,6 +339,22 @@ def test_cli_refuses_bad_arguments_in_one_line_before_doing_anything(argv, says)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and says in err[-1], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_spectral_demo_window_flag_has_the_monitors_bound():
+    """The CLI writes the monitor's window bound out (so `--help` needs no torch): it must stay
+    the monitor's, accepting MAX_WINDOW and refusing one more."""
+    import argparse
+
+    from edgesweep.cli import build_parser
+    from edgesweep.spectral import MAX_WINDOW
+
+    parser = build_parser()
+    assert parser.parse_args(["spectral-demo", "--window", str(MAX_WINDOW)]).window == MAX_WINDOW
+    window = next(a for a in parser._subparsers._group_actions[0].choices["spectral-demo"]._actions
+                  if a.dest == "window")
+    with pytest.raises(argparse.ArgumentTypeError):
+        window.type(str(MAX_WINDOW + 1))
 
 
 def test_submit_passes_the_driver_options_on_to_the_jobs_run(tmp_path):

@@ -52,6 +52,8 @@ def test_report_precedence_table_has_measured_numbers(reported, synth):
     # the report states the criterion the aggregation used, not a constant of its own
     assert "g23_early / g23_grok > 1.5" in md and "full windows only" in md
     assert "| modular | 1 | 4 | 1 | 3 | **3/4** |" in md
+    # A B J and G, the counted runs, all generalised with a delay (tests/test_aggregate.py)
+    assert "\nAll 4 counted runs generalised with a delay (`generalisation` = grokked).\n" in md
 
 
 def test_report_detector_table(reported, synth):

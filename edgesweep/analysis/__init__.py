@@ -17,7 +17,7 @@ from .evaluation import classify_run, compare_arms, evaluate_detector
 from .events import (GROK_THRESHOLD, MEMORIZATION_THRESHOLD, PRECEDENCE_RATIO, PrecedenceResult,
                      g23_precedence, grok_step, memorization_step)
 from .record import AnalysisConfig, TrialRecord, TrialSettings, read_records, read_trials
-from .runs import RUNS_SCHEMA, SUMMARY_SCHEMA, evidence, run_row, summary_table
+from .runs import RUNS_SCHEMA, SUMMARY_SCHEMA, delayed_precedence, evidence, run_row, summary_table
 from .scorecard import Prediction, scorecard
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "GROK_THRESHOLD", "MEMORIZATION_THRESHOLD", "PRECEDENCE_RATIO", "PrecedenceResult",
     "g23_precedence", "grok_step", "memorization_step", "DETECTORS", "Detector", "DetectorConfig",
     "G23CollapseDetector", "make_detector", "replay", "classify_run", "compare_arms",
-    "evaluate_detector", "RUNS_SCHEMA", "SUMMARY_SCHEMA", "evidence", "run_row", "summary_table",
-    "Prediction", "scorecard",
+    "evaluate_detector", "RUNS_SCHEMA", "SUMMARY_SCHEMA", "delayed_precedence", "evidence", "run_row",
+    "summary_table", "Prediction", "scorecard",
 ]

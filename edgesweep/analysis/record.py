@@ -182,7 +182,8 @@ class TrialRecord:
             return None
         last = int(self.evals["step"].max()) if self.evals.height else None
         if last != steps:
-            return f"its trials row says {steps} steps but its evaluations end at {last}"
+            return (f"its trials row says {steps} steps but "
+                    + ("it has no evaluations" if last is None else f"its evaluations end at {last}"))
         live = self.trial.get("live_grok_step")
         if live is not None and self.grok_step != live:
             return f"it grokked at step {live} during training but its evaluations give {self.grok_step}"

@@ -167,7 +167,7 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
 def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
     """``edgesweep aggregate ROOT/SWEEP``: aggregate, print the precedence table, say where the
     outputs went. 0 on success, 2 with one message (no traceback) when there is no sweep."""
-    from .report import precedence_sentence, precedence_text
+    from .report import delayed_sentence, precedence_sentence, precedence_text
 
     try:
         t0 = time.perf_counter()
@@ -181,6 +181,8 @@ def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
     print(precedence_text(summary))
     print()
     print(precedence_sentence(summary) + (f" ({n_running} trial(s) still running: provisional)" if n_running else ""))
+    if delayed := delayed_sentence(runs):
+        print(delayed)
     n_inc = runs.filter(pl.col("status") == "incomplete").height
     n_err = runs.filter(pl.col("error").is_not_null()).height - n_inc
     if n_inc:

@@ -364,11 +364,13 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     if aggregate:
         from ..storage import scan
         from .aggregate import aggregate_sweep
-        from .report import precedence_sentence, precedence_text
+        from .report import delayed_sentence, precedence_sentence, precedence_text
         out = aggregate_sweep(f"{storage_uri}/{spec.name}")
         summary = scan(out, "summary").collect()
         print(precedence_text(summary), flush=True)
         _log(precedence_sentence(summary))
+        if delayed := delayed_sentence(scan(out, "runs").collect()):
+            _log(delayed)
         _log(f"aggregated: {out}/runs, {out}/summary, {out}/scorecard.json; report: {out}/report.md")
     _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {storage_uri}/{spec.name} "
          "\"SELECT * FROM runs\")")

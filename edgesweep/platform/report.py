@@ -30,10 +30,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, LogLocator, MaxNLocator, NullLocator
 
 from ..analysis.events import PHASES
+from ..analysis.runs import delayed_precedence
 from ..storage import StorageError, SweepPath, scan
 from .report_html import write_report_html
 
-__all__ = ["write_report", "report_main", "precedence_sentence", "precedence_text"]
+__all__ = ["write_report", "report_main", "precedence_sentence", "precedence_text", "delayed_sentence"]
 
 DPI = 90
 MAX_OVERVIEW_PANELS = 48     # a family grid beyond this is unreadable; the rest are in trials/
@@ -103,6 +104,28 @@ def precedence_sentence(summary: pl.DataFrame) -> str:
     if not parts:
         return "gap dynamics preceded grokking in no run (no arm with a weight decay value)"
     return "gap dynamics preceded grokking in " + ", ".join(parts)
+
+
+def delayed_sentence(runs: pl.DataFrame) -> str | None:
+    """How much of the paper's count is delayed generalisation: the counted runs that
+    generalised without a delay, and the count with only delayed runs (DESIGN.md 1.3's meaning
+    of grokking). None where the runs table has no ``generalisation`` or nothing was counted."""
+    arms = delayed_precedence(runs)
+    counted = sum(a["n_preceded"] for a in arms.values())
+    if not counted:
+        return None
+    undelayed = [t for a in arms.values() for t in a["undelayed"]]
+    counts = ", ".join(f"{a['n_preceded_delayed']}/{a['n_runs']} {'with weight decay' if name == 'wd>0' else 'without'}"
+                       for name, a in arms.items())
+    if not undelayed:
+        return f"All {counted} counted runs generalised with a delay (`generalisation` = grokked)."
+    by_workload = (runs.filter(pl.col("trial_id").is_in(undelayed)).group_by("workload").len().sort("workload")
+                   if "workload" in runs.columns else None)
+    which = (": " + ", ".join(f"{r['workload']} × {r['len']}" for r in by_workload.iter_rows(named=True))
+             if by_workload is not None else "")
+    return (f"{len(undelayed)} of the {counted} counted runs generalised without a delay (`generalisation` = "
+            f"immediate{which}); counting only delayed generalisation, the meaning of grokking in DESIGN.md "
+            f"1.3, gives {counts}.")
 
 
 def _wd(r: dict) -> str:
@@ -414,7 +437,7 @@ def _compute_lines(trials: pl.DataFrame) -> list[str]:
     return out
 
 
-def _precedence_section(summary: pl.DataFrame, config: dict) -> str:
+def _precedence_section(summary: pl.DataFrame, runs: pl.DataFrame, config: dict) -> str:
     rows = [[r["scope"], _wd(r), r["n_runs"], r["n_running"], r["n_grokked"],
              f"**{r['precedence']}**", r["preceded_of_grokked"], _ci(r["preceded_lo"], r["preceded_hi"]),
              _fmt_p(r["fisher_p_preceded"]), r["precedence_all_windows"]] for r in summary.iter_rows(named=True)]
@@ -433,7 +456,7 @@ def _precedence_section(summary: pl.DataFrame, config: dict) -> str:
         "form one arm (its range is shown when it holds several values).", "",
         _table(["scope", "weight decay", "runs", "running", "grokked", "preceded", "preceded / grokked",
                 "95 % CI", "Fisher p vs wd 0", "preceded, all windows"], rows),
-    ])
+    ] + (["", delayed] if (delayed := delayed_sentence(runs)) else []))
 
 
 def _detector_section(summary: pl.DataFrame, config: dict) -> str:
@@ -641,7 +664,7 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
         f"{runs.height} trials at `{sp.uri}`; generated {now}. Tables: `runs`, `summary` "
         f"(`edgesweep query {sp.text} \"SELECT * FROM summary\"`), `scorecard.json`.",
         "", _status_section(d["trials"], runs),
-        "", _precedence_section(summary, config),
+        "", _precedence_section(summary, runs, config),
         "", "![g23 declines by arm](figures/decline_by_arm.png)",
         "", _detector_section(summary, config),
         "", _scorecard_section(card.get("predictions", [])),

@@ -162,9 +162,10 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
         if end != steps:
             rel = table_dir(sweep, "evals", {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
             where = r.display(f"{sdir.rstrip('/')}/{rel}")
+            seen = "it has no evaluations" if end is None else f"its evaluations end at {end}"
             out.append(Problem("missing", where, f"trial {tid}: its trials row says {t['status']} at step {steps} "
-                               f"but its evaluations end at {end}: rows are gone with their seal record, or "
-                               "were written before records existed", "evals", sweep, tid))
+                               f"but {seen}: rows are gone with their seal record, or were written before "
+                               "records existed", "evals", sweep, tid))
     return out
 
 
