@@ -55,7 +55,7 @@ def _status(args) -> int:
 
 def _query(args) -> int:
     from .storage.query import query_main
-    argv = [args.root, args.sql, "--format", args.format]
+    argv = [args.root, args.sql] + (["--format", args.format] if args.format else [])
     if args.output:
         argv += ["--output", args.output]
     if args.skip_bad_files:
@@ -169,8 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary, detection)")
     p.add_argument("root", help="a storage root or one sweep folder")
     p.add_argument("sql")
-    p.add_argument("--format", default="table", choices=("table", "csv", "parquet", "json"))
-    p.add_argument("--output", help="file to write (csv/parquet/json); default stdout for table/csv/json")
+    p.add_argument("--format", choices=("table", "csv", "parquet", "json"),
+                   help="default: from --output's extension (.csv, .parquet, .json, .txt), else table; "
+                        "json writes ±inf and NaN as null")
+    p.add_argument("--output", "-o", help="file to write; default stdout (table, csv, json)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (-1: all)")
     p.set_defaults(func=_query)

@@ -756,6 +756,60 @@ def test_query_output_never_lands_in_the_tables_it_reads(tmp_path, capsys):
     assert "--max-rows -5" in capsys.readouterr().err
 
 
+def test_query_main_takes_the_format_from_the_output_file(tmp_path, capsys, monkeypatch):
+    """Without --format, --output's extension chooses it: the screen table written into
+    n.csv or n.parquet would be a file no reader takes. An extension that says nothing is
+    refused before anything is read; a quoted ~ is the home folder."""
+    make_sweeps(tmp_path)
+    sql = "SELECT sweep, count(*) AS n FROM features GROUP BY sweep ORDER BY sweep"
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("n.csv", "n.parquet", "n.pq", "n.json", "n.txt"):
+        assert query_main([str(tmp_path), sql, "--output", str(out / name)]) == 0
+    assert (out / "n.csv").read_text() == "sweep,n\nalpha,6\nbeta,2\n"
+    assert pl.read_parquet(out / "n.parquet").rows() == pl.read_parquet(out / "n.pq").rows() == [("alpha", 6), ("beta", 2)]
+    assert json.loads((out / "n.json").read_text()) == [{"sweep": "alpha", "n": 6}, {"sweep": "beta", "n": 2}]
+    assert "│" in (out / "n.txt").read_text()
+    # an explicit --format wins over the extension
+    assert query_main([str(tmp_path), sql, "--format", "csv", "--output", str(out / "n.json")]) == 0
+    assert (out / "n.json").read_text().startswith("sweep,n")
+    with pytest.raises(SystemExit) as exc:
+        query_main([str(tmp_path), sql, "--output", str(out / "n.dat")])
+    assert exc.value.code == 2 and not (out / "n.dat").exists()
+    assert f"--output {out / 'n.dat'}: its extension does not say the format" in capsys.readouterr().err
+    monkeypatch.setenv("HOME", str(out))
+    assert query_main([str(tmp_path), sql, "--output", "~/home.csv"]) == 0
+    assert (out / "home.csv").read_text() == "sweep,n\nalpha,6\nbeta,2\n"
+
+
+def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
+    """One line and exit 2 where a query could only print an empty or misleading answer: a
+    folder holding no tables (a table folder given as the root, an empty folder), a statement
+    that would write, and SQL over a table no sweep holds yet (the derived ones name the
+    command that writes them); a query of such a table that succeeds warns."""
+    make_sweeps(tmp_path)
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(tmp_path / "empty"), "SELECT count(*) FROM runs"], f"{tmp_path / 'empty'}: no edgesweep tables here"),
+        ([str(tmp_path / "alpha" / "features"), "SELECT count(*) FROM features"],
+         f"{tmp_path / 'alpha' / 'features'}: no edgesweep tables here"),
+        ([str(tmp_path), "  DELETE FROM features"], "DELETE: edgesweep query only reads the tables"),
+        ([str(tmp_path), "SELECT trial_id, grok_step FROM runs"],
+         f"no 'runs' table under {tmp_path} yet: it is computed from the others, `edgesweep aggregate "
+         "ROOT/SWEEP` writes it (ColumnNotFoundError"),
+        ([str(tmp_path / "alpha"), "SELECT trial_id, grok_step FROM runs"],
+         f"`edgesweep aggregate {tmp_path / 'alpha'}` writes it"),
+    ]
+    for argv, says in cases:
+        assert query_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("edgesweep query: error: ") and says in err and "Traceback" not in err, err
+    assert query_main([str(tmp_path / "alpha"), "SELECT * FROM detection", "--format", "csv"]) == 0
+    cap = capsys.readouterr()
+    assert (f"edgesweep query: warning: no 'detection' table under {tmp_path / 'alpha'} yet: it is computed "
+            f"from the others, `edgesweep detect {tmp_path / 'alpha'}` writes it") in cap.err
+
+
 def test_query_main_skip_bad_files_warns_on_stderr(tmp_path, capsys):
     make_sweeps(tmp_path)
     d = next((tmp_path / "alpha" / "features").glob("*/*/*"))

@@ -131,7 +131,7 @@ def sweep_dirs(r: Root) -> list[tuple[str, str]]:
     children = [c for c in r.list_dirs(r.base) if not is_hidden(c)]
     tables = [c for c in children if c in TABLES]
     if tables:
-        sweeps = [c for c in children if c not in TABLES and _holds_a_table(r, r.path(c))]
+        sweeps = [c for c in children if c not in TABLES and holds_a_table(r, r.path(c))]
         if sweeps:
             raise StorageError(
                 f"{r.display(r.base)}: ambiguous root: it holds table folder(s) "
@@ -142,7 +142,7 @@ def sweep_dirs(r: Root) -> list[tuple[str, str]]:
     return [(c, r.path(c)) for c in children]
 
 
-def _holds_a_table(r: Root, directory: str) -> bool:
+def holds_a_table(r: Root, directory: str) -> bool:
     """Whether `directory` holds a table folder with table contents (partition folders, or
     ``<table>.parquet``) — not merely a folder of that name, such as a report's
     ``figures/trials/``."""

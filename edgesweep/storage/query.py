@@ -21,13 +21,15 @@ import warnings
 
 import polars as pl
 
-from .checks import inspect_table, sweep_dirs
+from .checks import holds_a_table, inspect_table, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
 from .scan import scan
-from .schema import TABLES
+from .schema import DERIVED, TABLES
 
 FORMATS = ("table", "csv", "parquet", "json")
+#: The format --output's extension implies when --format is not given.
+SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".txt": "table"}
 
 
 def tables_in(sql: str) -> list[str]:
@@ -36,24 +38,65 @@ def tables_in(sql: str) -> list[str]:
     return [t for t in TABLES if t in words]
 
 
+#: First words of statements that would change a table: Polars runs some of them on its
+#: in-memory copy and prints an empty result, which reads as if they had worked.
+WRITING_STATEMENTS = ("delete", "insert", "update", "create", "drop", "truncate", "alter", "copy")
+
+
 def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = True) -> pl.DataFrame:
     """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder).
 
-    Bad files are reported as :func:`scan` reports them. Should reading fail after the scan
-    checked the files (one changed in between), the error is a :class:`StorageError` naming
-    the files that are bad now, found by checking the tables again (SQL errors stay what
-    they are)."""
+    A root under which no sweep holds any table is an error (most likely the wrong folder); a
+    table the SQL names that no sweep holds yet is a :class:`StorageWarning` — for ``runs``,
+    ``summary`` and ``detection`` naming the command that writes it — and, when the SQL then
+    fails, the error. Bad files are reported as :func:`scan` reports them. Should reading fail
+    after the scan checked the files (one changed in between), the error is a
+    :class:`StorageError` naming the files that are bad now, found by checking the tables
+    again (SQL errors stay what they are)."""
+    first = re.match(r"\s*\(*\s*([A-Za-z]+)", sql)
+    if first and first.group(1).lower() in WRITING_STATEMENTS:
+        raise StorageError(f"{first.group(1).upper()}: edgesweep query only reads the tables (SELECT, WITH …)")
     r = resolve_root(root)
     sweeps = sweep_dirs(r)  # a missing root is an error even for SQL that names no table
+    if not any(holds_a_table(r, d) for _, d in sweeps):
+        raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
+                           "evals/, features/ …): give a storage root or one sweep's folder; a sweep that "
+                           "has not sealed any rows yet has nothing to query", r.display(r.base))
     tables = tables_in(sql)
+    absent = [t for t in tables if not any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+    for t in absent:
+        warnings.warn(_absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
     try:
         with pl.SQLContext(frames=frames) as ctx:
             return ctx.execute(sql, eager=False).collect()
-    except (pl.exceptions.ComputeError, OSError) as exc:
-        bad = [p for t in tables for p in inspect_table(r, t, sweeps, deep=True).damage]
-        if not bad:
+    except pl.exceptions.PolarsError as exc:
+        if absent and not isinstance(exc, (pl.exceptions.SQLSyntaxError, pl.exceptions.SQLInterfaceError)):
+            # An empty stand-in has no columns: the column error only repeats that the table is absent.
+            raise StorageError(f"{_absent_text(r, absent[0], sweeps)} ({type(exc).__name__}: "
+                               f"{_without_plan(exc)})") from exc
+        if not isinstance(exc, pl.exceptions.ComputeError):
             raise
+        _raise_if_damaged(r, tables, sweeps, exc)
+        raise
+    except OSError as exc:
+        _raise_if_damaged(r, tables, sweeps, exc)
+        raise
+
+
+def _absent_text(r, table: str, sweeps) -> str:
+    where = r.display(r.base)
+    if table in DERIVED:
+        command = "detect" if table == "detection" else "aggregate"
+        target = r.display(sweeps[0][1]) if len(sweeps) == 1 else "ROOT/SWEEP"
+        return (f"no {table!r} table under {where} yet: it is computed from the others, "
+                f"`edgesweep {command} {target}` writes it")
+    return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"
+
+
+def _raise_if_damaged(r, tables: list[str], sweeps, exc: Exception) -> None:
+    bad = [p for t in tables for p in inspect_table(r, t, sweeps, deep=True).damage]
+    if bad:
         shown = "\n".join(f"  {p.line()}" for p in bad[:20])
         raise StorageError(f"reading failed ({type(exc).__name__}: {exc}); bad files now:\n{shown}",
                            [p.path for p in bad]) from exc
@@ -67,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("root", metavar="ROOT", help="storage root (path, file://, s3:// or gs:// URI), "
                    "or one sweep's folder")
     p.add_argument("sql", metavar="SQL", help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from --output's extension "
+                   "— " + ", ".join(SUFFIX_FORMATS) + " — else table); json writes ±inf and NaN as null")
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout "
                    "(required for parquet)")
     p.add_argument("--skip-bad-files", action="store_true",
@@ -87,6 +131,14 @@ def query_main(argv: list[str] | None = None) -> int:
     """``edgesweep query``; returns the exit status (0 ok, 2 usage/data error)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.output:
+        args.output = os.path.expanduser(args.output)  # quoted '~/x.csv' reaches us unexpanded
+    if args.format is None:
+        # The screen table written into data.csv or data.parquet would be a file no reader takes.
+        args.format = SUFFIX_FORMATS.get(os.path.splitext(args.output)[1].lower()) if args.output else "table"
+        if args.format is None:
+            parser.error(f"--output {args.output}: its extension does not say the format "
+                         f"({', '.join(SUFFIX_FORMATS)}); give --format {'|'.join(FORMATS)}")
     if args.format == "parquet" and not args.output:
         parser.error("--format parquet needs --output FILE")
     if args.output and _clobbers_storage(args.output, args.root):
