@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -466,26 +468,47 @@ def test_a_deleted_part_marks_its_trial_incomplete_and_the_rest_aggregate(tmp_pa
     assert (s["n_runs"], s["n_preceded"]) == (2, 1)  # A (preceded) and C; B is out of the counts
 
 
-def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_path, synth):
-    """Without a seal record to miss, the trial's own row still says how far it got."""
+@pytest.mark.parametrize("table, says", [
+    ("evals", "its trials row says completed at step 4000 but it has no evaluations"),
+    # B's snapshots every 100 steps end at 4000 (tests/conftest.py)
+    ("features", "its trials row says completed at step 4000 but it has no features rows (a snapshot every "
+                 "100 steps: the last at 4000)"),
+])
+def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_path, synth, table, says):
+    """Without a seal record to miss, the trial's own row still says how far it got — for its
+    evaluations and its features alike (without the features check, B read as a finished run
+    with no windows: "not preceded", no error, and verify said OK)."""
     from edgesweep.storage import verify
     assert verify(synth.build_sweep(str(tmp_path / "intact"), synth.SPEC)).ok  # no false alarm: I runs
     path = synth.build_sweep(str(tmp_path), synth.SPEC[:2])
-    part = _part(tmp_path, synth.SWEEP, "evals", "B_sub_wd1_s137")
+    part = _part(tmp_path, synth.SWEEP, table, "B_sub_wd1_s137")
     part.unlink()
-    for rec in Path(tmp_path, synth.SWEEP, "evals").rglob("_sealed/B_sub_wd1_s137.*"):
+    for rec in Path(tmp_path, synth.SWEEP, table).rglob("_sealed/B_sub_wd1_s137.*"):
         rec.unlink()
-    with pytest.warns(StorageWarning, match="B_sub_wd1_s137: its trials row says completed at step 4000 but it "
-                                            "has no evaluations"):
+    with pytest.warns(StorageWarning, match=re.escape(f"B_sub_wd1_s137: {says}")):
         aggregate_sweep(path, use_ray=False, report=False)
     b = runs_of(path).filter(pl.col("trial_id") == "B_sub_wd1_s137").row(0, named=True)
-    assert b["status"] == "incomplete"
-    assert "its trials row says completed at step 4000 but it has no evaluations" in b["error"]
+    assert b["status"] == "incomplete" and says in b["error"]
     # verify sees it too (it said OK: no file check can miss a file that no record names)
-    from edgesweep.storage import verify
     report = verify(path)
-    assert [(p.kind, p.trial_id) for p in report.damage] == [("missing", "B_sub_wd1_s137")], report.problems
-    assert "its trials row says completed at step 4000 but it has no evaluations" in report.damage[0].detail
+    assert [(p.kind, p.table, p.trial_id) for p in report.damage] == [("missing", table, "B_sub_wd1_s137")], \
+        report.problems
+    assert says in report.damage[0].detail
+
+
+def test_a_deleted_table_folder_is_missing_for_every_finished_trial(tmp_path, synth):
+    """A whole table folder deleted leaves no seal record to miss either: every finished
+    trial is missing its rows (I, still running, is not judged), and the counts leave them out
+    instead of reading them as runs without windows."""
+    from edgesweep.storage import verify
+    path = synth.build_sweep(str(tmp_path), synth.SPEC)
+    shutil.rmtree(Path(path, "features"))
+    report = verify(path)
+    assert sorted(p.trial_id for p in report.damage) == sorted(t for t in EXPECTED if t != "I_mul_wd1_s2024")
+    assert {(p.kind, p.table) for p in report.damage} == {("missing", "features")}
+    with pytest.warns(StorageWarning):
+        aggregate_sweep(path, use_ray=False, report=False)
+    assert runs_of(path).group_by("status").len().sort("status").rows() == [("incomplete", 9), ("running", 1)]
 
 
 def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from ..storage import SweepPath, scan, trials_in_data
+from ..storage.completeness import FINISHED, shortfall, snapshot_every
 from ..storage.liveness import owner_gone, read_driver_record
 from .detectors import DEFAULT_DETECTOR, make_detector
 from .events import GROK_THRESHOLD, MEMORIZATION_THRESHOLD, PRECEDENCE_RATIO, grok_step, memorization_step
@@ -173,17 +174,18 @@ class TrialRecord:
 
     def incompleteness(self) -> str | None:
         """Why this finished trial's stored rows cannot be its whole record (None if they can):
-        its ``trials`` row is written after its last rows are sealed, so a completed or stopped
-        trial has an evaluation at its last step, and the grok step it saw live is the one its
-        evaluations give. A deleted or truncated part shows up here even when its seal record
-        went with it."""
-        status, steps = self.trial.get("status"), self.trial.get("steps")
-        if status not in ("completed", "stopped") or steps is None:
+        they must reach the step its ``trials`` row records (:func:`storage.completeness.shortfall`:
+        evaluations to that step, features to its last snapshot), and the grok step it saw live
+        must be the one its evaluations give. A deleted or truncated part shows up here even when
+        its seal record went with it."""
+        if self.trial.get("status") not in FINISHED or self.trial.get("steps") is None:
             return None
-        last = int(self.evals["step"].max()) if self.evals.height else None
-        if last != steps:
-            return (f"its trials row says {steps} steps but "
-                    + ("it has no evaluations" if last is None else f"its evaluations end at {last}"))
+        last = {name: int(df["step"].max()) if df.height else None
+                for name, df in (("evals", self.evals), ("features", self.features))}
+        short = shortfall(self.trial.get("status"), self.trial.get("steps"), last["evals"], last["features"],
+                          snapshot_every(self.trial.get("config")))
+        if short is not None:
+            return short[1]
         live = self.trial.get("live_grok_step")
         if live is not None and self.grok_step != live:
             return f"it grokked at step {live} during training but its evaluations give {self.grok_step}"

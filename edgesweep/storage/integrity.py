@@ -47,6 +47,7 @@ import polars as pl
 import pyarrow.fs as pafs
 
 from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
+from .completeness import shortfall, snapshot_every
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
 from .layout import check_name, table_dir
@@ -139,34 +140,41 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
 
 
 def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
-    """Finished trials whose evaluations end before the step their trials row records. The
-    row is written after the trial's last rows are sealed, so this is data gone with its seal
-    record, or written before records existed (``legacy``): no file check can see it, the
-    aggregation does (``analysis.record.incompleteness``), and so must ``verify``."""
+    """Finished trials whose evaluations or features end before the step their trials row
+    records (:func:`.completeness.shortfall`): data gone with its seal record, a deleted table
+    folder, or rows written before records existed (``legacy``). No file check can see it; the
+    aggregation does (``analysis.record``), and so must ``verify``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
         try:
             # the bytes were hashed by the file checks just before: not again
             trials = scan(r.uri(sdir), "trials", on_error="skip", verify_content=False)
-            evals = scan(r.uri(sdir), "evals", on_error="skip", verify_content=False)
-            trials = trials.select("trial_id", "status", "steps", *PARTITION_KEYS).collect()
-            last = dict(evals.group_by("trial_id").agg(pl.col("step").max()).collect().iter_rows())
+            trials = trials.select("trial_id", "status", "steps", "config", *PARTITION_KEYS).collect()
+            last = {t: _last_steps(r, sdir, t) for t in ("evals", "features")}
         except (StorageError, pl.exceptions.PolarsError, OSError):
-            return []  # no such table, or unreadable as a whole: the file checks said why
+            return []  # no trials table, or unreadable as a whole: the file checks said why
     out = []
     for t in trials.iter_rows(named=True):
-        tid, steps = t["trial_id"], t["steps"]
-        if t["status"] not in ("completed", "stopped") or steps is None or tid in damaged:
+        tid = t["trial_id"]
+        if tid in damaged:
             continue
-        end = last.get(tid)
-        if end != steps:
-            rel = table_dir(sweep, "evals", {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
+        short = shortfall(t["status"], t["steps"], last["evals"].get(tid), last["features"].get(tid),
+                          snapshot_every(t["config"]))
+        if short is not None:
+            table, why = short
+            rel = table_dir(sweep, table, {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
             where = r.display(f"{sdir.rstrip('/')}/{rel}")
-            seen = "it has no evaluations" if end is None else f"its evaluations end at {end}"
-            out.append(Problem("missing", where, f"trial {tid}: its trials row says {t['status']} at step {steps} "
-                               f"but {seen}: rows are gone with their seal record, or were written before "
-                               "records existed", "evals", sweep, tid))
+            out.append(Problem("missing", where, f"trial {tid}: {why}: rows are gone with their seal record "
+                               "(or the whole table), or were written before records existed", table, sweep, tid))
     return out
+
+
+def _last_steps(r, sdir: str, table: str) -> dict[str, int]:
+    """Each trial's last stored step in ``table``; {} when the sweep has no such table."""
+    if not r.exists(f"{sdir.rstrip('/')}/{table}"):
+        return {}
+    lazy = scan(r.uri(sdir), table, on_error="skip", verify_content=False)
+    return dict(lazy.group_by("trial_id").agg(pl.col("step").max()).collect().iter_rows())
 
 
 def _sweep_started(root: str) -> bool:
