@@ -174,6 +174,44 @@ def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, 
     assert "--resume` continues it" in rest
 
 
+def test_watch_of_a_sweep_without_driver_record_stops_when_every_worker_is_gone(tmp_path, synth):
+    """A copied sweep, or one from before the driver record, has no _driver.json: nothing says
+    whether a driver lives. Once every unfinished trial's worker is known to be gone
+    (interrupted), none will move it on: the watch stops with exit 1 and the resume hint, where
+    it used to print the same line forever. A running trial on another host keeps it waiting."""
+    import socket
+
+    import polars as pl
+
+    from edgesweep.platform.status import SweepWatcher
+    from edgesweep.storage import write_table
+
+    root = tmp_path / "results"
+    a, b = synth.BY_ID["A_add_wd1_s42"], synth.BY_ID["B_sub_wd1_s137"]
+    synth.write_trial(root, a, upto=1000, compact=False)
+    synth.write_trial(root, b)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is now free: the worker of A "is not running"
+
+    def trials(host):
+        write_table(root, synth.SWEEP, "trials", pl.DataFrame([
+            {**a.trial_row(status="running", steps=0), "pid": dead.pid, "hostname": host}, b.trial_row()]))
+
+    sweep = root / synth.SWEEP
+    trials("another-host.invalid")  # its worker may be alive there: wait
+    view = SweepWatcher(str(sweep)).poll()
+    assert [t.status for t in view.trials if not t.done] == ["running"] and not view.stalled
+    trials(socket.gethostname())
+    view = SweepWatcher(str(sweep)).poll()
+    assert [t.status for t in view.trials if not t.done] == ["interrupted"] and view.stalled
+    res = subprocess.run(_command(sweep, "--watch", "--interval", "0.2", "--plain"), capture_output=True,
+                         text=True, cwd=REPO, timeout=TIMEOUT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("stopped watching: the sweep has no driver record (_driver.json) and every unfinished trial's "
+            "worker is gone, and 1 trial(s) are not finished; `edgesweep run SWEEP.yaml --resume` continues it"
+            in res.stdout), res.stdout
+
+
 def _write_tune_state(sweep, statuses: dict[str, str]) -> None:
     """A Tune experiment state with just what read_tune_state reads (its real format is
     checked on a real sweep in test_status_reads_tunes_plan_of_a_real_sweep)."""

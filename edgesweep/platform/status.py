@@ -26,7 +26,8 @@ an ``unknown`` trial — stored rows without a trials row — counts as done onc
 shows the driver is not running it) prints the final table and exits 0; so does a single look
 without ``--watch``. A watched sweep whose driver is gone (``_driver.json``: ended, its process
 dead, or no heartbeat) with trials unfinished cannot move on by itself: the watch prints the
-table and how to resume, and exits 1.
+table and how to resume, and exits 1. So does one without ``_driver.json`` (copied, or older)
+once every unfinished trial's worker is known to be gone.
 """
 
 from __future__ import annotations
@@ -203,6 +204,16 @@ def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -
     return n
 
 
+def _no_driver_left(trials: list[TrialView]) -> str | None:
+    """Without a driver record (a copied sweep, or one run before edgesweep recorded its driver)
+    nothing says whether a driver lives — except that every unfinished trial's worker is known
+    to be gone (``interrupted``): then no one is running the sweep, and a watch would wait forever."""
+    left = [t for t in trials if not t.done]
+    if left and all(t.status == "interrupted" for t in left):
+        return "the sweep has no driver record (_driver.json) and every unfinished trial's worker is gone"
+    return None
+
+
 class SweepWatcher:
     """Polls one sweep folder; remembers what it saw to measure steps/s and to cache the event
     rows of finished trials (they cannot change)."""
@@ -255,8 +266,9 @@ class SweepWatcher:
             notes.append(f"{settled} trial(s) with stored rows but no trials row (status unknown) are not pending "
                          "or running in Tune's state: the watch does not wait for them")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
+        gone = driver_gone(driver) if driver is not None else _no_driver_left(trials)
         return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes,
-                         driver_gone=driver_gone(driver))
+                         driver_gone=gone)
 
     def _from_tables(self, now: float, tune: dict, driver) -> dict[str, TrialView]:
         uri = self.sp.uri
