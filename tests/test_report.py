@@ -191,6 +191,24 @@ def test_report_main_errors(tmp_path, capsys, synth):
     assert report_main(path) == 0
 
 
+def test_report_commands_paste_into_a_shell_and_a_renamed_copy_is_named(tmp_path, capsys, synth):
+    """A root with a space: the commands report.md gives quote the path, so they paste into a
+    shell. A copied sweep folder whose name is no valid sweep name ("synth (copy)") is refused
+    saying to rename it — the folder's name is the sweep's, written into its tables."""
+    import shlex
+    import shutil
+
+    path = synth.build_sweep(str(tmp_path / "my results"), synth.SPEC[:2])
+    aggregate_sweep(path, use_ray=False, report=True)
+    md = Path(path, "report.md").read_text()
+    assert f"`edgesweep query {shlex.quote(path)} \"SELECT * FROM summary\"`" in md and "'" in shlex.quote(path)
+    copy = tmp_path / "synth (copy)"
+    shutil.copytree(path, copy)
+    assert report_main(str(copy)) == 2
+    err = capsys.readouterr().err
+    assert f"{copy}: sweep 'synth (copy)' is not a valid name" in err and "rename the folder" in err, err
+
+
 @pytest.mark.s3
 def test_report_on_s3(s3_env, s3_root, synth):
     """An s3:// sweep: tables, scorecard.json, report.md and figures land under its prefix."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -188,7 +189,7 @@ def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
     if n_inc:
         print(f"{n_inc} trial(s) incomplete (stored data damaged or missing; left out of the counts): "
               f"{', '.join(runs.filter(pl.col('status') == 'incomplete')['trial_id'].to_list()[:10])}; "
-              f"`edgesweep verify {path}` names every file")
+              f"`edgesweep verify {shlex.quote(path)}` names every file")
     if n_err:
         print(f"{n_err} trial(s) could not be evaluated; see the 'error' column of runs")
     interrupted = runs.filter(pl.col("status") == "interrupted")

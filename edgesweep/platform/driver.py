@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -357,8 +358,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     if not outcome.complete:
         _log(f"the sweep did not finish: {len(outcome.interrupted)} trial(s) stopped midway "
              f"({', '.join(outcome.interrupted[:5]) or 'none'}) and {len(outcome.never_started)} never "
-             f"started; `edgesweep run {spec.source} --resume` continues it, "
-             f"`edgesweep aggregate {storage_uri}/{spec.name}` summarises what is stored")
+             f"started; `edgesweep run {shlex.quote(str(spec.source))} --resume` continues it, "
+             f"`edgesweep aggregate {shlex.quote(f'{storage_uri}/{spec.name}')}` summarises what is stored")
         return 130
 
     if aggregate:
@@ -372,6 +373,6 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         if delayed := delayed_sentence(scan(out, "runs").collect()):
             _log(delayed)
         _log(f"aggregated: {out}/runs, {out}/summary, {out}/scorecard.json; report: {out}/report.md")
-    _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {storage_uri}/{spec.name} "
+    _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {shlex.quote(f'{storage_uri}/{spec.name}')} "
          "\"SELECT * FROM runs\")")
     return 1 if outcome.failed else 0

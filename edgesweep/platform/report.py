@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shlex
 import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -352,7 +353,7 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     runs, summary = scan(uri, "runs").collect(), scan(uri, "summary").collect()
     if runs.height == 0 or "trial_id" not in runs.columns:
         raise StorageError(f"no aggregation results at {uri} (runs table missing or empty): "
-                           f"run `edgesweep aggregate {sp.text}` first", uri)
+                           f"run `edgesweep aggregate {shlex.quote(sp.text)}` first", uri)
     runs = runs.sort("trial_id")
     raw = sp.read_bytes("scorecard.json")
     try:
@@ -662,7 +663,7 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
     parts = [
         f"# edgesweep report — sweep `{sp.sweep}`", "",
         f"{runs.height} trials at `{sp.uri}`; generated {now}. Tables: `runs`, `summary` "
-        f"(`edgesweep query {sp.text} \"SELECT * FROM summary\"`), `scorecard.json`.",
+        f"(`edgesweep query {shlex.quote(sp.text)} \"SELECT * FROM summary\"`), `scorecard.json`.",
         "", _status_section(d["trials"], runs),
         "", _precedence_section(summary, runs, config),
         "", "![g23 declines by arm](figures/decline_by_arm.png)",
@@ -681,7 +682,7 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
                       "linked from the per-run table."]
     else:
         why = (f"this sweep has {runs.height} trials (more than {TRIAL_FIGURES_AUTO_MAX}); " if auto else "")
-        parts += ["", f"No per-trial figures: {why}`edgesweep report {sp.text} --trial-figures` draws one per "
+        parts += ["", f"No per-trial figures: {why}`edgesweep report {shlex.quote(sp.text)} --trial-figures` draws one per "
                       "trial into `figures/trials/`. report.html shows every trial's curves."]
     write_report_html(sp, d, parts)  # report.html beside it: the same sections, interactive curves
     return sp.write_bytes("report.md", ("\n".join(parts) + "\n").encode())

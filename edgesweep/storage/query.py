@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import warnings
 
@@ -88,7 +89,7 @@ def _absent_text(r, table: str, sweeps) -> str:
     where = r.display(r.base)
     if table in DERIVED:
         command = "detect" if table == "detection" else "aggregate"
-        target = r.display(sweeps[0][1]) if len(sweeps) == 1 else "ROOT/SWEEP"
+        target = shlex.quote(r.display(sweeps[0][1])) if len(sweeps) == 1 else "ROOT/SWEEP"
         return (f"no {table!r} table under {where} yet: it is computed from the others, "
                 f"`edgesweep {command} {target}` writes it")
     return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"

@@ -46,7 +46,10 @@ class SweepPath:
         try:
             check_name("sweep", sweep)
         except ValueError as exc:
-            raise StorageError(f"{text}: {exc}", text) from None
+            # A renamed copy ("grokking (copy)") is the usual case: the folder's name is the
+            # sweep's name, written into its tables and paths, so the folder must carry a valid one.
+            raise StorageError(f"{text}: {exc}; a sweep folder's name is its sweep's name — copy or rename "
+                               "the folder to a valid one", text) from None
         return cls(text, folder.with_base(parent or "/"), sweep)
 
     @property
