@@ -50,6 +50,39 @@ def test_a_run_into_a_started_sweep_and_a_resume_of_nothing_are_refused(tmp_path
         run_sweep(spec)
 
 
+def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_plan(tmp_path, synth, capsys):
+    """A sweep folder given as the storage root would get the new sweep beside its tables (and
+    make it unreadable: "ambiguous root"); a root inside a table folder puts a sweep among its
+    partitions. `run` refuses both before it creates anything, and `plan` says the same; a file
+    is no root either. `plan` also notes what `run` would refuse in the sweep folder itself."""
+    from edgesweep.platform.plan import plan_main
+    from edgesweep.storage import verify
+
+    sweep = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
+    (tmp_path / "notes.txt").write_text("x")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for storage, says in ((sweep, "is itself a sweep's folder (it holds tables)"),
+                          (f"{sweep}/features/x", "lies inside a sweep's 'features' folder"),
+                          (f"{sweep}/_sealed", "lies inside a sweep's '_sealed' folder"),
+                          (tmp_path / "notes.txt", "is a file, not a folder")):
+        with pytest.raises(SpecError, match=f"storage: {storage} {says}".replace("(", r"\(").replace(")", r"\)")):
+            run_sweep(_spec(tmp_path, name="fresh"), storage=str(storage))
+        with pytest.raises(SpecError, match=says.replace("(", r"\(").replace(")", r"\)")):
+            plan_main(_spec(tmp_path, name="fresh"), storage=str(storage))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.name.endswith(".yaml")) == before
+    assert verify(sweep).ok
+    # the sweep folder itself: another run's tables (run refuses, above); this sweep's state
+    capsys.readouterr()
+    assert plan_main(_spec(tmp_path)) == 0
+    assert (f"note: {tmp_path / 'results' / 'synth'} already holds tables (trials, features, evals) but no sweep "
+            "state: `run` refuses to mix its trials with them") in capsys.readouterr().out
+    (tmp_path / "results" / "fresh" / "_tune").mkdir(parents=True)
+    assert plan_main(_spec(tmp_path, name="fresh")) == 0
+    assert "already holds this sweep's state: `run` refuses to start it again; `run --resume` continues it" in \
+        capsys.readouterr().out
+    assert plan_main(_spec(tmp_path, name="other")) == 0 and "note:" not in capsys.readouterr().out
+
+
 def test_spec_changes_names_added_removed_and_changed_trials(tmp_path):
     started = load_spec(_spec(tmp_path))
     recorded = json.loads(spec_record(started))

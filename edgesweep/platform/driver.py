@@ -15,9 +15,13 @@ import shlex
 import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
+from ..storage.checks import holds_a_table
 from ..storage.errors import StorageError
 from ..storage.fs import env_seconds, resolve_root
 from ..storage.liveness import DriverRecord, write_driver_record
+from ..storage.schema import TABLES
 from ..storage.sweep import SweepPath
 from .outcome import sweep_outcome
 from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autoscaling, reuse_workers
@@ -54,6 +58,43 @@ def resolve_storage(storage: str) -> str:
              f"the job); writing to {anchored} instead (set EDGESWEEP_RESULTS_BASE or an absolute path)")
         return str(anchored)
     return str(path.resolve())
+
+
+#: Folders of a sweep that a storage root must not lie in: a new sweep there would sit among a
+#: table's partitions or edgesweep's and Tune's own files.
+SWEEP_INTERNALS = TABLES + ("_sealed", TUNE_DIR)
+
+
+def check_storage_root(spec: SweepSpec, storage: str) -> None:
+    """SpecError when ``storage`` is a sweep's folder (the new sweep would sit beside its tables,
+    and readers would find that folder ambiguous — its tables hiding the new sweep or the
+    reverse) or lies inside a table or edgesweep's own folders; before anything is created."""
+    root = resolve_root(storage)
+    inside = [part for part in root.base.rstrip("/").split("/") if part in SWEEP_INTERNALS]
+    if inside:
+        raise SpecError(f"{spec.source}: storage: {storage} lies inside a sweep's {inside[-1]!r} folder; give the "
+                        "folder that holds the sweep folders (a storage root)")
+    kind = root.info(root.base).type
+    if kind not in (pafs.FileType.Directory, pafs.FileType.NotFound):
+        raise SpecError(f"{spec.source}: storage: {storage} is a file, not a folder")
+    if kind == pafs.FileType.Directory and holds_a_table(root, root.base):
+        raise SpecError(f"{spec.source}: storage: {storage} is itself a sweep's folder (it holds tables); give "
+                        "the folder that holds the sweep folders (its parent, for this one)")
+
+
+def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
+    """What `run` would find at ``storage/<name>`` — this sweep's Tune state, or another run's
+    tables — said before it is tried; None when the folder is new or empty."""
+    root = resolve_root(storage)
+    where = f"{storage}/{spec.name}"
+    if root.exists(root.path(spec.name, TUNE_DIR)):
+        return (f"{where} already holds this sweep's state: `run` refuses to start it again; `run --resume` "
+                "continues it")
+    tables = [t for t in ("trials", "features", "evals") if root.exists(root.path(spec.name, t))]
+    if tables:
+        return (f"{where} already holds tables ({', '.join(tables)}) but no sweep state: `run` refuses to mix "
+                "its trials with them; use another name or storage")
+    return None
 
 
 def check_storage_writable(spec: SweepSpec, storage: str) -> None:
@@ -223,6 +264,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         storage_uri = resolve_storage(spec.storage)
     except StorageError as exc:
         raise SpecError(f"{spec.source}: storage: {exc}") from None
+    check_storage_root(spec, storage_uri)
     check_storage_writable(spec, storage_uri)
     root = resolve_root(storage_uri)
     exp_path = root.path(spec.name, TUNE_DIR)

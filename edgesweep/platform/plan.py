@@ -13,7 +13,7 @@ import os
 import sys
 
 from ..workloads.catalog import get_workload
-from .spec import DEFAULT_MAX_TRIALS, SweepSpec, TrialSpec, load_spec
+from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 
 # (family, preset) → (ms per step, parameters, batch) measured on one CPU thread of the 2-core
 # development machine (benchmarks/workloads.md; laptop modular: the corpus pilot of
@@ -78,5 +78,23 @@ def plan_text(spec: SweepSpec) -> str:
 
 def plan_main(path: str, storage: str | None = None, max_trials: int = DEFAULT_MAX_TRIALS) -> int:
     spec = load_spec(path, storage=storage, max_trials=max_trials)
-    sys.stdout.write(plan_text(spec) + "\n")
+    note = _storage_note(spec)
+    sys.stdout.write(plan_text(spec) + "\n" + (f"note: {note}\n" if note else ""))
     return 0
+
+
+def _storage_note(spec: SweepSpec) -> str | None:
+    """`run`'s storage checks that need no network: a local root that is a sweep's folder or
+    lies inside one is refused as `run` refuses it; a sweep folder that already holds this
+    sweep's state or another run's tables is a note. An object store is left to `run`."""
+    from ..storage.errors import StorageError
+    from .driver import check_storage_root, resolve_storage, stored_sweep_note
+
+    try:
+        storage_uri = resolve_storage(spec.storage)
+    except StorageError as exc:
+        raise SpecError(f"{spec.source}: storage: {exc}") from None
+    if "://" in storage_uri and not storage_uri.startswith("file://"):
+        return None
+    check_storage_root(spec, storage_uri)
+    return stored_sweep_note(spec, storage_uri)
