@@ -297,15 +297,35 @@ def test_incremental_equals_once_at_the_end(tmp_path, synth):
     assert (b["grok_step"], b["detector_outcome"], b["lead_steps"]) == (2500, "hit", 900)
 
 
-def test_trial_without_trials_row_is_not_lost(tmp_path, synth):
+def test_trial_without_trials_row_is_not_lost_and_is_named_incomplete(tmp_path, synth):
+    """A trial writes its trials row ("running") before any other row, so rows without one
+    mean the trials table lost it: the trial keeps its runs row (workload, weight decay) as
+    incomplete, out of the counts, and verify names it — where it used to count as an
+    "unknown" run and verify said OK (a deleted trials/ folder aggregated to an empty table)."""
+    from edgesweep.storage import verify
     root = str(tmp_path)
-    synth.build_sweep(root, synth.SPEC[:2])
-    synth.write_trial(root, synth.SPEC[2])  # C streamed data, its trials row never got written
-    aggregate_sweep(f"{root}/{synth.SWEEP}", use_ray=False, report=False)
-    runs = {r["trial_id"]: r for r in runs_of(f"{root}/{synth.SWEEP}").iter_rows(named=True)}
+    path = synth.build_sweep(root, synth.SPEC[:2])
+    synth.write_trial(root, synth.SPEC[2])  # C streamed data, its trials row is gone
+    with pytest.warns(StorageWarning, match="C_dyck_wd1_s42: it has features rows but no trials row"):
+        aggregate_sweep(path, use_ray=False, report=False)
+    runs = {r["trial_id"]: r for r in runs_of(path).iter_rows(named=True)}
     c = runs["C_dyck_wd1_s42"]
-    assert c["status"] == "unknown" and c["workload"] == "dyck" and c["weight_decay"] == 1.0
-    assert (c["grok_step"], c["alarm_step"], c["detector_outcome"]) == (2000, 2700, "late")
+    assert c["status"] == "incomplete" and c["workload"] == "dyck" and c["weight_decay"] == 1.0
+    assert "it has features rows but no trials row" in c["error"] and c["grok_step"] is None
+    assert summary_of(path).filter(scope="all")["n_runs"].to_list() == [2]  # A and B, both wd 1
+    assert [(p.kind, p.table, p.trial_id) for p in verify(path).damage] == [("missing", "trials", "C_dyck_wd1_s42")]
+
+
+def test_rows_without_any_trials_table_are_unknown_and_said(tmp_path, capsys, synth):
+    """A folder written without the driver (no trials table, no _spec.json/_driver.json): its
+    trials cannot be judged damaged, so they stay "unknown", out of the counts — and aggregate
+    says so instead of printing an empty table alone."""
+    synth.write_trial(str(tmp_path), synth.SPEC[0])
+    path = f"{tmp_path}/{synth.SWEEP}"
+    assert aggregate_main(path, use_ray=False, report=False) == 0
+    out = capsys.readouterr().out
+    assert ("1 trial(s) have stored rows but no trials row (status unknown; left out of the counts): "
+            f"A_add_wd1_s42; `edgesweep verify {path}` says whether the trials table lost them") in out
 
 
 # ============================================================================ errors
@@ -496,19 +516,24 @@ def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_pat
     assert says in report.damage[0].detail
 
 
-def test_a_deleted_table_folder_is_missing_for_every_finished_trial(tmp_path, synth):
-    """A whole table folder deleted leaves no seal record to miss either: every finished
-    trial is missing its rows (I, still running, is not judged), and the counts leave them out
-    instead of reading them as runs without windows."""
+@pytest.mark.parametrize("table", ["features", "trials"])
+def test_a_deleted_table_folder_is_missing_for_its_trials(tmp_path, synth, table):
+    """A whole table folder deleted leaves no seal record to miss either. Without features,
+    every finished trial is missing its rows (I, still running, is not judged); without the
+    trials table of a sweep the driver ran (its _spec.json), every trial is — and the counts
+    leave them out instead of reading them as runs without windows, or as an empty summary."""
     from edgesweep.storage import verify
     path = synth.build_sweep(str(tmp_path), synth.SPEC)
-    shutil.rmtree(Path(path, "features"))
+    Path(path, "_spec.json").write_text("{}")
+    shutil.rmtree(Path(path, table))
     report = verify(path)
-    assert sorted(p.trial_id for p in report.damage) == sorted(t for t in EXPECTED if t != "I_mul_wd1_s2024")
-    assert {(p.kind, p.table) for p in report.damage} == {("missing", "features")}
+    damaged = sorted(EXPECTED) if table == "trials" else sorted(t for t in EXPECTED if t != "I_mul_wd1_s2024")
+    assert sorted(p.trial_id for p in report.damage) == damaged
+    assert {(p.kind, p.table) for p in report.damage} == {("missing", table)}
     with pytest.warns(StorageWarning):
         aggregate_sweep(path, use_ray=False, report=False)
-    assert runs_of(path).group_by("status").len().sort("status").rows() == [("incomplete", 9), ("running", 1)]
+    assert runs_of(path).group_by("status").len().sort("status").rows() == (
+        [("incomplete", 10)] if table == "trials" else [("incomplete", 9), ("running", 1)])
 
 
 def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):

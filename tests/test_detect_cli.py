@@ -72,3 +72,25 @@ def test_detect_on_a_sweep_without_positives_says_so_and_stays_quiet(tmp_path, s
     assert _row(res.stdout, "g23_collapse", "in-sample")[2:4] == ["—", "1/3"]
     roc = (tmp_path / "results" / synth.SWEEP / "figures" / "detection_roc.png").read_bytes()
     assert roc.startswith(PNG)
+
+
+def test_detect_reads_past_a_damaged_part_and_leaves_its_trial_out(tmp_path, synth):
+    """One truncated part (A's evaluations): named once on stderr, A excluded (incomplete), the
+    rest scored — where detect used to stop with a hint to a flag it does not have. And a part
+    deleted with its seal record (E's features) is caught by E's own trials row: excluded too,
+    not scored as a negative without windows."""
+    path = synth.build_sweep(tmp_path / "results")
+    part = next((tmp_path / "results" / synth.SWEEP / "evals").rglob("A_add_wd1_s42.*.parquet"))
+    part.write_bytes(part.read_bytes()[:100])
+    for f in (tmp_path / "results" / synth.SWEEP / "features").rglob("E_add_wd0_s42.*"):
+        f.unlink()  # its parquet part and its seal record
+    res = _detect(path)
+    assert res.returncode == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if ln.startswith("edgesweep detect: warning: ")]
+    assert len(warned) == 2 and f"{part}: truncated" in warned[0] + warned[1], res.stderr
+    assert any("E_add_wd0_s42: its trials row says completed at step" in ln for ln in warned), res.stderr
+    # A (positive) and E (negative) join I among the excluded: 5 positives, 2 negatives
+    assert res.stdout.startswith("labels: 5 grokked (delayed), 2 negatives (0 hard), 3 excluded;"), res.stdout
+    doc = json.loads((tmp_path / "results" / synth.SWEEP / "detection.json").read_text())
+    labels = {r["trial_id"]: r["label"] for r in doc["runs"]}
+    assert labels["A_add_wd1_s42"] == labels["E_add_wd0_s42"] == "excluded"

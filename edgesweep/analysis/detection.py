@@ -103,7 +103,8 @@ def label_runs(records: Sequence[TrialRecord], cfg: DetectionConfig = DetectionC
         status = rec.trial.get("status")
         g = classify_generalisation(e["step"].to_numpy(), column(e, "memo_acc"), column(e, "grok_acc"),
                                     rec.settings.grok_threshold, diverged=status == "diverged")
-        usable = status not in (*NOT_EVIDENCE, *UNFINISHED)
+        # A finished trial whose rows stop short of its trials row (data lost) is no evidence.
+        usable = status not in (*NOT_EVIDENCE, *UNFINISHED) and rec.incompleteness() is None
         if g.outcome == GROKKED and (rec.steps or 0) < g.grok_step + cfg.post_grok:
             usable = False  # grokked at the end of its budget: too late to be followed
         label = (POSITIVE if g.outcome == GROKKED else NEGATIVE if g.outcome == CENSORED else EXCLUDED) \

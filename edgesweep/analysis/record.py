@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,14 +27,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..storage import SweepPath, scan, trials_in_data
+from ..storage import StorageWarning, SweepPath, check_sweep, scan, trials_in_data
 from ..storage.completeness import FINISHED, shortfall, snapshot_every
 from ..storage.liveness import owner_gone, read_driver_record
 from .detectors import DEFAULT_DETECTOR, make_detector
 from .events import GROK_THRESHOLD, MEMORIZATION_THRESHOLD, PRECEDENCE_RATIO, grok_step, memorization_step
 
 __all__ = ["AnalysisConfig", "TrialSettings", "TrialRecord", "TRIAL_COLUMNS", "FEATURE_COLUMNS",
-           "EVAL_COLUMNS", "OWNER_COLUMNS", "INTERRUPTED", "UNFINISHED", "read_trials", "read_records", "column"]
+           "EVAL_COLUMNS", "OWNER_COLUMNS", "INTERRUPTED", "UNFINISHED", "read_trials", "read_records", "column",
+           "CheckedSweep", "read_checked"]
 
 #: Trials that carry no evidence either way: crashed, known only from their data files, or
 #: incomplete (stored data damaged or missing, see :func:`incompleteness`).
@@ -258,6 +260,35 @@ def _mark_interrupted(sp: SweepPath, trials: pl.DataFrame, driver=READ_DRIVER) -
 def _select(plan: pl.LazyFrame, wanted: list[str], ids: list[str]) -> pl.DataFrame:
     names = plan.collect_schema().names()
     return plan.filter(pl.col("trial_id").is_in(ids)).select([c for c in wanted if c in names]).collect()
+
+
+@dataclass
+class CheckedSweep:
+    """A sweep read past its damage: ``plans`` (features, evals) over the intact files,
+    ``trials`` (:func:`read_trials`), and ``damaged`` — trial id → the lines naming its damaged
+    or missing files (seal records, and rows that end before the trials row says)."""
+
+    plans: dict[str, pl.LazyFrame]
+    trials: pl.DataFrame
+    damaged: dict[str, list[str]]
+
+
+def read_checked(sp: SweepPath, command: str) -> CheckedSweep:
+    """What ``aggregate`` and ``detect`` read: every damaged or missing file is found by the
+    seal records first and warned once (``command: <line>``, a StorageWarning); the trials
+    it belongs to are named in ``damaged`` for the caller to leave out, and everything else is
+    read from the files that are intact."""
+    integrity = check_sweep(sp.root, sp.sweep, tables=("trials", "features", "evals"))
+    damaged: dict[str, list[str]] = {}
+    for p in integrity.damage:
+        if p.trial_id is not None:
+            damaged.setdefault(p.trial_id, []).append(p.line())
+        warnings.warn(f"{command}: {p.line()}", StorageWarning, stacklevel=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StorageWarning)  # already reported above, file by file
+        plans = {t: scan(sp.uri, t, on_error="skip", verify_content=False) for t in ("trials", "features", "evals")}
+    trials = read_trials(sp, plans.pop("trials"))
+    return CheckedSweep(plans, trials, damaged)
 
 
 def read_records(plans: dict[str, pl.LazyFrame], trials: list[dict], cfg: AnalysisConfig,

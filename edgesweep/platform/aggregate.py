@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..analysis import AnalysisConfig, read_records, read_trials, run_row, scorecard, summary_table
+from ..analysis import AnalysisConfig, read_records, run_row, scorecard, summary_table
+from ..analysis.record import read_checked
 from ..analysis.runs import error_row, incomplete_row, runs_table
 from ..analysis.scorecard import distributions
-from ..storage import StorageError, StorageWarning, SweepPath, check_sweep, scan, write_table
+from ..storage import StorageError, StorageWarning, SweepPath, scan, write_table
 from ..workloads.catalog import family
 
 __all__ = ["AggregateConfig", "analyse_batch", "aggregate_sweep", "aggregate_main"]
@@ -122,16 +123,8 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
     sp.check()
     # Damaged or missing files are found by the seal records first and named; those trials are
     # marked incomplete and everything else aggregates from the files that are intact.
-    integrity = check_sweep(sp.root, sp.sweep, tables=("trials", "features", "evals"))
-    damaged: dict[str, list[str]] = {}
-    for p in integrity.damage:
-        if p.trial_id is not None:
-            damaged.setdefault(p.trial_id, []).append(p.line())
-        warnings.warn(f"aggregate: {p.line()}", StorageWarning, stacklevel=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StorageWarning)  # already reported above, file by file
-        plans = {t: scan(sp.uri, t, on_error="skip", verify_content=False) for t in ("trials", "features", "evals")}
-    trials = read_trials(sp, plans.pop("trials"))
+    checked = read_checked(sp, "aggregate")
+    plans, trials, damaged = checked.plans, checked.trials, checked.damaged
     if trials.height == 0:
         raise StorageError(f"no trials in the sweep at {sp.uri}: nothing to aggregate yet", sp.uri)
     rows = [dict(t, family=family(t["workload"] or "unknown")) for t in trials.to_dicts()]
@@ -192,6 +185,11 @@ def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
               f"`edgesweep verify {shlex.quote(path)}` names every file")
     if n_err:
         print(f"{n_err} trial(s) could not be evaluated; see the 'error' column of runs")
+    unknown = runs.filter(pl.col("status") == "unknown")
+    if unknown.height:  # every trial writes its trials row before its first rows
+        print(f"{unknown.height} trial(s) have stored rows but no trials row (status unknown; left out of the "
+              f"counts): {', '.join(unknown['trial_id'].to_list()[:10])}; `edgesweep verify {shlex.quote(path)}` "
+              "says whether the trials table lost them")
     interrupted = runs.filter(pl.col("status") == "interrupted")
     if interrupted.height:
         print(f"{interrupted.height} trial(s) interrupted (their worker or driver is gone; their rows "

@@ -19,13 +19,13 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from ..analysis import AnalysisConfig, read_records, read_trials
+from ..analysis import AnalysisConfig, read_records
 from ..analysis.detection import (POSITIVE, DetectionConfig, DetectorResult, criterion_over_spans,
                                   cross_validate, evaluate, label_runs)
 from ..analysis.detectors import BASELINES, DEFAULT_DETECTOR, detector_names
 from ..analysis.events import classify_generalisation
-from ..analysis.record import FEATURE_COLUMNS, column
-from ..storage import StorageError, SweepPath, scan, write_table
+from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, column, read_checked
+from ..storage import StorageError, SweepPath, write_table
 from ..workloads.catalog import family
 from .aggregate import _jsonable
 from .report import DETECTION_HEADER, _png, detection_rows
@@ -56,8 +56,13 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
         raise StorageError(f"unknown detector {detector!r}; allowed: {', '.join(detector_names())}")
     sp = SweepPath.parse(path)
     sp.check()
-    plans = {t: scan(sp.uri, t) for t in ("features", "evals")}
-    trials = [dict(t, family=family(t["workload"] or "unknown")) for t in read_trials(sp).to_dicts()]
+    # As aggregate reads: damaged or missing files are named, and their trials are left out
+    # (incomplete: excluded from the labels) while the rest is scored from the intact files.
+    checked = read_checked(sp, "detect")
+    plans = checked.plans
+    trials = [dict(t, family=family(t["workload"] or "unknown"),
+                   **({"status": INCOMPLETE} if t["trial_id"] in checked.damaged else {}))
+              for t in checked.trials.to_dicts()]
     if not trials:
         raise StorageError(f"no trials in the sweep at {sp.uri}", sp.uri)
     records = read_records(plans, trials, AnalysisConfig(), FEATURE_COLUMNS)

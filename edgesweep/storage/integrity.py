@@ -139,6 +139,10 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
     return report
 
 
+#: What the driver writes into a sweep folder before any trial starts.
+DRIVER_FILES = ("_driver.json", "_spec.json", "_tune")
+
+
 def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
     """Finished trials whose evaluations or features end before the step their trials row
     records (:func:`.completeness.shortfall`): data gone with its seal record, a deleted table
@@ -148,12 +152,24 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
         warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
         try:
             # the bytes were hashed by the file checks just before: not again
-            trials = scan(r.uri(sdir), "trials", on_error="skip", verify_content=False)
-            trials = trials.select("trial_id", "status", "steps", "config", *PARTITION_KEYS).collect()
+            columns = ("trial_id", "status", "steps", "config", *PARTITION_KEYS)
+            trials = (scan(r.uri(sdir), "trials", on_error="skip", verify_content=False).select(columns).collect()
+                      if r.exists(f"{sdir.rstrip('/')}/trials") else pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
             last = {t: _last_steps(r, sdir, t) for t in ("evals", "features")}
         except (StorageError, pl.exceptions.PolarsError, OSError):
-            return []  # no trials table, or unreadable as a whole: the file checks said why
+            return []  # a table unreadable as a whole: the file checks said why
     out = []
+    # A trial run by the driver writes its trials row ("running") before any other row: rows
+    # without one are a trials table that lost them (a part gone with its seal record, the
+    # folder deleted). Sweeps written by other means (the storage layer alone) may have none.
+    known = set(trials["trial_id"])
+    by_driver = trials.height > 0 or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
+    for table in ("features", "evals") if by_driver else ():
+        for tid in sorted(set(last[table]) - known - damaged):
+            known.add(tid)  # one problem per trial
+            where = r.display(f"{sdir.rstrip('/')}/trials")
+            out.append(Problem("missing", where, f"trial {tid}: it has {table} rows but no trials row: the row is "
+                               "gone with its seal record (or the whole table)", "trials", sweep, tid))
     for t in trials.iter_rows(named=True):
         tid = t["trial_id"]
         if tid in damaged:
@@ -185,7 +201,7 @@ def _sweep_started(root: str) -> bool:
         children = [r.base] + [i.path for i in r.fs.get_file_info(pafs.FileSelector(r.base))
                                if i.type == pafs.FileType.Directory]
         return any(r.fs.get_file_info(f"{c}/{name}").type != pafs.FileType.NotFound
-                   for c in children for name in ("_driver.json", "_tune"))
+                   for c in children for name in DRIVER_FILES)
     except (OSError, StorageError):
         return False
 
