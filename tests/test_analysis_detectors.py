@@ -228,6 +228,27 @@ def test_make_detector_rejects_unknown_names_and_parameters():
     assert make_detector("g23_collapse", {"decline_factor": 3}).config.decline_factor == 3
 
 
+@pytest.mark.parametrize("name, params, says", [
+    ("g23_collapse", {"decline_factor": 1.0}, "decline_factor must be a finite number > 1, got 1.0"),
+    ("test_accuracy", {"level": 2}, "level must be a number in (0, 1], got 2"),  # would never alarm
+    ("test_accuracy", {"level": 0}, "level must be a number in (0, 1], got 0"),  # alarms at step 0
+    ("test_accuracy", {"level": float("nan")}, "level must be a number in (0, 1], got nan"),
+    ("test_loss", {"decline": 1.5}, "decline must be a number in (0, 1), got 1.5"),
+    ("test_loss", {"persistence": 0}, "persistence must be an integer >= 1, got 0"),
+    ("test_loss", {"fit_acc": -0.1}, "fit_acc must be a number in (0, 1], got -0.1"),
+    ("weight_decay", {"above": -1}, "above must be a finite number >= 0, got -1"),
+])
+def test_make_detector_refuses_parameters_out_of_their_range_naming_the_detector(name, params, says):
+    """A value of the right kind but outside what the rule can mean is refused, naming detector
+    and parameter (the baselines took any number: level 2 scored a detector that never alarms)."""
+    with pytest.raises(ValueError) as exc:
+        make_detector(name, params)
+    assert str(exc.value) == f"detector {name!r}: {says}"
+    for cls_name, base in (("test_accuracy", {"level": 1.0}), ("test_loss", {"decline": 0.5, "fit_acc": 1.0}),
+                           ("weight_decay", {"above": 0.0})):
+        make_detector(cls_name, base)  # the ends a rule can mean are accepted
+
+
 def test_frozen_presets_are_exactly_their_committed_files():
     """A preset is what detectors/<name>.json froze before its evaluation: same class, same
     parameters, a file for every preset and a preset for every file."""

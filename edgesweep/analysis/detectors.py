@@ -327,9 +327,24 @@ class PaperG23Detector(Detector):
         return st["peak"] > 0 and g <= st["peak"] / self.config.decline_factor
 
 
+def _require(name: str, value, ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _fraction(name: str, value, *, open_low: bool = True, open_high: bool = False) -> None:
+    """``value`` in the interval between 0 and 1 (ends open or closed as given); NaN fails."""
+    low = value > 0 if open_low else value >= 0
+    high = value < 1 if open_high else value <= 1
+    _require(name, value, bool(low and high), f"a number in {'(' if open_low else '['}0, 1{')' if open_high else ']'}")
+
+
 @dataclass(frozen=True)
 class TestAccuracyConfig:
     level: float = 0.3
+
+    def __post_init__(self) -> None:
+        _fraction("level", self.level)  # an accuracy: above 1 no run ever alarms
 
 
 class TestAccuracyDetector(Detector):
@@ -353,6 +368,12 @@ class TestLossConfig:
     decline: float = 0.1     # fractional fall of the test loss below its peak since the fit
     persistence: int = 3     # consecutive evaluations
     fit_acc: float = 0.9     # the fit step: train accuracy first ≥ this
+
+    def __post_init__(self) -> None:
+        _fraction("decline", self.decline, open_high=True)
+        _require("persistence", self.persistence, not isinstance(self.persistence, bool)
+                 and int(self.persistence) == self.persistence and self.persistence >= 1, "an integer >= 1")
+        _fraction("fit_acc", self.fit_acc)
 
 
 class TestLossDetector(Detector):
@@ -383,6 +404,9 @@ class TestLossDetector(Detector):
 @dataclass(frozen=True)
 class WeightDecayConfig:
     above: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require("above", self.above, self.above >= 0 and math.isfinite(self.above), "a finite number >= 0")
 
 
 class WeightDecayDetector(Detector):
@@ -450,7 +474,10 @@ def make_detector(name: str = DEFAULT_DETECTOR, params: dict | None = None,
         raise ValueError(f"detector {name!r}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
     if params:
         _check_param_types(name, cls.Config, params)
-    config = cls.Config(**(params or {})) if cls.Config is not type(None) else None
+    try:
+        config = cls.Config(**(params or {})) if cls.Config is not type(None) else None
+    except ValueError as exc:  # a value out of its range: say whose parameter it is
+        raise ValueError(f"detector {name!r}: {exc}") from None
     return cls(config, window=window, context=context)
 
 

@@ -363,6 +363,7 @@ _PHRASES = {"greater_than_equal": "must be ≥ {ge}", "greater_than": "must be >
             "string_pattern_mismatch": "must match {pattern}", "missing": "is required",
             "string_too_short": "must not be empty", "bool_type": "must be true or false",
             "string_type": "must be a string", "dict_type": "must be a mapping",
+            "model_type": "must be a mapping of keys (key: value lines under it)",
             "list_type": "must be a list", "tuple_type": "must be a list of 2 numbers"}
 
 
@@ -537,7 +538,9 @@ def _conditions(doc: SweepDoc, at: _Located, seed_key: tuple = ()) -> tuple[list
     if doc.method == "grid":
         for axis, vals in grid.items():
             if not isinstance(vals, list):
-                raise at.fail(("grid", axis), "a distribution needs method: random; with method: grid give a list")
+                raise at.fail(("grid", axis), f"is one value ({vals!r}); a grid axis is a list: [{vals}]"
+                              if not isinstance(vals, dict) else
+                              "a distribution needs method: random; with method: grid give a list")
             if not vals:
                 raise at.fail(("grid", axis), "must not be empty")
         axes = list(IDENTITY_AXES) + [a for a in grid if a not in IDENTITY_AXES]

@@ -154,9 +154,10 @@ for _name, _ops in MODULAR_OPS.items():
              "multitask_2": "add+mul, shared trunk, 2 heads", "multitask_3": "add+mul+(a²+b²), 3 heads"}[_name]
     _typical = {
         "mod_add": {"paper": "stop (≥0.98) ≈2.8–3.3k (paper)", "laptop": "grok 3.8–5.2k (measured); wd 0: none by 6k"},
-        "mod_sub": {"paper": "stop (≥0.98) ≈3.5–3.9k (paper)"},
-        "mod_mul": {"paper": "stop (≥0.98) ≈2.8–3.2k (paper)"},
-        "mod_sq": {"paper": "stop (≥0.98) ≈2.5–3.3k (paper)"},
+        # laptop: docs/results/grokking-laptop (seeds 42, 137, 2024; 6,000-step budget)
+        "mod_sub": {"paper": "stop (≥0.98) ≈3.5–3.9k (paper)", "laptop": "no grok by 6k (measured, wd 1 and 0)"},
+        "mod_mul": {"paper": "stop (≥0.98) ≈2.8–3.2k (paper)", "laptop": "grok 3.9–4.6k (measured); wd 0: none by 6k"},
+        "mod_sq": {"paper": "stop (≥0.98) ≈2.5–3.3k (paper)", "laptop": "grok 3.8–4.7k (measured); wd 0: none by 6k"},
         "mod_sq_cross": {"paper": "never groks (200k, paper)", "laptop": "control: never groks"},
         "mod_cube": {"paper": "never groks (200k, paper)", "laptop": "control: never groks"},
         "multitask_2": {"paper": "not reported (budget 300k)"},
