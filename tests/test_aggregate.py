@@ -492,7 +492,7 @@ def test_a_deleted_part_marks_its_trial_incomplete_and_the_rest_aggregate(tmp_pa
     ("evals", "its trials row says completed at step 4000 but it has no evaluations"),
     # B's snapshots every 100 steps end at 4000 (tests/conftest.py)
     ("features", "its trials row says completed at step 4000 but it has no features rows (a snapshot every "
-                 "100 steps: the last at 4000)"),
+                 "100 steps: the last row at 4000)"),
 ])
 def test_a_part_deleted_with_its_seal_record_is_caught_by_the_trials_row(tmp_path, synth, table, says):
     """Without a seal record to miss, the trial's own row still says how far it got — for its

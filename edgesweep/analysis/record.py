@@ -182,10 +182,12 @@ class TrialRecord:
         its seal record went with it."""
         if self.trial.get("status") not in FINISHED or self.trial.get("steps") is None:
             return None
+        f = self.features
+        bad = f.filter(pl.col("nonfinite").fill_null(False)) if "nonfinite" in f.columns else f.clear()
         last = {name: int(df["step"].max()) if df.height else None
-                for name, df in (("evals", self.evals), ("features", self.features))}
+                for name, df in (("evals", self.evals), ("features", f), ("nonfinite", bad))}
         short = shortfall(self.trial.get("status"), self.trial.get("steps"), last["evals"], last["features"],
-                          snapshot_every(self.trial.get("config")))
+                          snapshot_every(self.trial.get("config")), last["nonfinite"])
         if short is not None:
             return short[1]
         live = self.trial.get("live_grok_step")

@@ -156,6 +156,7 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
             trials = (scan(r.uri(sdir), "trials", on_error="skip", verify_content=False).select(columns).collect()
                       if r.exists(f"{sdir.rstrip('/')}/trials") else pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
             last = {t: _last_steps(r, sdir, t) for t in ("evals", "features")}
+            last["nonfinite"] = _last_steps(r, sdir, "features", flag="nonfinite")
         except (StorageError, pl.exceptions.PolarsError, OSError):
             return []  # a table unreadable as a whole: the file checks said why
     out = []
@@ -175,7 +176,7 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
         if tid in damaged:
             continue
         short = shortfall(t["status"], t["steps"], last["evals"].get(tid), last["features"].get(tid),
-                          snapshot_every(t["config"]))
+                          snapshot_every(t["config"]), last["nonfinite"].get(tid))
         if short is not None:
             table, why = short
             rel = table_dir(sweep, table, {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
@@ -185,11 +186,16 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
     return out
 
 
-def _last_steps(r, sdir: str, table: str) -> dict[str, int]:
-    """Each trial's last stored step in ``table``; {} when the sweep has no such table."""
+def _last_steps(r, sdir: str, table: str, flag: str | None = None) -> dict[str, int]:
+    """Each trial's last stored step in ``table`` (of its rows whose boolean column ``flag`` is
+    true, when given); {} when the sweep has no such table or column."""
     if not r.exists(f"{sdir.rstrip('/')}/{table}"):
         return {}
     lazy = scan(r.uri(sdir), table, on_error="skip", verify_content=False)
+    if flag is not None:
+        if flag not in lazy.collect_schema().names():
+            return {}
+        lazy = lazy.filter(pl.col(flag).fill_null(False))
     return dict(lazy.group_by("trial_id").agg(pl.col("step").max()).collect().iter_rows())
 
 
