@@ -318,14 +318,17 @@ def test_trial_without_trials_row_is_not_lost_and_is_named_incomplete(tmp_path, 
 
 def test_rows_without_any_trials_table_are_unknown_and_said(tmp_path, capsys, synth):
     """A folder written without the driver (no trials table, no _spec.json/_driver.json): its
-    trials cannot be judged damaged, so they stay "unknown", out of the counts — and aggregate
-    says so instead of printing an empty table alone."""
+    trials cannot be judged damaged (verify says OK), so they stay "unknown", out of the counts —
+    and aggregate says so instead of printing an empty table alone."""
+    from edgesweep.storage import verify
     synth.write_trial(str(tmp_path), synth.SPEC[0])
     path = f"{tmp_path}/{synth.SWEEP}"
+    assert verify(path).ok
     assert aggregate_main(path, use_ray=False, report=False) == 0
     out = capsys.readouterr().out
     assert ("1 trial(s) have stored rows but no trials row (status unknown; left out of the counts): "
-            f"A_add_wd1_s42; `edgesweep verify {path}` says whether the trials table lost them") in out
+            "A_add_wd1_s42; the trials row is where edgesweep's driver records how a trial ended, and this folder "
+            "shows no sign of that driver") in out
 
 
 # ============================================================================ errors

@@ -237,6 +237,10 @@ def test_make_detector_rejects_unknown_names_and_parameters():
     ("test_loss", {"persistence": 0}, "persistence must be an integer >= 1, got 0"),
     ("test_loss", {"fit_acc": -0.1}, "fit_acc must be a number in (0, 1], got -0.1"),
     ("weight_decay", {"above": -1}, "above must be a finite number >= 0, got -1"),
+    # JSON's Infinity and NaN reach here from --config: named, not an OverflowError
+    ("g23_collapse", {"persistence": float("inf")}, "persistence must be an integer >= 1, got inf"),
+    ("spectral_trend", {"smooth": float("nan")}, "smooth must be an integer >= 1, got nan"),
+    ("spectral_trend", {"persistence": 1.5}, "persistence must be an integer >= 1, got 1.5"),
 ])
 def test_make_detector_refuses_parameters_out_of_their_range_naming_the_detector(name, params, says):
     """A value of the right kind but outside what the rule can mean is refused, naming detector

@@ -59,11 +59,14 @@ def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_pla
     from edgesweep.storage import verify
 
     sweep = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
+    started = tmp_path / "started"  # a sweep whose driver has started, nothing stored yet
+    (started / "_tune").mkdir(parents=True)
     (tmp_path / "notes.txt").write_text("x")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    for storage, says in ((sweep, "is itself a sweep's folder (it holds tables)"),
-                          (f"{sweep}/features/x", "lies inside a sweep's 'features' folder"),
-                          (f"{sweep}/_sealed", "lies inside a sweep's '_sealed' folder"),
+    for storage, says in ((sweep, "is itself a sweep's folder (it holds tables or a driver's state)"),
+                          (started, "is itself a sweep's folder"),
+                          (f"{sweep}/features/x", f"lies inside the sweep folder {sweep}"),
+                          (f"{sweep}/_sealed", f"lies inside the sweep folder {sweep}"),
                           (tmp_path / "notes.txt", "is a file, not a folder")):
         with pytest.raises(SpecError, match=f"storage: {storage} {says}".replace("(", r"\(").replace(")", r"\)")):
             run_sweep(_spec(tmp_path, name="fresh"), storage=str(storage))
@@ -81,6 +84,8 @@ def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_pla
     assert "already holds this sweep's state: `run` refuses to start it again; `run --resume` continues it" in \
         capsys.readouterr().out
     assert plan_main(_spec(tmp_path, name="other")) == 0 and "note:" not in capsys.readouterr().out
+    # a folder that is merely named like a table is no sweep: a root may lie in it
+    assert plan_main(_spec(tmp_path, name="other"), storage=str(tmp_path / "runs" / "2026")) == 0
 
 
 def test_spec_changes_names_added_removed_and_changed_trials(tmp_path):

@@ -794,6 +794,10 @@ def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
         ([str(tmp_path / "alpha" / "features"), "SELECT count(*) FROM features"],
          f"{tmp_path / 'alpha' / 'features'}: no edgesweep tables here"),
         ([str(tmp_path), "  DELETE FROM features"], "DELETE: edgesweep query only reads the tables"),
+        ([str(tmp_path), "-- tidy up\n/* old rows */ DELETE FROM features"], "DELETE: edgesweep query only reads"),
+        # an alias named like an absent table is no reason to blame that table
+        ([str(tmp_path / "alpha"), "SELECT trial_id AS detection FROM features WHERE nosuch = 1"],
+         "ColumnNotFoundError: unable to find column \"nosuch\""),
         ([str(tmp_path), "SELECT trial_id, grok_step FROM runs"],
          f"no 'runs' table under {tmp_path} yet: it is computed from the others, `edgesweep aggregate "
          "ROOT/SWEEP` writes it (ColumnNotFoundError"),
@@ -804,6 +808,7 @@ def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
         assert query_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("edgesweep query: error: ") and says in err and "Traceback" not in err, err
+        assert "'detection' table" not in err  # the alias is neither blamed nor warned about
     assert query_main([str(tmp_path / "alpha"), "SELECT * FROM detection", "--format", "csv"]) == 0
     cap = capsys.readouterr()
     assert (f"edgesweep query: warning: no 'detection' table under {tmp_path / 'alpha'} yet: it is computed "

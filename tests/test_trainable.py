@@ -55,6 +55,22 @@ def test_trial_writes_every_snapshot_and_eval_once(tmp_path):
     assert reports[-1]["done_status"] == "completed"
 
 
+@pytest.mark.parametrize("max_steps", [7, 10, 63])
+def test_a_real_trial_of_any_length_verifies_and_aggregates_complete(tmp_path, max_steps):
+    """The completeness rule (storage/completeness.py) against a real trial: one that ends
+    before its first features row (7 steps, every 5: the first row needs 2 updates), at it, and
+    between snapshots is whole — verify OK, and aggregate does not call it incomplete."""
+    from edgesweep.platform.aggregate import aggregate_sweep
+    from edgesweep.storage import verify
+
+    result = execute_trial(tiny_trial(max_steps=max_steps), "unit", str(tmp_path))
+    assert result.status == "completed" and result.steps == max_steps
+    report = verify(str(tmp_path / "unit"))
+    assert report.ok and not report.problems, report.problems
+    aggregate_sweep(str(tmp_path / "unit"), use_ray=False, report=False)
+    assert scan(tmp_path / "unit", "runs").collect()["status"].to_list() == ["completed"]
+
+
 def test_the_trials_row_says_where_the_trial_ran(tmp_path):
     """`compute`: processor, kernels and thread count — what two reruns must share for identical
     rows (README, reproducibility) — read back from the trials table."""

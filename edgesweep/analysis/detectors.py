@@ -45,6 +45,12 @@ def _as_float(x: Any) -> float:
         return math.nan
 
 
+def _whole(v: Any, lo: int) -> bool:
+    """Whether ``v`` is a whole number ≥ ``lo`` (2 and 2.0 are; True, 2.5, NaN and ∞ are not)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and int(v) == v and v >= lo)
+
+
 class Detector:
     """Base class: step bookkeeping, latching, state; subclasses implement ``_feature`` and/or
     ``_eval`` (return True to alarm at this row) and keep their own state in ``_state``."""
@@ -150,7 +156,7 @@ class DetectorConfig:
             raise ValueError(f"decline_factor must be a finite number > 1, got {self.decline_factor}")
         for name, lo in (("persistence", 1), ("stability_windows", 1), ("warmup_windows", 0)):
             v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < lo:
+            if not _whole(v, lo):
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not self.max_rel_std >= 0.0:  # also rejects NaN; inf disables the condition
             raise ValueError(f"max_rel_std must be >= 0, got {self.max_rel_std}")
@@ -246,8 +252,8 @@ class SpectralTrendConfig:
         if not (self.factor > 1 and math.isfinite(self.factor)):
             raise ValueError(f"factor must be a finite number > 1, got {self.factor}")
         for name in ("smooth", "persistence"):
-            if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1")
+            if not _whole(getattr(self, name), 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
 
 class SpectralTrendDetector(Detector):
@@ -371,8 +377,7 @@ class TestLossConfig:
 
     def __post_init__(self) -> None:
         _fraction("decline", self.decline, open_high=True)
-        _require("persistence", self.persistence, not isinstance(self.persistence, bool)
-                 and int(self.persistence) == self.persistence and self.persistence >= 1, "an integer >= 1")
+        _require("persistence", self.persistence, _whole(self.persistence, 1), "an integer >= 1")
         _fraction("fit_acc", self.fit_acc)
 
 

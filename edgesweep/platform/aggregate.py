@@ -186,10 +186,10 @@ def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
     if n_err:
         print(f"{n_err} trial(s) could not be evaluated; see the 'error' column of runs")
     unknown = runs.filter(pl.col("status") == "unknown")
-    if unknown.height:  # every trial writes its trials row before its first rows
+    if unknown.height:  # in a sweep the driver ran, verify calls these damaged (incomplete)
         print(f"{unknown.height} trial(s) have stored rows but no trials row (status unknown; left out of the "
-              f"counts): {', '.join(unknown['trial_id'].to_list()[:10])}; `edgesweep verify {shlex.quote(path)}` "
-              "says whether the trials table lost them")
+              f"counts): {', '.join(unknown['trial_id'].to_list()[:10])}; the trials row is where edgesweep's "
+              "driver records how a trial ended, and this folder shows no sign of that driver")
     interrupted = runs.filter(pl.col("status") == "interrupted")
     if interrupted.height:
         print(f"{interrupted.height} trial(s) interrupted (their worker or driver is gone; their rows "

@@ -21,7 +21,7 @@ from ..storage.checks import holds_a_table
 from ..storage.errors import StorageError
 from ..storage.fs import env_seconds, resolve_root
 from ..storage.liveness import DriverRecord, write_driver_record
-from ..storage.schema import TABLES
+from ..storage.integrity import DRIVER_FILES
 from ..storage.sweep import SweepPath
 from .outcome import sweep_outcome
 from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autoscaling, reuse_workers
@@ -60,26 +60,37 @@ def resolve_storage(storage: str) -> str:
     return str(path.resolve())
 
 
-#: Folders of a sweep that a storage root must not lie in: a new sweep there would sit among a
-#: table's partitions or edgesweep's and Tune's own files.
-SWEEP_INTERNALS = TABLES + ("_sealed", TUNE_DIR)
-
-
 def check_storage_root(spec: SweepSpec, storage: str) -> None:
-    """SpecError when ``storage`` is a sweep's folder (the new sweep would sit beside its tables,
-    and readers would find that folder ambiguous — its tables hiding the new sweep or the
-    reverse) or lies inside a table or edgesweep's own folders; before anything is created."""
-    root = resolve_root(storage)
-    inside = [part for part in root.base.rstrip("/").split("/") if part in SWEEP_INTERNALS]
-    if inside:
-        raise SpecError(f"{spec.source}: storage: {storage} lies inside a sweep's {inside[-1]!r} folder; give the "
-                        "folder that holds the sweep folders (a storage root)")
-    kind = root.info(root.base).type
-    if kind not in (pafs.FileType.Directory, pafs.FileType.NotFound):
-        raise SpecError(f"{spec.source}: storage: {storage} is a file, not a folder")
-    if kind == pafs.FileType.Directory and holds_a_table(root, root.base):
-        raise SpecError(f"{spec.source}: storage: {storage} is itself a sweep's folder (it holds tables); give "
-                        "the folder that holds the sweep folders (its parent, for this one)")
+    """SpecError when ``storage`` is a sweep's folder or lies inside one (the new sweep would sit
+    beside or among its tables, and readers would find that folder ambiguous — its tables
+    hiding the new sweep or the reverse), or is a file; before anything is created. A sweep's
+    folder is one holding tables or the driver's files (``_driver.json``, ``_spec.json``,
+    ``_tune``): a folder merely named ``runs`` or ``trials`` is not one."""
+    try:
+        root = resolve_root(storage)
+        kind = root.info(root.base).type
+        if kind not in (pafs.FileType.Directory, pafs.FileType.NotFound):
+            raise SpecError(f"{spec.source}: storage: {storage} is a file, not a folder")
+        if kind == pafs.FileType.Directory and _is_sweep_folder(root, root.base):
+            raise SpecError(f"{spec.source}: storage: {storage} is itself a sweep's folder (it holds tables or "
+                            "a driver's state); give the folder that holds the sweep folders (its parent, for this one)")
+        parts = root.base.rstrip("/").split("/")
+        for depth in range(len(parts) - 1, 0, -1):  # every folder above it
+            folder = "/".join(parts[:depth]) or "/"
+            if root.is_dir(folder) and _is_sweep_folder(root, folder):
+                raise SpecError(f"{spec.source}: storage: {storage} lies inside the sweep folder "
+                                f"{root.display(folder)}; give the folder that holds the sweep folders (a storage root)")
+    except StorageError as exc:
+        raise SpecError(f"{spec.source}: storage: {exc}") from None
+
+
+def _is_sweep_folder(root, folder: str) -> bool:
+    return holds_a_table(root, folder) or any(root.exists(f"{folder.rstrip('/')}/{n}") for n in DRIVER_FILES)
+
+
+def stored_tables(root, name: str) -> list[str]:
+    """The raw tables a sweep folder ``name`` already holds (another run's rows, or a copy's)."""
+    return [t for t in ("trials", "features", "evals") if root.exists(root.path(name, t))]
 
 
 def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
@@ -90,7 +101,7 @@ def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
     if root.exists(root.path(spec.name, TUNE_DIR)):
         return (f"{where} already holds this sweep's state: `run` refuses to start it again; `run --resume` "
                 "continues it")
-    tables = [t for t in ("trials", "features", "evals") if root.exists(root.path(spec.name, t))]
+    tables = stored_tables(root, spec.name)
     if tables:
         return (f"{where} already holds tables ({', '.join(tables)}) but no sweep state: `run` refuses to mix "
                 "its trials with them; use another name or storage")
@@ -283,7 +294,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                         "or another name/storage to start afresh")
     sweep_path = SweepPath.parse(f"{storage_uri}/{spec.name}")
     if not resume:
-        tables = [t for t in ("trials", "features", "evals") if root.exists(root.path(spec.name, t))]
+        tables = stored_tables(root, spec.name)
         if tables:  # stored rows but no Tune state: another run's data, or a copy of one
             raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds tables "
                             f"({', '.join(tables)}) but no sweep state to resume; this run would mix its trials "

@@ -16,8 +16,10 @@ can keep damaged trials out of its counts::
 Kinds of problems (:data:`.checks.DAMAGE` and the rest):
 
 * ``missing`` — a record lists a sealed file that is not there, or (:func:`verify` and
-  :func:`check_sweep`) a completed or stopped trial's evaluations end before the step its
-  trials row records: rows gone together with their seal record, or never recorded (legacy);
+  :func:`check_sweep`, by the rule of :mod:`.completeness`) a completed or stopped trial's
+  evaluations end before the step its trials row records or its features before its last
+  snapshot, or — in a sweep the driver ran — a trial has rows but no trials row: rows gone
+  together with their seal record or their table folder, or never recorded (legacy);
 * ``truncated`` — the file is shorter than sealed;
 * ``corrupt`` — other bytes than sealed (sha256), unreadable (Thrift, page checksum), other row
   count, or a damaged record file;
@@ -151,20 +153,21 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
         try:
-            # the bytes were hashed by the file checks just before: not again
-            columns = ("trial_id", "status", "steps", "config", *PARTITION_KEYS)
-            trials = (scan(r.uri(sdir), "trials", on_error="skip", verify_content=False).select(columns).collect()
-                      if r.exists(f"{sdir.rstrip('/')}/trials") else pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
+            # Trials, rows, trials again — each rule against the read that makes it race-free
+            # on a live sweep: a trials row is written before a trial's first rows and after its
+            # last ones, so a finished row read *before* the rows has all of them behind it, and
+            # rows read *before* the second read of trials have their trials row in it.
+            trials = _trials(r, sdir)
             last = {t: _last_steps(r, sdir, t) for t in ("evals", "features")}
             last["nonfinite"] = _last_steps(r, sdir, "features", flag="nonfinite")
+            known = set(_trials(r, sdir)["trial_id"])
         except (StorageError, pl.exceptions.PolarsError, OSError):
             return []  # a table unreadable as a whole: the file checks said why
     out = []
     # A trial run by the driver writes its trials row ("running") before any other row: rows
     # without one are a trials table that lost them (a part gone with its seal record, the
     # folder deleted). Sweeps written by other means (the storage layer alone) may have none.
-    known = set(trials["trial_id"])
-    by_driver = trials.height > 0 or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
+    by_driver = bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
     for table in ("features", "evals") if by_driver else ():
         for tid in sorted(set(last[table]) - known - damaged):
             known.add(tid)  # one problem per trial
@@ -184,6 +187,14 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
             out.append(Problem("missing", where, f"trial {tid}: {why}: rows are gone with their seal record "
                                "(or the whole table), or were written before records existed", table, sweep, tid))
     return out
+
+
+def _trials(r, sdir: str) -> pl.DataFrame:
+    # Here and in _last_steps: the bytes were hashed by the file checks just before, not again.
+    columns = ("trial_id", "status", "steps", "config", *PARTITION_KEYS)
+    if not r.exists(f"{sdir.rstrip('/')}/trials"):
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+    return scan(r.uri(sdir), "trials", on_error="skip", verify_content=False).select(columns).collect()
 
 
 def _last_steps(r, sdir: str, table: str, flag: str | None = None) -> dict[str, int]:

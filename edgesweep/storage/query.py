@@ -39,6 +39,24 @@ def tables_in(sql: str) -> list[str]:
     return [t for t in TABLES if t in words]
 
 
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+#: A FROM or JOIN clause, up to the next keyword that ends it.
+_FROM = re.compile(r"\b(?:from|join)\s+([A-Za-z_].*?)(?=\b(?:where|group|order|limit|having|union|except|intersect|join|"
+                   r"on|using|inner|left|right|full|cross|natural|window|offset)\b|\)|;|$)", re.I | re.S)
+
+
+def tables_read(sql: str) -> list[str]:
+    """Table names the SQL reads — in a FROM or JOIN clause, comma lists included — not every
+    word that happens to be one (``AS detection`` is an alias)."""
+    names = set()
+    for clause in _FROM.findall(_COMMENTS.sub(" ", sql)):
+        for item in clause.split(","):
+            m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", item)
+            if m:
+                names.add(m.group(1).lower())
+    return [t for t in TABLES if t in names]
+
+
 #: First words of statements that would change a table: Polars runs some of them on its
 #: in-memory copy and prints an empty result, which reads as if they had worked.
 WRITING_STATEMENTS = ("delete", "insert", "update", "create", "drop", "truncate", "alter", "copy")
@@ -54,7 +72,7 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     after the scan checked the files (one changed in between), the error is a
     :class:`StorageError` naming the files that are bad now, found by checking the tables
     again (SQL errors stay what they are)."""
-    first = re.match(r"\s*\(*\s*([A-Za-z]+)", sql)
+    first = re.match(r"\s*\(*\s*([A-Za-z]+)", _COMMENTS.sub(" ", sql))
     if first and first.group(1).lower() in WRITING_STATEMENTS:
         raise StorageError(f"{first.group(1).upper()}: edgesweep query only reads the tables (SELECT, WITH …)")
     r = resolve_root(root)
@@ -64,7 +82,7 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
                            "evals/, features/ …): give a storage root or one sweep's folder; a sweep that "
                            "has not sealed any rows yet has nothing to query", r.display(r.base))
     tables = tables_in(sql)
-    absent = [t for t in tables if not any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+    absent = [t for t in tables_read(sql) if not any(r.exists(f"{d}/{t}") for _, d in sweeps)]
     for t in absent:
         warnings.warn(_absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
