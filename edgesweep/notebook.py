@@ -20,12 +20,15 @@ import difflib
 import io
 import math
 import os
+import warnings
 
 import polars as pl
 
-from .storage import StorageError, scan
-from .storage.scan import sweep_dirs
+from .storage import StorageError, StorageWarning, scan
+from .storage.checks import holds_a_table
 from .storage.fs import resolve_root
+from .storage.integrity import sweep_started
+from .storage.scan import sweep_dirs
 
 __all__ = ["Sweep"]  # plot() returns a TrialFigure (a matplotlib Figure made on first use)
 
@@ -55,10 +58,28 @@ class Sweep:
     def __init__(self, root: str | os.PathLike, on_error: str = "raise"):
         self.root = os.fspath(root)
         self.on_error = on_error
-        sweep_dirs(resolve_root(self.root))  # a missing root fails now, naming it
+        r = resolve_root(self.root)
+        sweeps = sweep_dirs(r)  # a missing root fails now, naming it
+        # A table folder or an unrelated folder would give empty tables without a word; a sweep
+        # whose driver has started but sealed nothing yet is fine (its tables fill as it runs).
+        if not any(holds_a_table(r, d) for _, d in sweeps) and not sweep_started(self.root):
+            raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
+                               "evals/, features/ …): give a storage root or one sweep's folder", r.display(r.base))
 
     def table(self, name: str) -> pl.LazyFrame:
         return scan(self.root, name, on_error=self.on_error)
+
+    def _derived(self, name: str, schema: dict) -> pl.LazyFrame:
+        """``runs``/``summary`` — or, before the first aggregation wrote it, an empty frame with
+        its columns (so that filters on them run) and a warning naming the command."""
+        r = resolve_root(self.root)
+        sweeps = sweep_dirs(r)
+        if any(r.exists(f"{d}/{name}") for _, d in sweeps):
+            return self.table(name)
+        target = r.display(sweeps[0][1]) if len(sweeps) == 1 else "ROOT/SWEEP"
+        warnings.warn(f"no {name!r} table under {self.root} yet: `edgesweep aggregate {target}` writes it",
+                      StorageWarning, stacklevel=3)
+        return pl.LazyFrame(schema={"sweep": pl.String, **schema})
 
     @property
     def trials(self) -> pl.LazyFrame:
@@ -74,11 +95,13 @@ class Sweep:
 
     @property
     def runs(self) -> pl.LazyFrame:
-        return self.table("runs")
+        from .analysis import RUNS_SCHEMA
+        return self._derived("runs", RUNS_SCHEMA)
 
     @property
     def summary(self) -> pl.LazyFrame:
-        return self.table("summary")
+        from .analysis import SUMMARY_SCHEMA
+        return self._derived("summary", SUMMARY_SCHEMA)
 
     def trial_ids(self) -> list[str]:
         return sorted(self.trials.select("trial_id").unique().collect()["trial_id"].to_list())

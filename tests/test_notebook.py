@@ -55,6 +55,34 @@ def test_a_running_sweep_shows_new_rows_on_the_next_access(tmp_path, synth):
     assert sweep.evals.select(pl.col("step").max()).collect().item() == 2000
 
 
+def test_before_aggregation_runs_and_summary_have_their_columns_and_a_wrong_folder_is_refused(tmp_path, synth):
+    """A running sweep has no runs/summary yet: the README's `sweep.runs.filter(pl.col("preceded"))`
+    gives no rows and a warning naming the command, not a ColumnNotFoundError. A table folder or
+    an unrelated folder is refused as query refuses it (it gave empty tables silently); a sweep
+    whose driver has started but sealed nothing yet opens."""
+    from edgesweep.analysis import RUNS_SCHEMA, SUMMARY_SCHEMA
+    from edgesweep.storage import StorageWarning
+
+    s = synth.BY_ID["I_mul_wd1_s2024"]
+    synth.write_trial(tmp_path, s, upto=1000, compact=False)
+    synth.write_trials(tmp_path, [s], status="running", steps=0)
+    sweep = edgesweep.open(tmp_path / synth.SWEEP)
+    with pytest.warns(StorageWarning, match=f"no 'runs' table under {tmp_path / synth.SWEEP} yet: `edgesweep "
+                                            f"aggregate {tmp_path / synth.SWEEP}` writes it"):
+        runs = sweep.runs.filter(pl.col("preceded")).collect()
+    assert runs.height == 0 and set(runs.columns) == set(RUNS_SCHEMA)
+    with pytest.warns(StorageWarning, match="no 'summary' table"):
+        assert set(sweep.summary.collect().columns) == {"sweep", *SUMMARY_SCHEMA}
+    assert sweep.events(s.trial_id)["grok_step"] is None  # computed from the rows meanwhile
+    with pytest.raises(StorageError, match="no edgesweep tables here"):
+        edgesweep.open(tmp_path / synth.SWEEP / "features")
+    (tmp_path / "empty" / "started").mkdir(parents=True)
+    with pytest.raises(StorageError, match="no edgesweep tables here"):
+        edgesweep.open(tmp_path / "empty")
+    (tmp_path / "empty" / "started" / "_driver.json").write_text("{}")
+    assert edgesweep.open(tmp_path / "empty" / "started").trials.collect().height == 0
+
+
 def test_plot_marks_the_aggregations_events(sweep_path):
     sweep = edgesweep.open(sweep_path)
     fig = sweep.plot("A_add_wd1_s42")

@@ -66,6 +66,10 @@ def test_report_detector_table(reported, synth):
     assert (f"| all | 1 | 3 | 3 | 1 | 1 | 1 | 0 | 3/5 [{hlo:.2f}, {hhi:.2f}] | 1/1 [{flo:.2f}, {fhi:.2f}] "
             f"| 900 [700, 1100] (500–1300) | {p:.2g} |") in md
     assert "## Prospective detector `g23_collapse` (causal)" in md
+    # a rate over no runs is a dash, not "0/0 [0.00, 1.00]": E (false alarm) and F (quiet) never grok
+    lo, hi = cp(1, 2)
+    assert f"| modular | 0 | 0 | 0 | 0 | 0 | 1 | 1 | — | 1/2 [{lo:.2f}, {hi:.2f}] | — | — |" in md
+    assert "0/0" not in md.split("## Prospective detector")[1].split("## Scorecard")[0]
 
 
 def test_report_runs_scorecard_and_status(reported):
@@ -207,6 +211,41 @@ def test_report_commands_paste_into_a_shell_and_a_renamed_copy_is_named(tmp_path
     assert report_main(str(copy)) == 2
     err = capsys.readouterr().err
     assert f"{copy}: sweep 'synth (copy)' is not a valid name" in err and "rename the folder" in err, err
+
+
+def test_every_table_of_a_report_with_detection_has_as_many_cells_per_row_as_its_header(tmp_path, synth):
+    """A `|` inside a cell (the benchmark's "P(grok within Δ | alarm)" header) must be escaped,
+    or the table does not render in Markdown and its columns shift in report.html."""
+    import re
+
+    from edgesweep.platform.detect import run_detection
+
+    path = synth.build_sweep(str(tmp_path))
+    aggregate_sweep(path, use_ray=False, report=False)
+    run_detection(path)
+    write_report(path)
+    md = Path(path, "report.md").read_text()
+    assert "## Early-warning benchmark" in md
+    tables, current = [], []
+    for line in md.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(len(re.split(r"(?<!\\)\|", line.strip().strip("|"))))
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) >= 8
+    for counts in tables:
+        assert len(set(counts)) == 1, counts
+    assert "P(grok within Δ \\| alarm)" in md
+    assert "Older than the aggregation" not in md
+    # aggregated again after detect (here: the detection made older than the runs table): said
+    import os
+    det = Path(path, "detection.json")
+    os.utime(det, (det.stat().st_atime - 60, det.stat().st_mtime - 60))
+    write_report(path)
+    md = Path(path, "report.md").read_text()
+    assert ("**Older than the aggregation above**: `edgesweep detect` ran before the `runs` table was last written"
+            in md.split("## Early-warning benchmark")[1])
 
 
 @pytest.mark.s3

@@ -152,14 +152,17 @@ def scatter_figure(results: list[DetectorResult]) -> bytes:
     """Alarm step against grok step for every alarmed positive; on or above the diagonal = late."""
     fig = Figure(figsize=(5.5, 5.0), layout="tight")
     ax = fig.subplots()
-    top = 1.0
+    top, drawn = 1.0, False
     for res, color in zip(_in_sample(results), COLORS):
         pts = [(a.grok_step, a.alarm_step) for a in res.alarms if a.label == "positive" and a.alarm_step is not None]
         if pts:
             g, a = zip(*pts)
             ax.scatter(g, a, s=14, color=color, alpha=0.7, label=res.detector)
-            top = max(top, max(g), max(a))
+            top, drawn = max(top, max(g), max(a)), True
     ax.plot([0, top], [0, top], color="#999999", ls=":", lw=1, label="alarm = grok")
+    if not drawn:  # as the ROC says it: an empty plot would look like a drawing failure
+        ax.text(0.5, 0.5, "no alarm on a grokked run to show", ha="center", va="center",
+                transform=ax.transAxes, color="#666666")
     ax.set_xlabel("grok step")
     ax.set_ylabel("alarm step")
     ax.legend(fontsize=7)

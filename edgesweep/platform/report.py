@@ -75,7 +75,7 @@ def _ci(lo: Any, hi: Any) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -180,7 +180,13 @@ def _trial_title(run: dict) -> str:
     return (f"{run['trial_id']} — {run.get('workload')}, {run.get('optimizer')}, "
             f"wd={_f(run.get('weight_decay'), 'g')}, seed {_f(run.get('seed'))}\n"
             f"{run.get('status')}; grok {_f(run.get('grok_step'))}; alarm {_f(run.get('alarm_step'))}"
-            f"{lead} ({run.get('detector_outcome')}); g23 decline {_f(run.get('g23_decline'))}× ({prec})")
+            f"{lead} ({run.get('detector_outcome')}); g23 decline {_times(run.get('g23_decline'))} ({prec})")
+
+
+def _times(x: Any) -> str:
+    """A ratio as '52×', or '—' when there is none (no '—×')."""
+    text = _f(x)
+    return text if text == "—" else f"{text}×"
 
 
 def trial_figure(run: dict, f: pl.DataFrame, e: pl.DataFrame, ratio: float) -> bytes:
@@ -460,6 +466,11 @@ def _precedence_section(summary: pl.DataFrame, runs: pl.DataFrame, config: dict)
     ] + (["", delayed] if (delayed := delayed_sentence(runs)) else []))
 
 
+def _rate(k: int, n: int, lo: Any, hi: Any) -> str:
+    """'k/n [lo, hi]', or '—' for a rate over no runs (its interval would be all of [0, 1])."""
+    return "—" if not n else f"{k}/{n} {_ci(lo, hi)}"
+
+
 def _detector_section(summary: pl.DataFrame, config: dict) -> str:
     rows = []
     for r in summary.iter_rows(named=True):
@@ -468,9 +479,9 @@ def _detector_section(summary: pl.DataFrame, config: dict) -> str:
                                              f"{_f(r['lead_max'], '.0f')})")
         rows.append([r["scope"], _wd(r), r["hits"], r["hits_with_lead"], r["late"],
                      r["misses"], r["false_alarms"], r["quiet"],
-                     f"{r['hits']}/{r['n_grokked']} {_ci(r['hit_lo'], r['hit_hi'])}",
-                     f"{r['false_alarms']}/{r['n_runs'] - r['n_grokked']} "
-                     f"{_ci(r['false_alarm_lo'], r['false_alarm_hi'])}", lead, _fmt_p(r["fisher_p_alarm"])])
+                     _rate(r["hits"], r["n_grokked"], r["hit_lo"], r["hit_hi"]),
+                     _rate(r["false_alarms"], r["n_runs"] - r["n_grokked"], r["false_alarm_lo"], r["false_alarm_hi"]),
+                     lead, _fmt_p(r["fisher_p_alarm"])])
     params = ", ".join(f"{k}={v}" for k, v in sorted((config.get("detector_params") or {}).items())) or "defaults"
     return "\n".join([
         f"## Prospective detector `{config.get('detector', '?')}` (causal)", "",
@@ -558,7 +569,19 @@ DETECTION_HEADER = ["detector", "evaluation", "hits / grokked", "false alarms / 
           "lead, steps: median [q1, q3]", "lead / grok step", "P(grok within Δ | alarm)", "AUROC [95 % CI]"]
 
 
-def _detection_section(doc: dict | None) -> str:
+def _detection_is_stale(sp: SweepPath) -> bool:
+    """Whether ``detection.json`` predates the newest ``runs`` table: the sweep was aggregated
+    again (more trials, repaired data) after ``detect`` ran, so the benchmark scored other runs."""
+    root = sp.root
+    try:
+        det = root.info(sp.file("detection.json")).mtime
+        runs = [i.mtime for i in root.list_files(sp.file("runs")) if i.path.endswith(".parquet")]
+    except StorageError:
+        return False
+    return det is not None and any(m is not None and m > det for m in runs)
+
+
+def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "ROOT/SWEEP") -> str:
     """The early-warning benchmark (``edgesweep detect``), when it was run on this sweep."""
     if not doc:
         return ""
@@ -575,11 +598,14 @@ def _detection_section(doc: dict | None) -> str:
         crit_rows.append([name, len(cs), sum(c["peak_met"] for c in cs), sum(c["memo_met"] for c in cs)])
     return "\n".join([
         "## Early-warning benchmark", "",
+        *([f"**Older than the aggregation above**: `edgesweep detect` ran before the `runs` table was last "
+           f"written, so it scored the runs as they were then; `edgesweep detect {shlex.quote(sp_text)}` "
+           "scores the current ones.", ""] if stale else []),
         f"`edgesweep detect` with detector `{doc['detector']}` {json.dumps(doc['params'])}: "
         f"{lab.get('positive', 0)} runs grokked (delayed generalisation), {lab.get('negative', 0)} did not "
         f"grok by their last step ({lab.get('hard', 0)} hard: weight decay > 0, observed ≥ "
-        f"{cfg['hard_factor']:g} × the longest positive's grok step, "
-        f"{'—' if doc['longest_positive_grok'] is None else doc['longest_positive_grok']}), "
+        f"{cfg['hard_factor']:g} × the longest positive's grok step"
+        f"{'' if doc['longest_positive_grok'] is None else ', ' + str(doc['longest_positive_grok'])}), "
         f"{lab.get('excluded', 0)} excluded (immediate, diverged, failed, running, or followed for fewer than "
         f"{cfg.get('post_grok', '?')} steps after its grok). A hit is an alarm "
         f"strictly before the grok step; Δ = {cfg['delta']} steps; cross-validation leaves one "
@@ -671,7 +697,8 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
         "", _scorecard_section(card.get("predictions", [])),
         "", _k_star_section(k_counts, runs, bool(k_counts)),
         "", _adiabatic_section(phases, have_a),
-        "", _detection_section(json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None),
+        "", _detection_section(json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None,
+                               stale=bool(raw) and _detection_is_stale(sp), sp_text=sp.text),
         "", _runs_section(runs, linked=trial_figures),
         "", "## Figures", "",
         "Per family (g23 and test accuracy per run; grok green, alarm red):", "",

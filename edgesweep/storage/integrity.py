@@ -210,7 +210,7 @@ def _last_steps(r, sdir: str, table: str, flag: str | None = None) -> dict[str, 
     return dict(lazy.group_by("trial_id").agg(pl.col("step").max()).collect().iter_rows())
 
 
-def _sweep_started(root: str) -> bool:
+def sweep_started(root: str) -> bool:
     """Whether ``root`` is (or directly holds) a sweep folder whose driver has started — its
     ``_driver.json`` or Tune's ``_tune/`` — but that has no stored files yet."""
     try:
@@ -244,7 +244,7 @@ def verify_main(argv: list[str] | None = None) -> int:
         print(f"edgesweep verify: error: {exc}", file=sys.stderr)
         return 2
     if report.files == 0 and report.records == 0 and not report.problems:
-        if _sweep_started(args.root):
+        if sweep_started(args.root):
             print(f"OK: nothing stored yet under {args.root} (a sweep that has not sealed any rows)")
             return 0
         # Nothing to check is not "OK": most likely the wrong folder level.
