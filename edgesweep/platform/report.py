@@ -569,16 +569,14 @@ DETECTION_HEADER = ["detector", "evaluation", "hits / grokked", "false alarms / 
           "lead, steps: median [q1, q3]", "lead / grok step", "P(grok within Δ | alarm)", "AUROC [95 % CI]"]
 
 
-def _detection_is_stale(sp: SweepPath) -> bool:
-    """Whether ``detection.json`` predates the newest ``runs`` table: the sweep was aggregated
-    again (more trials, repaired data) after ``detect`` ran, so the benchmark scored other runs."""
-    root = sp.root
-    try:
-        det = root.info(sp.file("detection.json")).mtime
-        runs = [i.mtime for i in root.list_files(sp.file("runs")) if i.path.endswith(".parquet")]
-    except StorageError:
-        return False
-    return det is not None and any(m is not None and m > det for m in runs)
+def _detection_is_stale(doc: dict, runs: pl.DataFrame) -> bool:
+    """Whether ``detection.json`` scored other runs than the ``runs`` table holds now — other
+    trials, or trials since grown (the sweep was aggregated again after ``detect`` ran). By
+    content, not file times: a copied or cloned sweep's times say nothing."""
+    scored = {r["trial_id"]: r.get("last_step") for r in doc.get("runs") or []}
+    now = dict(zip(runs["trial_id"].to_list(), runs["steps"].to_list()))
+    return set(scored) != set(now) or any(scored[t] is not None and now[t] is not None and scored[t] != now[t]
+                                          for t in scored)
 
 
 def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "ROOT/SWEEP") -> str:
@@ -598,8 +596,8 @@ def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "RO
         crit_rows.append([name, len(cs), sum(c["peak_met"] for c in cs), sum(c["memo_met"] for c in cs)])
     return "\n".join([
         "## Early-warning benchmark", "",
-        *([f"**Older than the aggregation above**: `edgesweep detect` ran before the `runs` table was last "
-           f"written, so it scored the runs as they were then; `edgesweep detect {shlex.quote(sp_text)}` "
+        *([f"**Older than the aggregation above**: `edgesweep detect` scored other runs than the `runs` "
+           f"table now holds (trials added or grown since); `edgesweep detect {shlex.quote(sp_text)}` "
            "scores the current ones.", ""] if stale else []),
         f"`edgesweep detect` with detector `{doc['detector']}` {json.dumps(doc['params'])}: "
         f"{lab.get('positive', 0)} runs grokked (delayed generalisation), {lab.get('negative', 0)} did not "
@@ -697,8 +695,8 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
         "", _scorecard_section(card.get("predictions", [])),
         "", _k_star_section(k_counts, runs, bool(k_counts)),
         "", _adiabatic_section(phases, have_a),
-        "", _detection_section(json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None,
-                               stale=bool(raw) and _detection_is_stale(sp), sp_text=sp.text),
+        "", _detection_section(det := json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None,
+                               stale=bool(det) and _detection_is_stale(det, runs), sp_text=sp.text),
         "", _runs_section(runs, linked=trial_figures),
         "", "## Figures", "",
         "Per family (g23 and test accuracy per run; grok green, alarm red):", "",
