@@ -59,7 +59,12 @@ def test_ray_job_submit_end_to_end(head, tmp_path):
     # the driver also aggregated and reported
     runs = scan(storage / "smoke", "runs").collect()
     assert set(runs["trial_id"]) == set(trials["trial_id"])
+    assert set(runs["status"]) <= {"completed", "stopped"}, runs.select("trial_id", "status", "error").to_dicts()
     assert (storage / "smoke" / "report.md").exists()
+    # a real sweep meets every rule verify applies (seal records, rows reaching the trials rows)
+    from edgesweep.storage import verify
+    report = verify(str(storage / "smoke"))
+    assert report.ok and not report.problems, report.problems
 
 
 def run_driver(spec: Path, address: str, *extra: str) -> subprocess.Popen:
