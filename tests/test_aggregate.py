@@ -571,3 +571,5 @@ def test_aggregate_and_report_on_a_damaged_part_finish_and_name_it_once(tmp_path
             and "sha256 mismatch" in lines[0], res.stderr
     report = Path(path, "report.md").read_text()
     assert "| incomplete | 1 |" in report, report[:2000]
+    # and report.md says so itself, not only stderr: its figures lack that file's rows
+    assert f"**1 stored file(s) could not be read** and are left out of the figures: {bad}:" in report

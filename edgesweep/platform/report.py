@@ -21,6 +21,7 @@ import json
 import math
 import shlex
 import sys
+import warnings
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -32,7 +33,7 @@ from matplotlib.ticker import FixedLocator, LogLocator, MaxNLocator, NullLocator
 
 from ..analysis.events import PHASES
 from ..analysis.runs import delayed_precedence
-from ..storage import StorageError, SweepPath, scan
+from ..storage import StorageError, StorageWarning, SweepPath, scan
 from .report_html import write_report_html
 
 __all__ = ["write_report", "report_main", "precedence_sentence", "precedence_text", "delayed_sentence"]
@@ -367,15 +368,35 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     except ValueError as exc:
         raise StorageError(f"{uri}/scorecard.json: not valid JSON ({exc}); `edgesweep aggregate "
                            f"{sp.text}` writes it again", f"{uri}/scorecard.json") from None
-    trials = scan(uri, "trials", on_error="skip").collect()
-    feats = _collect(uri, "features", REPORT_FEATURES)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StorageWarning)
+        trials = scan(uri, "trials", on_error="skip").collect()
+        feats = _collect(uri, "features", REPORT_FEATURES)
+        evals = _collect(uri, "evals", REPORT_EVALS)
+    skipped = []
+    for w in caught:  # passed on as they came (stderr), and named in report.md itself
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if issubclass(w.category, StorageWarning):
+            skipped.append(str(w.message).removeprefix("skipping "))
     if "nonfinite" in feats.columns:
         feats = feats.filter(~pl.col("nonfinite").fill_null(False))
-    evals = _collect(uri, "evals", REPORT_EVALS)
     config = json.loads(runs["analysis_config"].drop_nulls()[0]) if "analysis_config" in runs.columns \
         and runs["analysis_config"].drop_nulls().len() else card.get("analysis_config", {})
     return {"runs": runs, "summary": summary, "card": card, "config": config, "trials": trials,
-            "features": feats.sort("trial_id", "step"), "evals": evals.sort("trial_id", "step")}
+            "features": feats.sort("trial_id", "step"), "evals": evals.sort("trial_id", "step"),
+            "skipped": list(dict.fromkeys(skipped))}
+
+
+def _skipped_lines(skipped: list[str], sp: SweepPath) -> list[str]:
+    """A note under the title when stored files could not be read: the figures lack them, and
+    the tables are only as current as the last aggregation."""
+    if not skipped:
+        return []
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    where = shlex.quote(sp.text)
+    return ["", f"**{len(skipped)} stored file(s) could not be read** and are left out of the figures: "
+                f"{skipped[0]}{more}. `edgesweep verify {where}` names every one; their trials are "
+                f"`incomplete` in the tables below once `edgesweep aggregate {where}` has run since the damage."]
 
 
 def _by_trial(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -688,6 +709,7 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
         f"# edgesweep report — sweep `{sp.sweep}`", "",
         f"{runs.height} trials at `{sp.uri}`; generated {now}. Tables: `runs`, `summary` "
         f"(`edgesweep query {shlex.quote(sp.text)} \"SELECT * FROM summary\"`), `scorecard.json`.",
+        *_skipped_lines(d["skipped"], sp),
         "", _status_section(d["trials"], runs),
         "", _precedence_section(summary, runs, config),
         "", "![g23 declines by arm](figures/decline_by_arm.png)",
