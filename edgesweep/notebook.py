@@ -25,9 +25,9 @@ import warnings
 import polars as pl
 
 from .storage import StorageError, StorageWarning, scan
-from .storage.checks import holds_a_table
 from .storage.fs import resolve_root
 from .storage.integrity import sweep_started
+from .storage.query import absent_text, require_tables
 from .storage.scan import sweep_dirs
 
 __all__ = ["Sweep"]  # plot() returns a TrialFigure (a matplotlib Figure made on first use)
@@ -62,9 +62,8 @@ class Sweep:
         sweeps = sweep_dirs(r)  # a missing root fails now, naming it
         # A table folder or an unrelated folder would give empty tables without a word; a sweep
         # whose driver has started but sealed nothing yet is fine (its tables fill as it runs).
-        if not any(holds_a_table(r, d) for _, d in sweeps) and not sweep_started(self.root):
-            raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
-                               "evals/, features/ …): give a storage root or one sweep's folder", r.display(r.base))
+        if not sweep_started(self.root):
+            require_tables(r, sweeps)
 
     def table(self, name: str) -> pl.LazyFrame:
         return scan(self.root, name, on_error=self.on_error)
@@ -76,9 +75,7 @@ class Sweep:
         sweeps = sweep_dirs(r)
         if any(r.exists(f"{d}/{name}") for _, d in sweeps):
             return self.table(name)
-        target = r.display(sweeps[0][1]) if len(sweeps) == 1 else "ROOT/SWEEP"
-        warnings.warn(f"no {name!r} table under {self.root} yet: `edgesweep aggregate {target}` writes it",
-                      StorageWarning, stacklevel=3)
+        warnings.warn(absent_text(r, name, sweeps), StorageWarning, stacklevel=3)
         return pl.LazyFrame(schema={"sweep": pl.String, **schema})
 
     @property

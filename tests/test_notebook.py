@@ -67,8 +67,8 @@ def test_before_aggregation_runs_and_summary_have_their_columns_and_a_wrong_fold
     synth.write_trial(tmp_path, s, upto=1000, compact=False)
     synth.write_trials(tmp_path, [s], status="running", steps=0)
     sweep = edgesweep.open(tmp_path / synth.SWEEP)
-    with pytest.warns(StorageWarning, match=f"no 'runs' table under {tmp_path / synth.SWEEP} yet: `edgesweep "
-                                            f"aggregate {tmp_path / synth.SWEEP}` writes it"):
+    with pytest.warns(StorageWarning, match=f"no 'runs' table under {tmp_path / synth.SWEEP} yet: it is computed "
+                                            f"from the others, `edgesweep aggregate {tmp_path / synth.SWEEP}` writes it"):
         runs = sweep.runs.filter(pl.col("preceded")).collect()
     assert runs.height == 0 and set(runs.columns) == set(RUNS_SCHEMA)
     with pytest.warns(StorageWarning, match="no 'summary' table"):

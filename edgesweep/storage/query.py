@@ -77,14 +77,11 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
         raise StorageError(f"{first.group(1).upper()}: edgesweep query only reads the tables (SELECT, WITH …)")
     r = resolve_root(root)
     sweeps = sweep_dirs(r)  # a missing root is an error even for SQL that names no table
-    if not any(holds_a_table(r, d) for _, d in sweeps):
-        raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
-                           "evals/, features/ …): give a storage root or one sweep's folder; a sweep that "
-                           "has not sealed any rows yet has nothing to query", r.display(r.base))
+    require_tables(r, sweeps, "; a sweep that has not sealed any rows yet has nothing to query")
     tables = tables_in(sql)
     absent = [t for t in tables_read(sql) if not any(r.exists(f"{d}/{t}") for _, d in sweeps)]
     for t in absent:
-        warnings.warn(_absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
+        warnings.warn(absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
     try:
         with pl.SQLContext(frames=frames) as ctx:
@@ -92,7 +89,7 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     except pl.exceptions.PolarsError as exc:
         if absent and not isinstance(exc, (pl.exceptions.SQLSyntaxError, pl.exceptions.SQLInterfaceError)):
             # An empty stand-in has no columns: the column error only repeats that the table is absent.
-            raise StorageError(f"{_absent_text(r, absent[0], sweeps)} ({type(exc).__name__}: "
+            raise StorageError(f"{absent_text(r, absent[0], sweeps)} ({type(exc).__name__}: "
                                f"{_without_plan(exc)})") from exc
         if not isinstance(exc, pl.exceptions.ComputeError):
             raise
@@ -103,7 +100,16 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
         raise
 
 
-def _absent_text(r, table: str, sweeps) -> str:
+def require_tables(r, sweeps, why: str = "") -> None:
+    """StorageError unless some sweep under the root holds a table: a table folder or an
+    unrelated folder given as the root would otherwise read as empty tables, without a word."""
+    if not any(holds_a_table(r, d) for _, d in sweeps):
+        raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
+                           f"evals/, features/ …): give a storage root or one sweep's folder{why}", r.display(r.base))
+
+
+def absent_text(r, table: str, sweeps) -> str:
+    """Why ``table`` is missing under the root, and for a derived table the command that writes it."""
     where = r.display(r.base)
     if table in DERIVED:
         command = "detect" if table == "detection" else "aggregate"
