@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aggregate", help="recompute events, precedence table and scorecard for ROOT/SWEEP")
     p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--no-ray", action="store_true", help="aggregate in this process instead of Ray tasks")
-    p.add_argument("--no-report", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="write runs, summary and scorecard.json only; leave "
+                   "report.md and figures/ as they are")
     p.set_defaults(func=_aggregate)
 
     p = sub.add_parser("detect", help="the early-warning benchmark: a detector and the baselines over ROOT/SWEEP")
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")
-    p.add_argument("path")
+    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://), already aggregated")
     p.add_argument("--trial-figures", action=argparse.BooleanOptionalAction, default=None,
                    help="one PNG per trial in figures/trials/ (default: only for sweeps of at most "
                         "100 trials; --no-trial-figures: never)")
@@ -180,19 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")
     p.add_argument("root", help="a storage root or one sweep folder (local or s3://)")
     p.add_argument("--quick", action="store_true", help="records, sizes and hashes only (no page decoding)")
-    p.add_argument("--quiet", action="store_true", help="print only problems and the summary")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only problems and the summary")
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("workloads", help="list workloads, presets, parameter counts and defaults")
     p.set_defaults(func=_workloads)
 
     p = sub.add_parser("spectral-demo", help="one real modular-addition run, printing spectral-edge rows live")
-    p.add_argument("--steps", type=_number(int, 1), default=3000)
-    p.add_argument("--every", type=_number(int, 1), default=50)
+    p.add_argument("--steps", type=_number(int, 1), default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--every", type=_number(int, 1), default=50, help="steps between snapshots (default 50)")
     # The monitor's own bound (spectral.MAX_WINDOW, checked equal in the tests), written out so
     # that `--help` does not import torch.
-    p.add_argument("--window", type=_number(int, 2, high=1000), default=10)
-    p.add_argument("--seed", type=_number(int, 0, high=2**63 - 1), default=42)
+    p.add_argument("--window", type=_number(int, 2, high=1000), default=10, help="W, rows of the window (default 10)")
+    p.add_argument("--seed", type=_number(int, 0, high=2**63 - 1), default=42, help="training seed (default 42)")
     p.set_defaults(func=_spectral_demo)
     return ap
 

@@ -395,8 +395,13 @@ def test_missing_sweep_is_a_clear_error(tmp_path, capsys):
 
 def test_root_instead_of_sweep_and_empty_sweep(tmp_path, synth):
     synth.build_sweep(str(tmp_path / "root"), synth.SPEC[:1])
-    with pytest.raises(StorageError, match="pass ROOT/SWEEP"):
+    # A storage root: the message names the sweep folder to pass instead.
+    with pytest.raises(StorageError, match=re.escape(f"storage root holding the sweep folder {synth.SWEEP}: pass it, "
+                                                     f"e.g. {tmp_path / 'root' / synth.SWEEP}")):
         aggregate_sweep(str(tmp_path / "root"), use_ray=False)
+    (tmp_path / "other" / "notes").mkdir(parents=True)  # a folder of something else
+    with pytest.raises(StorageError, match="it holds notes: if this is a storage root, pass ROOT/SWEEP"):
+        aggregate_sweep(str(tmp_path / "other"), use_ray=False)
     (tmp_path / "root" / "empty" / "trials").mkdir(parents=True)
     with pytest.raises(StorageError, match="no trials"):
         aggregate_sweep(str(tmp_path / "root" / "empty"), use_ray=False)

@@ -16,10 +16,13 @@ queries never depend on hive path parsing — which would also pick up any ``key
 of the root path itself — and predicates on them are pushed down to row-group statistics.
 The scanner checks that a file's partition metadata matches its directory.
 
-Evolution rule: a column is only ever *added* (nullable), never renamed, retyped or removed.
-Each file carries ``SCHEMA_VERSION`` in its key/value metadata; readers accept files of any
-version, fill the columns an older file lacks with nulls, and keep columns a newer writer
-added. Bump ``SCHEMA_VERSION`` when adding a column, and append the column to the list below.
+Evolution rule: a column is only ever *added* (nullable, appended to the list below), never
+renamed, retyped or removed. Readers accept files of any version, fill the columns an older file
+lacks with nulls and keep columns a newer writer added: what a file holds is told by its own
+schema, so adding a column needs no version bump (``pid_start``, ``family`` and ``compute`` came
+that way). Each file carries ``SCHEMA_VERSION`` in its key/value metadata for the change that
+would need one — a meaning or layout that readers must handle differently — which has not
+happened yet.
 """
 
 from __future__ import annotations
