@@ -224,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`edgesweep status | head -1`): nothing to report, as for any
+        # Unix tool. Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell shows for a tool the signal stopped
     except (SpecError, StorageError) as exc:
         # Expected, user-caused failures: one clear line, no traceback.
         print(f"edgesweep {args.command}: error: {exc}", file=sys.stderr)

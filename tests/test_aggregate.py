@@ -297,6 +297,40 @@ def test_incremental_equals_once_at_the_end(tmp_path, synth):
     assert (b["grok_step"], b["detector_outcome"], b["lead_steps"]) == (2500, "hit", 900)
 
 
+def test_a_trial_compacting_during_the_read_does_not_fail_the_others(tmp_path, synth, monkeypatch):
+    """A trial that finishes while `aggregate` reads a running sweep compacts its parts and
+    deletes them: the read planned before that finds a listed file gone (a real
+    FileNotFoundError from the real scan here). It is read again from a fresh listing, and the
+    result equals the aggregate of the same rows at rest."""
+    from edgesweep.analysis import record
+    from edgesweep.platform import aggregate as agg
+
+    live, rest = str(tmp_path / "live"), str(tmp_path / "rest")
+    specs = synth.SPEC[:3]
+    writers = {s.trial_id: synth.write_trial(live, s, compact=False) for s in specs}
+    synth.write_trials(live, specs)
+    calls = []
+
+    def read_then_finish(sp, command):
+        checked = record.read_checked(sp, command)
+        calls.append(command)
+        if len(calls) == 1:  # between the listing and the read, the trials finish and compact
+            for w in writers.values():
+                assert w.compact()
+        return checked
+
+    monkeypatch.setattr(agg, "read_checked", read_then_finish)
+    aggregate_sweep(f"{live}/{synth.SWEEP}", use_ray=False, report=False)
+    assert len(calls) == 2, "the stale read was not retried"
+    got = runs_of(f"{live}/{synth.SWEEP}")
+    assert got["error"].null_count() == got.height, got["error"].to_list()
+
+    synth.build_sweep(rest, specs)
+    monkeypatch.undo()
+    aggregate_sweep(f"{rest}/{synth.SWEEP}", use_ray=False, report=False)
+    assert_frame_equal(got, runs_of(f"{rest}/{synth.SWEEP}"))
+
+
 def test_trial_without_trials_row_is_not_lost_and_is_named_incomplete(tmp_path, synth):
     """A trial writes its trials row ("running") before any other row, so rows without one
     mean the trials table lost it: the trial keeps its runs row (workload, weight decay) as

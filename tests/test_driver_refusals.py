@@ -117,3 +117,75 @@ def test_garbage_in_a_seconds_variable_is_refused_naming_it_before_a_cluster_sta
     assert env_seconds("EDGESWEEP_STORAGE_RETRY_S", 120.0) == 30.0
     monkeypatch.setenv("EDGESWEEP_STORAGE_RETRY_S", "")
     assert env_seconds("EDGESWEEP_STORAGE_RETRY_S", 120.0) == 120.0
+
+
+def _live_record(tmp_path, sweep: str):
+    """A driver record of a real, running process on this host (a `sleep`), as a driver that
+    is still running the sweep leaves it."""
+    import subprocess
+    import time
+
+    from edgesweep.storage.liveness import DriverRecord, process_identity, write_driver_record
+    from edgesweep.storage.sweep import SweepPath
+
+    proc = subprocess.Popen(["sleep", "120"])
+    time.sleep(0.2)
+    rec = DriverRecord.start()
+    rec.pid, rec.pid_start = proc.pid, process_identity(proc.pid)
+    sp = SweepPath.parse(str(tmp_path / "results" / sweep))
+    write_driver_record(sp, rec)
+    return proc, sp
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_sweep_that_another_driver_is_running_is_refused(tmp_path, resume):
+    """A second driver on one sweep (a run started twice, or a --resume while the first still
+    runs) trains the same trials into the same files: corrupt parts, trials failing on each
+    other's checkpoints. Refused, naming the other driver, before a cluster starts; once that
+    driver is gone the same command goes past this check."""
+    proc, sp = _live_record(tmp_path, "synth")
+    (tmp_path / "results" / "synth" / "_tune").mkdir()
+    try:
+        with pytest.raises(SpecError, match=rf"is being run by another driver \(pid {proc.pid} on .*"
+                                            rf"{'resuming' if resume else 'starting'} it as well would train"):
+            run_sweep(_spec(tmp_path), resume=resume)
+    finally:
+        proc.kill()
+        proc.wait()
+    # the driver is gone: what is left is the ordinary answer for this folder
+    with pytest.raises(SpecError, match="no sweep state at .* to resume" if resume else "use --resume"):
+        run_sweep(_spec(tmp_path), resume=resume)
+
+
+def test_of_two_drivers_claiming_one_sweep_at_once_the_earlier_writer_gives_up(tmp_path, monkeypatch):
+    """Both found no live driver; each writes its record, waits, reads it back. A real second
+    writer replaces the record while the first waits: the first refuses."""
+    import threading
+
+    from edgesweep.platform import driver
+    from edgesweep.storage.liveness import DriverRecord, process_identity, write_driver_record
+    from edgesweep.storage.sweep import SweepPath
+
+    spec = load_spec(_spec(tmp_path))
+    sp = SweepPath.parse(str(tmp_path / "results" / "synth"))
+    monkeypatch.setattr(driver, "CLAIM_SETTLE_S", 1.0)
+
+    def second_driver():
+        rec = DriverRecord.start()
+        rec.pid_start = process_identity()
+        rec.started_at = "2026-12-07T00:00:01+00:00"  # another process: another record
+        write_driver_record(sp, rec)
+
+    threading.Timer(0.3, second_driver).start()
+    with pytest.raises(SpecError, match="is being run by another driver"):
+        driver._Heartbeat(sp, spec, resume=False)
+    # alone, the claim holds and the record read back is this driver's
+    (tmp_path / "results" / "synth" / "_driver.json").unlink()
+    hb = driver._Heartbeat(sp, spec, resume=False)
+    assert json.loads((tmp_path / "results" / "synth" / "_driver.json").read_text())["started_at"] == hb.rec.started_at
+
+
+def test_the_resume_command_keeps_the_storage_override():
+    from edgesweep.platform.driver import resume_command
+    assert resume_command("sweeps/demo.yaml", None) == "edgesweep run sweeps/demo.yaml --resume"
+    assert resume_command("my sweep.yaml", "/data/r oot") == "edgesweep run 'my sweep.yaml' --resume --storage '/data/r oot'"

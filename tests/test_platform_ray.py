@@ -208,10 +208,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference
     assert comparable(feats).equals(comparable(scan(ref_dir, "features").collect()))
 
 
-def test_ctrl_c_reports_exactly_what_finished_and_never_started(head, tmp_path, make_sweep):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_reports_exactly_what_finished_and_never_started(head, tmp_path, make_sweep, sig):
     """One trial at a time (cpu: 2 on a 2-CPU head). Ctrl-C while the first runs: the driver
     says 0 finished, 1 interrupted, 1 never started — counted from storage — exits 130, and
-    closes its record; the trial is interrupted in runs without a --resume."""
+    closes its record; the trial is interrupted in runs without a --resume. SIGTERM (`ray job
+    stop`, a scheduler) does the same: it used to exit 134 with Ray's native stack dump, no
+    summary, no resume command and the record saying "error: SystemExit"."""
     import json
 
     import yaml
@@ -226,7 +229,7 @@ def test_ctrl_c_reports_exactly_what_finished_and_never_started(head, tmp_path, 
     try:
         wait_for(lambda: sealed_max_step(sweep_dir, "mod_add-adamw-wd1.0-s42") > 0
                  or sealed_max_step(sweep_dir, "mod_add-adamw-wd0.0-s42") > 0, 600, "a trial's first rows")
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -234,6 +237,7 @@ def test_ctrl_c_reports_exactly_what_finished_and_never_started(head, tmp_path, 
     assert proc.returncode == 130, out[-4000:]
     assert "0 finished, 0 failed, 1 interrupted, 1 never started (of 2)" in out, out[-4000:]
     assert "--resume" in out and "finished, 0 failed\n" not in out
+    assert "*** SIGTERM received" not in out
     record = json.loads((sweep_dir / "_driver.json").read_text())
     assert record["outcome"] == "interrupted" and record["ended_at"]
     assert record["counts"] == {"finished": 0, "failed": 0, "interrupted": 1, "never_started": 1}

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from edgesweep.platform.status import COLUMNS, status_main
+from edgesweep.storage import SweepPath
 
 from raycluster import REPO
 
@@ -144,7 +145,6 @@ def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, 
     """A sweep whose driver died with trials unfinished cannot move on by itself: --watch shows
     the table, says why and what continues it, and exits 1 — instead of waiting forever. While
     the driver's record says it runs (alive, heart beating), the same watch keeps waiting."""
-    from edgesweep.storage import SweepPath
     from edgesweep.storage.liveness import DriverRecord, write_driver_record
 
     root = tmp_path / "results"
@@ -228,7 +228,6 @@ def test_watch_does_not_wait_for_an_unknown_trial_that_tune_does_not_run(tmp_pat
     the driver runs it: when not, the watch ends at once (exit 0) and shows it as unknown with a
     note; when Tune lists it as running, or there is no Tune state, the watch waits."""
     from edgesweep.platform.status import SweepWatcher
-    from edgesweep.storage import SweepPath
     from edgesweep.storage.liveness import DriverRecord, write_driver_record
 
     root = tmp_path / "results"
@@ -282,6 +281,25 @@ def test_status_errors_name_the_path(tmp_path, capsys):
     missing = tmp_path / "results" / "nothing"
     assert status_main(str(missing), out=io.StringIO()) == 2
     assert f"no sweep at {missing}" in capsys.readouterr().err
+
+
+def test_status_of_a_sweep_whose_driver_started_but_stored_nothing_yet(tmp_path, capsys):
+    """The first seconds of a sweep: the driver's record, no table. Not "no sweep at" (exit 2),
+    which sent users looking for a wrong path: the driver, and that nothing is stored yet."""
+    from edgesweep.storage.liveness import DriverRecord, write_driver_record
+
+    sp = SweepPath.parse(str(tmp_path / "results" / "early"))
+    rec = DriverRecord.start()
+    write_driver_record(sp, rec)
+    buf = io.StringIO()
+    assert status_main(sp.text, out=buf) == 0
+    assert buf.getvalue().strip() == (f"sweep early at {sp.uri}: its driver (pid {os.getpid()} on {rec.hostname}) "
+                                      f"started {rec.started_at}; no trial has stored a row yet (`--watch` waits for them)")
+    rec.end("interrupted", {})
+    write_driver_record(sp, rec)
+    buf = io.StringIO()
+    assert status_main(sp.text, out=buf) == 0
+    assert f"the driver ended at {rec.ended_at} (interrupted), before any trial stored a row" in buf.getvalue()
 
 
 def test_status_refreshes_in_place_on_a_terminal(tmp_path, synth):
@@ -359,3 +377,16 @@ monitor: {{window: 4, every: 5, params: all}}
     buf = io.StringIO()
     assert status_main(str(sweep), watch=True, out=buf) == 0
     assert buf.getvalue().startswith("st: 2/2 done")
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path, synth):
+    """`edgesweep status … | head -1`: the reader closes the pipe. That ended with
+    "edgesweep status: error: BrokenPipeError" on stderr; now it is quiet, with the status a
+    shell shows for a tool SIGPIPE stopped."""
+    path = synth.build_sweep(tmp_path / "results", synth.SPEC)
+    proc = subprocess.Popen(_command(path, "--plain"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=REPO, bufsize=0)
+    proc.stdout.close()  # the reader is gone before anything is written (the interpreter starts)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == "", err

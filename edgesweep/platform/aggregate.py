@@ -72,6 +72,15 @@ def analyse_batch(plans: dict[str, pl.LazyFrame], trials: list[dict], cfg: Analy
     return out
 
 
+#: Reads of a running sweep, each with a fresh listing, before a file that vanished between the
+#: listing and the read (compaction of a trial that just finished) is reported as an error.
+READ_ATTEMPTS = 3
+
+
+def _vanished(row: dict) -> bool:
+    return bool(row["error"]) and row["error"].startswith("FileNotFoundError:")
+
+
 def _run_batches(plans, trials: list[dict], cfg: AggregateConfig, use_ray: bool) -> list[tuple[dict, Any]]:
     if not use_ray:
         return analyse_batch(plans, trials, cfg.analysis, cfg.scorecard)
@@ -121,14 +130,20 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
     cfg = config if config is not None else AggregateConfig()
     sp = SweepPath.parse(path)
     sp.check()
-    # Damaged or missing files are found by the seal records first and named; those trials are
-    # marked incomplete and everything else aggregates from the files that are intact.
-    checked = read_checked(sp, "aggregate")
-    plans, trials, damaged = checked.plans, checked.trials, checked.damaged
-    if trials.height == 0:
-        raise StorageError(f"no trials in the sweep at {sp.uri}: nothing to aggregate yet", sp.uri)
-    rows = [dict(t, family=family(t["workload"] or "unknown")) for t in trials.to_dicts()]
-    results = _run_batches(plans, [t for t in rows if t["trial_id"] not in damaged], cfg, use_ray)
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        # Damaged or missing files are found by the seal records first and named; those trials
+        # are marked incomplete and everything else aggregates from the files that are intact.
+        checked = read_checked(sp, "aggregate")
+        plans, trials, damaged = checked.plans, checked.trials, checked.damaged
+        if trials.height == 0:
+            raise StorageError(f"no trials in the sweep at {sp.uri}: nothing to aggregate yet", sp.uri)
+        rows = [dict(t, family=family(t["workload"] or "unknown")) for t in trials.to_dicts()]
+        results = _run_batches(plans, [t for t in rows if t["trial_id"] not in damaged], cfg, use_ray)
+        # On a running sweep a trial that finishes compacts its parts into one file and deletes
+        # them: a read planned before that finds a listed part gone, and the whole batch fails.
+        # Nothing is damaged (the records moved with the files): list again and read again.
+        if not any(_vanished(row) for row, _ in results) or attempt == READ_ATTEMPTS:
+            break
     results += [(incomplete_row(t, cfg.analysis, "stored data damaged: " + "; ".join(damaged[t["trial_id"]][:3])), None)
                 for t in rows if t["trial_id"] in damaged]
 

@@ -12,7 +12,11 @@ import json
 import math
 import os
 import shlex
+import signal
+import socket
+import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -20,7 +24,8 @@ import pyarrow.fs as pafs
 from ..storage.checks import holds_a_table
 from ..storage.errors import StorageError
 from ..storage.fs import env_seconds, resolve_root
-from ..storage.liveness import DriverRecord, write_driver_record
+from ..storage.liveness import (STALE_HEARTBEATS, DriverRecord, driver_gone, read_driver_record,
+                                 write_driver_record)
 from ..storage.integrity import DRIVER_FILES
 from ..storage.sweep import SweepPath
 from .outcome import sweep_outcome
@@ -30,6 +35,10 @@ from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 from .spec_record import SPEC_RECORD, spec_changes, spec_record
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
+#: Seconds between writing this driver's record and reading it back. Two drivers started on one
+#: sweep at the same moment both find no live driver; the later write wins, and the earlier
+#: writer, reading the other's record back, gives up before Tune writes anything.
+CLAIM_SETTLE_S = 2.0
 
 
 def _log(msg: str) -> None:
@@ -220,14 +229,44 @@ def _error_text(trial) -> str:
     return lines[-1][:400] if lines else "unknown error"
 
 
-class _Heartbeat:
-    """The driver record (storage/liveness.py): written at start, refreshed at most every
-    ``heartbeat_s`` from Tune's loop, closed with the outcome. A failed refresh is logged,
-    never fatal: the record only tells readers whether this driver still lives."""
+def live_driver(sp: SweepPath) -> DriverRecord | None:
+    """The record of a driver that may still be running this sweep (storage/liveness.py), or None."""
+    rec = read_driver_record(sp)
+    return rec if rec is not None and driver_gone(rec) is None else None
 
-    def __init__(self, sp: SweepPath):
-        self.sp, self.rec, self.t_last = sp, DriverRecord.start(), time.monotonic()
+
+def another_driver(spec: SweepSpec, sp: SweepPath, rec: DriverRecord, resume: bool) -> SpecError:
+    """Why this driver may not run the sweep: another one is (two drivers train the same trials
+    into the same files: corrupt parts, trials failing on each other's checkpoints)."""
+    remote = rec.hostname != socket.gethostname()
+    return SpecError(
+        f"{spec.source}: storage: {sp.uri} is being run by another driver (pid {rec.pid} on {rec.hostname}, "
+        f"started {rec.started_at}, last heartbeat {rec.heartbeat_at}); {'resuming' if resume else 'starting'} "
+        f"it as well would train the same trials into the same files. Wait for it to end (`edgesweep status "
+        f"{shlex.quote(sp.text)} --watch`), or stop it and then run with --resume"
+        + (f" (a driver on another host counts as gone {STALE_HEARTBEATS * float(rec.heartbeat_s):g} s after "
+           "its last heartbeat)" if remote else ""))
+
+
+class _Heartbeat:
+    """The driver record (storage/liveness.py): claimed at start, refreshed at most every
+    ``heartbeat_s`` from Tune's loop, closed with the outcome. A failed refresh is logged,
+    never fatal: the record only tells readers whether this driver still lives.
+
+    Claiming it is what keeps a second driver off the sweep: refused while another driver's
+    record says it may be alive; then written, read back after :data:`CLAIM_SETTLE_S`, and
+    refused if another driver's write replaced it meanwhile."""
+
+    def __init__(self, sp: SweepPath, spec: SweepSpec, resume: bool):
+        self.sp, self.rec = sp, DriverRecord.start()
+        if (other := live_driver(sp)) is not None:
+            raise another_driver(spec, sp, other, resume)
         write_driver_record(sp, self.rec)
+        time.sleep(CLAIM_SETTLE_S)
+        now = read_driver_record(sp)
+        if now is None or asdict(now) != asdict(self.rec):
+            raise another_driver(spec, sp, now or self.rec, resume)
+        self.t_last = time.monotonic()
 
     def __call__(self) -> None:
         if time.monotonic() - self.t_last < self.rec.heartbeat_s:
@@ -242,6 +281,17 @@ class _Heartbeat:
     def end(self, outcome: str, counts: dict) -> None:
         self.rec.end(outcome, counts)
         write_driver_record(self.sp, self.rec)
+
+
+def resume_command(spec_source: str | os.PathLike, storage: str | None) -> str:
+    """The command that continues this sweep: the same spec and the same ``--storage`` override."""
+    cmd = f"edgesweep run {shlex.quote(str(spec_source))} --resume"
+    return cmd + (f" --storage {shlex.quote(storage)}" if storage else "")
+
+
+def _sigterm_as_ctrl_c(signum, frame) -> None:
+    _log("SIGTERM received: stopping the sweep as on Ctrl-C (a second one stops at once)")
+    signal.raise_signal(signal.SIGINT)
 
 
 def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
@@ -281,6 +331,9 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     exp_path = root.path(spec.name, TUNE_DIR)
     _log(f"sweep {spec.name!r}: {len(spec.trials)} trials → {storage_uri}/{spec.name}")
 
+    sweep_path = SweepPath.parse(f"{storage_uri}/{spec.name}")
+    if (other := live_driver(sweep_path)) is not None:  # before "use --resume": that is no answer now
+        raise another_driver(spec, sweep_path, other, resume)
     exists = root.exists(exp_path)
     fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
     # User errors first: nothing below may start a cluster before these are settled.
@@ -292,7 +345,6 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name} already holds this sweep's "
                         "state; use --resume to continue it, `edgesweep aggregate` to re-aggregate, "
                         "or another name/storage to start afresh")
-    sweep_path = SweepPath.parse(f"{storage_uri}/{spec.name}")
     if not resume:
         tables = stored_tables(root, spec.name)
         if tables:  # stored rows but no Tune state: another run's data, or a copy of one
@@ -335,9 +387,9 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
 
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
+    heartbeat = _Heartbeat(sweep_path, spec, resume)  # refuses if another driver runs it
     if not resume:  # what a later --resume compares its spec with (spec_record.py)
         sweep_path.write_bytes(SPEC_RECORD, spec_record(spec))
-    heartbeat = _Heartbeat(sweep_path)
     callbacks = [_progress_callback(len(spec.trials), every_s=30.0, heartbeat=heartbeat)] + trackers
     if resume:
         _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
@@ -373,6 +425,11 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                                reuse_actors=reuse))
     keep_credentials_out_of_runtime_envs()  # Tune would write them into Ray's logs (secrets.py)
     t0 = time.time()
+    # SIGTERM (`ray job stop`, a scheduler, `kill`) stops the sweep as Ctrl-C does: Tune's
+    # graceful stop, the outcome counted from storage, the record closed, the resume command.
+    # Ray's own handler would exit mid-loop with a native stack dump and no summary.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c) if main else None
     try:
         grid = tuner.fit()  # Tune turns the first Ctrl-C into a graceful stop and returns
     except KeyboardInterrupt:  # a second Ctrl-C
@@ -380,6 +437,9 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     except BaseException as exc:
         heartbeat.end(f"error: {type(exc).__name__}", {})
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
 
     failed = []
@@ -411,7 +471,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     if not outcome.complete:
         _log(f"the sweep did not finish: {len(outcome.interrupted)} trial(s) stopped midway "
              f"({', '.join(outcome.interrupted[:5]) or 'none'}) and {len(outcome.never_started)} never "
-             f"started; `edgesweep run {shlex.quote(str(spec.source))} --resume` continues it, "
+             f"started; `{resume_command(spec.source, storage)}` continues it, "
              f"`edgesweep aggregate {shlex.quote(f'{storage_uri}/{spec.name}')}` summarises what is stored")
         return 130
 

@@ -442,6 +442,23 @@ def _final(v: SweepView, out) -> None:
     out.flush()
 
 
+def _started_without_rows(path: str) -> str | None:
+    """What to say of a sweep folder whose driver has written its record but no trial has
+    stored a row yet (the first seconds of a sweep), or None when ``path`` is no such folder."""
+    try:
+        sp = SweepPath.parse(path)
+        driver = read_driver_record(sp)
+    except StorageError:
+        return None
+    if driver is None:
+        return None
+    gone = driver_gone(driver)
+    state = (f"{gone}, before any trial stored a row" if gone else
+             f"its driver (pid {driver.pid} on {driver.hostname}) started {driver.started_at}; "
+             "no trial has stored a row yet (`--watch` waits for them)")
+    return f"sweep {sp.sweep} at {sp.uri}: {state}"
+
+
 def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bool = False, out=None) -> int:
     """``edgesweep status``: 0 when shown (a finished sweep, or one look without --watch);
     with ``--watch``, 1 when the watch stopped on a sweep that cannot finish without a new
@@ -455,6 +472,10 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
             break
         except StorageError as exc:
             if not watch:
+                started = _started_without_rows(path)
+                if started is not None:
+                    print(started, file=out)
+                    return 0
                 print(f"edgesweep status: error: {exc}", file=sys.stderr)
                 return 2
             if not waiting:  # a sweep submitted as a job may not have written anything yet
