@@ -188,4 +188,5 @@ def test_of_two_drivers_claiming_one_sweep_at_once_the_earlier_writer_gives_up(t
 def test_the_resume_command_keeps_the_storage_override():
     from edgesweep.platform.driver import resume_command
     assert resume_command("sweeps/demo.yaml", None) == "edgesweep run sweeps/demo.yaml --resume"
-    assert resume_command("my sweep.yaml", "/data/r oot") == "edgesweep run 'my sweep.yaml' --resume --storage '/data/r oot'"
+    assert resume_command("my sweep.yaml", "/data/r oot") == \
+        "edgesweep run 'my sweep.yaml' --resume --storage '/data/r oot'"

@@ -81,9 +81,10 @@ class SweepPath:
                 sweeps = [c for c in children[:50]
                           if {"trials", *STREAMED} & set(self.root.list_dirs(self.root.path(self.sweep, c)))]
                 if sweeps:  # a storage root: name the command's argument the user meant
-                    hint = (f" — it is a storage root holding the sweep folder{'s' if len(sweeps) > 1 else ''} "
-                            f"{', '.join(sweeps[:5])}{', …' if len(sweeps) > 5 else ''}: pass {'one of them' if len(sweeps) > 1 else 'it'}, "
-                            f"e.g. {self.text.rstrip('/')}/{sweeps[0]}")
+                    many = len(sweeps) > 1
+                    hint = (f" — it is a storage root holding the sweep folder{'s' if many else ''} "
+                            f"{', '.join(sweeps[:5])}{', …' if len(sweeps) > 5 else ''}: "
+                            f"pass {'one of them' if many else 'it'}, e.g. {self.text.rstrip('/')}/{sweeps[0]}")
                 else:
                     hint = (f" (it holds {', '.join(children[:5])}: if this is a storage root, pass ROOT/SWEEP)"
                             if children else "")
