@@ -172,6 +172,11 @@ def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, 
     rest = out.rest()
     assert f"stopped watching: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished" in rest
     assert "--resume` continues it" in rest
+    # one look without --watch says the same (exit 0: it showed what it was asked to show)
+    buf = io.StringIO()
+    assert status_main(str(sweep), out=buf) == 0
+    assert (f"note: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished: nothing "
+            "is running them; `edgesweep run SWEEP.yaml --resume` continues it") in buf.getvalue()
 
 
 def test_watch_of_a_sweep_without_driver_record_stops_when_every_worker_is_gone(tmp_path, synth):

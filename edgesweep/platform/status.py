@@ -484,7 +484,13 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
             time.sleep(interval)
     if not watch or view.finished or view.stalled:
         _final(view, out)
-        return _stalled(view, out) if watch else 0
+        if watch:
+            return _stalled(view, out)
+        if view.stalled:  # one look: the same news, without the watch's exit status
+            left = sum(1 for t in view.trials if not t.done)
+            print(f"note: {view.driver_gone}, and {left} trial(s) are not finished: nothing is running them; "
+                  "`edgesweep run SWEEP.yaml --resume` continues it", file=out)
+        return 0
     tty = out.isatty() and not plain
     try:
         from rich.console import Console
