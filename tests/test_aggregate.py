@@ -331,6 +331,35 @@ def test_a_trial_compacting_during_the_read_does_not_fail_the_others(tmp_path, s
     assert_frame_equal(got, runs_of(f"{rest}/{synth.SWEEP}"))
 
 
+def test_detect_also_rereads_when_a_trial_compacts_during_the_read(tmp_path, synth, monkeypatch):
+    """The same race for `detect`: the stale read raised FileNotFoundError (exit 2); now it
+    reads again and scores what a read at rest scores."""
+    from edgesweep.analysis import record
+    from edgesweep.platform import detect
+
+    live, rest = str(tmp_path / "live"), str(tmp_path / "rest")
+    writers = [synth.write_trial(live, s, compact=False) for s in synth.SPEC]
+    synth.write_trials(live, synth.SPEC)
+    calls = []
+
+    def read_then_finish(sp, command):
+        checked = record.read_checked(sp, command)
+        calls.append(command)
+        if len(calls) == 1:
+            for w in writers:
+                assert w.compact()
+        return checked
+
+    monkeypatch.setattr(detect, "read_checked", read_then_finish)
+    got = detect.run_detection(f"{live}/{synth.SWEEP}", write=False)
+    assert calls == ["detect", "detect"]
+    synth.build_sweep(rest)
+    monkeypatch.undo()
+    want = detect.run_detection(f"{rest}/{synth.SWEEP}", write=False)
+    assert [json.dumps(r.row(), sort_keys=True) for r in got["results"]] == \
+        [json.dumps(r.row(), sort_keys=True) for r in want["results"]]
+
+
 def test_trial_without_trials_row_is_not_lost_and_is_named_incomplete(tmp_path, synth):
     """A trial writes its trials row ("running") before any other row, so rows without one
     mean the trials table lost it: the trial keeps its runs row (workload, weight decay) as

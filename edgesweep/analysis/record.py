@@ -275,6 +275,11 @@ class CheckedSweep:
     damaged: dict[str, list[str]]
 
 
+#: Reads of a running sweep, each from a fresh listing, before a file that vanished between the
+#: listing and the read (a finishing trial compacts its parts and deletes them) is an error.
+READ_ATTEMPTS = 3
+
+
 def read_checked(sp: SweepPath, command: str) -> CheckedSweep:
     """What ``aggregate`` and ``detect`` read: every damaged or missing file is found by the
     seal records first and warned once (``command: <line>``, a StorageWarning); the trials

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis import AnalysisConfig, read_records, run_row, scorecard, summary_table
-from ..analysis.record import read_checked
+from ..analysis.record import READ_ATTEMPTS, read_checked
 from ..analysis.runs import error_row, incomplete_row, runs_table
 from ..analysis.scorecard import distributions
 from ..storage import StorageError, StorageWarning, SweepPath, scan, write_table
@@ -70,11 +70,6 @@ def analyse_batch(plans: dict[str, pl.LazyFrame], trials: list[dict], cfg: Analy
         except Exception as exc:  # noqa: BLE001
             out.append((error_row(rec.trial, cfg, exc), None))
     return out
-
-
-#: Reads of a running sweep, each with a fresh listing, before a file that vanished between the
-#: listing and the read (compaction of a trial that just finished) is reported as an error.
-READ_ATTEMPTS = 3
 
 
 def _vanished(row: dict) -> bool:
