@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -155,22 +156,25 @@ def test_a_truncated_part_is_reported_truncated_by_name(tmp_path):
     assert (p.kind, p.path, p.trial_id) == ("truncated", str(f), "t")
 
 
+def _as_an_ordinary_user(cmd: list[str]) -> list[str]:
+    """`cmd` without the capabilities that let root bypass file permissions (setpriv)."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be enforced here")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", drop, "--inh-caps", drop] + cmd
+
+
 def test_a_part_without_read_permission_is_unreadable_not_corrupt(tmp_path):
     """No permission to read a part says nothing about its bytes: `verify` reports it as
     `unreadable` (fix access; do not delete it), not `corrupt`, and still exits 1 (its trial's
     data cannot be used). As root the check runs without the capabilities that bypass file
     permissions (setpriv), the way an ordinary user would."""
-    import os
-
     sweep_of_two(tmp_path)
     f = part(tmp_path, "t", 0, 0, 40)
+    cmd = _as_an_ordinary_user([sys.executable, "-m", "edgesweep", "verify", str(tmp_path)])
     f.chmod(0)
-    cmd = [sys.executable, "-m", "edgesweep", "verify", str(tmp_path)]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: file permissions cannot be enforced here")
-        drop = "-dac_override,-dac_read_search"
-        cmd = ["setpriv", "--bounding-set", drop, "--inh-caps", drop] + cmd
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     finally:
@@ -178,6 +182,44 @@ def test_a_part_without_read_permission_is_unreadable_not_corrupt(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"{f}: unreadable: no permission to read it" in res.stdout and "corrupt" not in res.stdout, res.stdout
     assert "1 unreadable; 1 trial damaged" in res.stdout
+
+
+@pytest.mark.parametrize("table", ["features", "trials"])
+def test_a_partition_folder_that_cannot_be_listed_is_reported_and_the_rest_still_checked(tmp_path, table):
+    """A folder without permission to list it (one partition of one table) is one `unreadable`
+    problem naming the folder; verify checks every other file, and says nothing is missing from
+    rows that may lie in that folder — it does not stop at the folder, and does not call a
+    trial whose rows it cannot see damaged. `aggregate`, whose counts need every trial, refuses
+    and names the folder."""
+    config = json.dumps({"monitor": {"every": 10}})
+    for tid, p in (("t", P1), ("v", P0)):
+        write_trial(tmp_path, "sw", tid, 0, p, range(10, 100, 10))
+        write_table(tmp_path, "sw", "trials", trial_rows(trial_id=tid, weight_decay=p["weight_decay"],
+                                                         status="completed", steps=90, config=config))
+    every_file = [f for f in (tmp_path / "sw").rglob("*.parquet")]
+    folder = tmp_path / "sw" / table / "workload=mod_add" / "optimizer=adamw" / "weight_decay=1.0"
+    hidden = [f for f in every_file if folder in f.parents]
+    assert hidden and len(hidden) < len(every_file)
+    cmd = _as_an_ordinary_user([sys.executable, "-m", "edgesweep", "verify", str(tmp_path)])
+    aggregate = _as_an_ordinary_user([sys.executable, "-m", "edgesweep", "aggregate", str(tmp_path / "sw")])
+    folder.chmod(0)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+        agg = subprocess.run(aggregate, capture_output=True, text=True, timeout=300, cwd=REPO)
+    finally:
+        folder.chmod(0o755)
+    # A count over the sweep cannot be trusted while some of its trials are out of sight.
+    assert agg.returncode == 2, agg.stdout + agg.stderr
+    assert f"{folder}: unreadable: folder cannot be listed (no permission)" in agg.stderr, agg.stderr
+    assert not (tmp_path / "sw" / "runs").exists()
+    assert res.returncode == 1, res.stdout + res.stderr
+    problems = [ln for ln in res.stdout.splitlines() if ": " in ln and not ln.startswith(("OK", "DAMAGED"))]
+    assert problems == [f"{folder}: unreadable: folder cannot be listed (no permission): its files are not "
+                        "checked; fix access, do not delete it"], res.stdout + res.stderr
+    assert f"DAMAGED: {len(every_file) - len(hidden)} files" in res.stdout, res.stdout
+    # With access back, the same sweep verifies clean: the report was about the folder alone.
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0 and f"OK: {len(every_file)} files" in res.stdout, res.stdout + res.stderr
 
 
 def test_a_part_replaced_by_another_trials_part_is_reported_by_name(tmp_path):

@@ -181,7 +181,13 @@ def _inspect_once(r: Root, table: str, sweeps: list[tuple[str, str]], *, content
     record_paths: list[tuple[str, str, str]] = []  # (sweep, path, directory)
     for sweep, sdir in sweeps:
         tdir = f"{sdir.rstrip('/')}/{table}"
-        infos = r.list_files(only[0] if only else tdir)
+        infos, denied = r.list_files_around_denied(only[0] if only else tdir)
+        for exc in denied:
+            # Its files can be neither checked nor counted missing: say so, and check the rest.
+            why = "no permission" if isinstance(exc.__cause__, PermissionError) else str(exc.__cause__ or exc)
+            out.problems.append(Problem("unreadable", exc.path or tdir, f"folder cannot be listed ({why}): "
+                                        "its files are not checked; fix access, do not delete it",
+                                        table, sweep))
         for info in infos:
             rel = info.path[len(tdir) + 1:].split("/")
             if _is_record(rel, table):

@@ -156,6 +156,32 @@ class Root:
         return sorted((i for i in self._list(sel) if i.type == pafs.FileType.File),
                       key=lambda i: i.path)
 
+    def list_files_around_denied(self, path: str) -> tuple[list[pafs.FileInfo], list[StorageError]]:
+        """:meth:`list_files`, except that a local sub-folder that cannot be listed (no
+        permission) is left out and returned as its error instead of ending the whole listing —
+        so that an integrity check reports that folder and still checks the rest. An object
+        store's listing is one request, so its failure is still raised, as is `path`'s own."""
+        try:
+            return self.list_files(path), []
+        except StorageError:
+            if self.is_object_store:
+                raise
+        files: list[pafs.FileInfo] = []
+        denied: list[StorageError] = []
+        folders = [path]
+        while folders:
+            folder = folders.pop()
+            try:
+                infos = self._list(pafs.FileSelector(folder, recursive=False, allow_not_found=True))
+            except StorageError as exc:
+                if folder == path:
+                    raise
+                denied.append(exc)
+                continue
+            files += (i for i in infos if i.type == pafs.FileType.File)
+            folders += (i.path for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(files, key=lambda i: i.path), denied
+
     def _list(self, sel: pafs.FileSelector) -> list[pafs.FileInfo]:
         try:
             return self._retrying(lambda: self.fs.get_file_info(sel), sel.base_dir, "list")

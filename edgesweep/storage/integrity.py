@@ -23,8 +23,9 @@ Kinds of problems (:data:`.checks.DAMAGE` and the rest):
 * ``truncated`` — the file is shorter than sealed;
 * ``corrupt`` — other bytes than sealed (sha256), unreadable (Thrift, page checksum), other row
   count, or a damaged record file;
-* ``unreadable`` — the file cannot be read for a reason other than its bytes (no permission):
-  fix access, do not delete it;
+* ``unreadable`` — the file cannot be read for a reason other than its bytes (no permission),
+  or a folder cannot be listed (its files are then not checked, nor called missing; the
+  aggregation refuses the sweep, not knowing which trials it holds): fix access, do not delete it;
 * ``unrecorded`` — a file no record lists, in a trial that keeps records (stray, foreign copy,
   or a lost record);
 * ``invalid`` — misplaced, misnamed, foreign, wrong schema;
@@ -133,8 +134,10 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
         report.records += insp.records
     if "trials" in tables and "evals" in tables:
         damaged = report.damaged_trials()
+        # Rows in a folder that cannot be listed are unchecked, not missing.
+        unlisted = [p.path for p in report.problems if p.kind == "unreadable" and p.trial_id is None]
         for sweep, sdir in sweeps:
-            report.problems += _short_trials(r, sweep, sdir, damaged)
+            report.problems += _short_trials(r, sweep, sdir, damaged, unlisted)
     order = {k: i for i, k in enumerate(DAMAGE + WARNING + NOTE)}
     report.problems.sort(key=lambda p: (order[p.kind], p.sweep, p.trial_id or "", p.path))
     report.seconds = time.perf_counter() - t0
@@ -145,11 +148,15 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
 DRIVER_FILES = ("_driver.json", "_spec.json", "_tune")
 
 
-def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
+def _short_trials(r, sweep: str, sdir: str, damaged: set[str], unlisted: list[str] = ()) -> list[Problem]:
     """Finished trials whose evaluations or features end before the step their trials row
     records (:func:`.completeness.shortfall`): data gone with its seal record, a deleted table
     folder, or rows written before records existed (``legacy``). No file check can see it; the
-    aggregation does (``analysis.record``), and so must ``verify``."""
+    aggregation does (``analysis.record``), and so must ``verify``. Nothing is said of rows that
+    may lie in an ``unlisted`` folder (one that could not be listed, reported as unreadable)."""
+    def may_hide(where: str) -> bool:
+        return any(_within(where, u) for u in unlisted)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StorageWarning)  # damaged files are reported already
         try:
@@ -168,7 +175,9 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
     # without one are a trials table that lost them (a part gone with its seal record, the
     # folder deleted). Sweeps written by other means (the storage layer alone) may have none.
     by_driver = bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
-    for table in ("features", "evals") if by_driver else ():
+    trials_dir = r.display(f"{sdir.rstrip('/')}/trials")
+    trials_hidden = any(_within(trials_dir, u) or _within(u, trials_dir) for u in unlisted)
+    for table in ("features", "evals") if by_driver and not trials_hidden else ():
         for tid in sorted(set(last[table]) - known - damaged):
             known.add(tid)  # one problem per trial
             where = r.display(f"{sdir.rstrip('/')}/trials")
@@ -184,9 +193,15 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str]) -> list[Problem]:
             table, why = short
             rel = table_dir(sweep, table, {k: t[k] for k in PARTITION_KEYS}).split("/", 1)[1]
             where = r.display(f"{sdir.rstrip('/')}/{rel}")
+            if may_hide(where):
+                continue
             out.append(Problem("missing", where, f"trial {tid}: {why}: rows are gone with their seal record "
                                "(or the whole table), or were written before records existed", table, sweep, tid))
     return out
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _trials(r, sdir: str) -> pl.DataFrame:
