@@ -135,7 +135,7 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
     if "trials" in tables and "evals" in tables:
         damaged = report.damaged_trials()
         # Rows in a folder that cannot be listed are unchecked, not missing.
-        unlisted = [p.path for p in report.problems if p.kind == "unreadable" and p.trial_id is None]
+        unlisted = tuple(p.path for p in report.problems if p.kind == "unreadable" and p.trial_id is None)
         for sweep, sdir in sweeps:
             report.problems += _short_trials(r, sweep, sdir, damaged, unlisted)
     order = {k: i for i, k in enumerate(DAMAGE + WARNING + NOTE)}
@@ -148,7 +148,7 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
 DRIVER_FILES = ("_driver.json", "_spec.json", "_tune")
 
 
-def _short_trials(r, sweep: str, sdir: str, damaged: set[str], unlisted: list[str] = ()) -> list[Problem]:
+def _short_trials(r, sweep: str, sdir: str, damaged: set[str], unlisted: tuple[str, ...] = ()) -> list[Problem]:
     """Finished trials whose evaluations or features end before the step their trials row
     records (:func:`.completeness.shortfall`): data gone with its seal record, a deleted table
     folder, or rows written before records existed (``legacy``). No file check can see it; the
