@@ -6,7 +6,8 @@ import math
 import polars as pl
 import pytest
 
-from edgesweep.analysis.detection import DetectionConfig, auroc, cross_validate, evaluate, label_runs
+from edgesweep.analysis.detection import (DetectionConfig, auroc, criterion_over_spans, cross_validate, evaluate,
+                                          label_runs)
 from edgesweep.analysis.record import AnalysisConfig, TrialRecord, TrialSettings
 
 
@@ -94,3 +95,49 @@ def test_cross_validation_tunes_on_the_other_groups():
     # Fold "mod_add" is tuned on mod_sub (P2; N2 peaks at 0.1): 0.2 and 0.3 both give J = 1;
     # the first in grid order wins.
     assert res.folds[0][1] == {"level": 0.2}
+
+
+def memorising_run(tid, wd, memo, grok, last, g23):
+    """Evals every 100 steps to ``last``: train accuracy 1.0 from ``memo`` on (0.5 before), test
+    accuracy 0.97 from ``grok`` on (0.02 before; ``grok`` None: never); a full window (W = 10)
+    every 100 steps from 100, g23 from the {step: value} map, piecewise constant."""
+    steps = list(range(0, last + 1, 100))
+    evals = pl.DataFrame({"step": steps, "memo_acc": [1.0 if s >= memo else 0.5 for s in steps],
+                          "grok_acc": [0.97 if grok is not None and s >= grok else 0.02 for s in steps],
+                          "test_loss": [0.5] * len(steps)})
+    values, cur = [], None
+    for s in steps[1:]:
+        cur = g23.get(s, cur)
+        values.append(cur)
+    n = len(values)
+    feats = pl.DataFrame({"step": steps[1:], "window": [10] * n, "g23": values, "gap_ratio": [2.0] * n,
+                          "nonfinite": [False] * n})
+    trial = {"trial_id": tid, "workload": "mod_add", "weight_decay": wd, "status": "completed", "steps": last,
+             "config": json.dumps({"monitor": {"window": 10}})}
+    return TrialRecord(trial, TrialSettings.parse(trial["config"], AnalysisConfig()), feats, evals)
+
+
+def test_the_papers_criterion_over_a_comparable_span_by_hand():
+    """DESIGN 1.3's controls' statistic. Delays of the positives: PA 2000 − 300, PB 1000 − 200 →
+    median 1,250, so a negative that memorised at 300 is judged at T = 1,550."""
+    from edgesweep.platform.report import criterion_rows
+
+    runs = label_runs([
+        # peak 8 (steps 400–900) before T = 2000, 6 at memorisation (300), 2 at T: 4× and 3×
+        memorising_run("PA", 1.0, 300, 2000, 3000, {100: 4.0, 300: 6.0, 400: 8.0, 1000: 3.0, 2000: 2.0}),
+        memorising_run("PB", 1.0, 200, 1000, 2000, {100: 1.0}),                  # flat: 1× and 1×
+        # peak 5 (100–200), 2 at memorisation, 1.5 at T = 1550 (the window at 1500): 10/3× and 4/3×
+        memorising_run("NA", 1.0, 300, None, 6000, {100: 5.0, 300: 2.0, 1500: 1.5}),
+        memorising_run("NB", 0.0, 300, None, 6000, {100: 1.0}),                  # flat
+        memorising_run("NC", 0.0, 300, None, 1000, {100: 9.0, 500: 1.0}),        # ends before T: not observed
+    ])
+    got = {c["trial_id"]: c for c in criterion_over_spans(runs)}
+    want = {"PA": (2000, 4.0, 3.0), "PB": (1000, 1.0, 1.0), "NA": (1550, 5 / 1.5, 2 / 1.5), "NB": (1550, 1.0, 1.0)}
+    for tid, (t, peak, memo) in want.items():
+        c = got[tid]
+        assert c["observed"] and c["reference_step"] == t, c
+        assert (c["peak_decline"], c["memo_decline"]) == (pytest.approx(peak), pytest.approx(memo)), c
+        assert (c["peak_met"], c["memo_met"]) == (peak > 1.5, memo > 1.5), c
+    assert got["NC"]["reference_step"] == 1550 and not got["NC"]["observed"]
+    assert criterion_rows(list(got.values())) == [["grokked", 2, 1, 1], ["not grokked, weight decay > 0", 1, 1, 0],
+                                                  ["not grokked, weight decay 0", 1, 0, 0]]

@@ -47,6 +47,11 @@ def test_detect_scores_the_hand_built_sweep(tmp_path, synth):
     wd = _row(out, "weight_decay", "in-sample")
     assert wd[2] == "5/6" and wd[5] == "0/3", wd
     assert "no positives" not in out
+    # The paper's criterion over a comparable span: every positive is judged at its own grok
+    # step, which its data reach (6 observed); the counts beside are checked by hand in
+    # tests/test_analysis_detection.py.
+    assert "The paper's criterion over a comparable span" in out
+    _row(out, "grokked", "6")
 
     doc = json.loads((tmp_path / "results" / synth.SWEEP / "detection.json").read_text())
     assert doc["labels"] == {"positive": 6, "negative": 3, "excluded": 1, "hard": 0}
@@ -69,6 +74,7 @@ def test_detect_on_a_sweep_without_positives_says_so_and_stays_quiet(tmp_path, s
     assert res.stdout.startswith("labels: 0 grokked (delayed), 3 negatives (0 hard), 0 excluded; "
                                  "longest positive grok step —;"), res.stdout
     assert "no positives: hits, leads and AUROC need runs that grokked after a delay" in res.stdout
+    assert "the paper's criterion over a comparable span: no positives to measure the span by" in res.stdout
     assert _row(res.stdout, "g23_collapse", "in-sample")[2:4] == ["—", "1/3"]
     roc = (tmp_path / "results" / synth.SWEEP / "figures" / "detection_roc.png").read_bytes()
     assert roc.startswith(PNG)

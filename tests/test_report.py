@@ -226,6 +226,8 @@ def test_every_table_of_a_report_with_detection_has_as_many_cells_per_row_as_its
     write_report(path)
     md = Path(path, "report.md").read_text()
     assert "## Early-warning benchmark" in md
+    assert "| runs | n | peak / at T > 1.5 | at memorisation / at T > 1.5 |" in md
+    assert "| grokked | 6 |" in md  # the six positives, each judged at its own grok step
     tables, current = [], []
     for line in md.splitlines() + [""]:
         if line.startswith("|"):

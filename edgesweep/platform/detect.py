@@ -28,7 +28,7 @@ from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, READ_ATTEMPTS, column
 from ..storage import StorageError, SweepPath, write_table
 from ..workloads.catalog import family
 from .aggregate import _jsonable
-from .report import DETECTION_HEADER, _png, detection_rows
+from .report import CRITERION_HEADER, CRITERION_TEXT, DETECTION_HEADER, _png, criterion_rows, detection_rows
 
 __all__ = ["run_detection", "detect_main", "detection_text"]
 
@@ -180,10 +180,15 @@ def scatter_figure(results: list[DetectorResult]) -> bytes:
 # ------------------------------------------------------------------------------------------
 
 
-def detection_text(doc: dict) -> str:
-    rows = detection_rows(doc["results"])
-    widths = [max(len(str(x)) for x in col) for col in zip(DETECTION_HEADER, *rows)]
+def _aligned(header: list[str], rows: list[list]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def detection_text(doc: dict) -> str:
+    """What ``edgesweep detect`` prints: the labels, the detectors beside the baselines, and
+    the paper's criterion over a comparable span (DESIGN 1.3: the controls' statistic)."""
     lab, cfg = doc["labels"], doc["config"]
     longest = doc["longest_positive_grok"]
     head = [f"labels: {lab.get('positive', 0)} grokked (delayed), {lab.get('negative', 0)} negatives "
@@ -194,7 +199,12 @@ def detection_text(doc: dict) -> str:
     if not lab.get("positive"):
         head.append(f"no positives: hits, leads and AUROC need runs that grokked after a delay and were followed "
                     f"≥ {cfg.get('post_grok', '?')} steps past the grok (docs/DETECTOR.md, labels)")
-    return "\n".join(head + ["", line(DETECTION_HEADER), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    table = _aligned(DETECTION_HEADER, detection_rows(doc["results"]))
+    if lab.get("positive"):
+        criterion = ["", CRITERION_TEXT, "", *_aligned(CRITERION_HEADER, criterion_rows(doc.get("criterion") or []))]
+    else:
+        criterion = ["", "the paper's criterion over a comparable span: no positives to measure the span by"]
+    return "\n".join(head + ["", *table, *criterion])
 
 
 def detect_main(path: str, detector: str = DEFAULT_DETECTOR, config: str | None = None,

@@ -586,6 +586,27 @@ def detection_rows(rows: list[dict]) -> list[list[str]]:
     return out
 
 
+CRITERION_HEADER = ["runs", "n", "peak / at T > 1.5", "at memorisation / at T > 1.5"]
+CRITERION_TEXT = ("The paper's criterion over a comparable span (T = the grok step, or, for a run that never "
+                  "grokked, its memorisation step + the median delay of the grokked runs; a run counts when "
+                  "followed to T): runs whose g23 falls more than 1.5× by T, from its peak before T (the "
+                  "paper's reference) and from its value at memorisation.")
+
+
+def criterion_rows(criterion: list[dict]) -> list[list]:
+    """DESIGN 1.3's "controls' statistic over the same span": per group of runs (grokked, not
+    grokked with and without weight decay) how many meet the paper's criterion at a comparable
+    step T (``criterion`` of ``detection.json``, from ``analysis.detection.criterion_over_spans``)."""
+    groups = (("grokked", lambda c: c["label"] == "positive"),
+              ("not grokked, weight decay > 0", lambda c: c["label"] == "negative" and (c["weight_decay"] or 0) > 0),
+              ("not grokked, weight decay 0", lambda c: c["label"] == "negative" and not c["weight_decay"]))
+    rows = []
+    for name, sel in groups:
+        cs = [c for c in criterion if sel(c) and c["observed"]]
+        rows.append([name, len(cs), sum(c["peak_met"] for c in cs), sum(c["memo_met"] for c in cs)])
+    return rows
+
+
 DETECTION_HEADER = ["detector", "evaluation", "hits / grokked", "false alarms / negatives", "hard negatives alarmed",
           "lead, steps: median [q1, q3]", "lead / grok step", "P(grok within Δ | alarm)", "AUROC [95 % CI]"]
 
@@ -607,14 +628,11 @@ def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "RO
     lab, cfg = doc["labels"], doc["config"]
     counts = _table(["threshold"] + list(next(iter(doc["outcomes_by_threshold"].values()))),
                     [[t] + list(c.values()) for t, c in doc["outcomes_by_threshold"].items()])
-    crit = doc.get("criterion") or []
-    groups = (("grokked", lambda c: c["label"] == "positive"),
-              ("not grokked, weight decay > 0", lambda c: c["label"] == "negative" and (c["weight_decay"] or 0) > 0),
-              ("not grokked, weight decay 0", lambda c: c["label"] == "negative" and not c["weight_decay"]))
-    crit_rows = []
-    for name, sel in groups:
-        cs = [c for c in crit if sel(c) and c["observed"]]
-        crit_rows.append([name, len(cs), sum(c["peak_met"] for c in cs), sum(c["memo_met"] for c in cs)])
+    criterion = ([CRITERION_TEXT, "", _table(CRITERION_HEADER, criterion_rows(doc.get("criterion") or []))]
+                 if lab.get("positive") else
+                 [f"The paper's criterion over a comparable span needs positives (runs that grokked after "
+                  f"a delay and were followed ≥ {cfg.get('post_grok', '?')} steps past it) to measure the span "
+                  "by: none here."])
     return "\n".join([
         "## Early-warning benchmark", "",
         *([f"**Older than the aggregation above**: `edgesweep detect` scored other runs than the `runs` "
@@ -635,10 +653,7 @@ def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "RO
         "![ROC](figures/detection_roc.png) ![lead](figures/detection_lead.png) "
         "![alarm vs grok](figures/detection_alarm_vs_grok.png)", "",
         "Outcomes by the test-accuracy threshold of the grok criterion:", "", counts, "",
-        "The paper's criterion over a comparable span (grok step, or memorisation + the median delay "
-        "of the grokked runs for runs that never grokked): runs meeting decline > 1.5 with the pre-grok "
-        "peak and with the value at memorisation as the reference.", "",
-        _table(["runs", "n", "peak / at grok > 1.5", "at memorisation / at grok > 1.5"], crit_rows),
+        *criterion,
     ])
 
 
