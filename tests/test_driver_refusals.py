@@ -88,6 +88,18 @@ def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_pla
     assert plan_main(_spec(tmp_path, name="other"), storage=str(tmp_path / "runs" / "2026")) == 0
 
 
+def test_plan_does_not_list_the_folders_above_its_storage_root(tmp_path, capsys):
+    """Whether a folder above the storage root is a sweep's is asked table by table: a listing of
+    it would read every name there, and one name that is not UTF-8 (or thousands of entries,
+    as in /tmp) stopped `plan` and `run` with an error about something unrelated."""
+    import os
+
+    from edgesweep.platform.plan import plan_main
+
+    os.mkdir(os.path.join(os.fsencode(tmp_path), b"\xffelsewhere"))
+    assert plan_main(_spec(tmp_path)) == 0, capsys.readouterr()
+
+
 def test_spec_changes_names_added_removed_and_changed_trials(tmp_path):
     started = load_spec(_spec(tmp_path))
     recorded = json.loads(spec_record(started))
@@ -99,6 +111,23 @@ def test_spec_changes_names_added_removed_and_changed_trials(tmp_path):
                     .replace("weight_decay: [1.0, 0.0]", "weight_decay: [1.0, 0.5]"))
     assert spec_changes(recorded, load_spec(str(more))) == [
         "1 trial(s) added (mod_add-adamw-wd0.5-s42)", "1 trial(s) removed (mod_add-adamw-wd0.0-s42)"]
+
+
+@pytest.mark.parametrize("doc", ['[1, 2]', '{"format": 1, "trials": "nope"}', '{"trials": [{"id": "x"}]}',
+                                 '{"trials": [3]}', '"text"'])
+def test_a_spec_record_of_the_wrong_shape_is_unreadable_with_a_warning_not_a_traceback(tmp_path, capsys, doc):
+    """JSON that parses but is not a spec record (a list, trials without ids) gets what JSON
+    that does not parse gets: a warning naming _spec.json, and the resume goes on uncompared."""
+    from edgesweep.platform.driver import _check_resumed_spec
+    from edgesweep.storage import SweepPath
+
+    spec = load_spec(_spec(tmp_path))
+    folder = tmp_path / "results" / "synth"
+    folder.mkdir(parents=True)
+    (folder / "_spec.json").write_text(doc)
+    _check_resumed_spec(spec, SweepPath.parse(folder))
+    out = capsys.readouterr().out
+    assert f"WARNING: {folder}/_spec.json is unreadable (" in out and "the spec is not compared" in out, out
 
 
 @pytest.mark.parametrize("value", ["nan", "abc", "-1", "inf"])

@@ -11,12 +11,14 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
 
 from conftest import SPEC, SWEEP, build_sweep
+from raycluster import REPO
 from edgesweep.storage import SweepPath, scan, write_table
 from edgesweep.storage.liveness import (DRIVER_FILE, DriverRecord, owner_gone, process_alive,
                                         process_identity, read_driver_record, write_driver_record)
@@ -116,6 +118,23 @@ def test_driver_record_round_trip_and_unreadable_record(tmp_path):
     (tmp_path / SWEEP / DRIVER_FILE).write_text("{ not json")
     assert read_driver_record(sp) is None  # then only the worker rule applies
     assert DRIVER_FILE.startswith("_")  # hidden from scans and verify's table walk
+
+
+@pytest.mark.parametrize("field, value", [("pid", None), ("pid", "12"), ("pid", True), ("hostname", 5),
+                                          ("started_at", None), ("heartbeat_s", None), ("heartbeat_s", "x"),
+                                          ("heartbeat_s", 0), ("counts", [1]), ("outcome", 3)])
+def test_a_driver_record_with_a_field_of_the_wrong_type_is_unreadable_not_a_traceback(tmp_path, field, value):
+    """JSON that parses but holds ``"pid": null`` (a hand edit, a foreign writer) is as unusable
+    as JSON that does not parse: read as no record, not passed on to fail in os.kill or float()."""
+    build_sweep(tmp_path)
+    sp = SweepPath.parse(tmp_path / SWEEP)
+    doc = json.loads(json.dumps(asdict(DriverRecord.start()))) | {field: value}
+    (tmp_path / SWEEP / DRIVER_FILE).write_text(json.dumps(doc))
+    assert read_driver_record(sp) is None
+    if (field, value) == ("pid", None):  # once end to end: status printed a TypeError traceback
+        res = subprocess.run([sys.executable, "-m", "edgesweep", "status", str(tmp_path / SWEEP), "--plain"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and res.stderr == "" and "I_" in res.stdout, res.stdout + res.stderr
 
 
 def test_runs_and_report_mark_a_dead_owners_trial_interrupted(tmp_path, child):

@@ -260,6 +260,30 @@ def test_a_detection_older_than_the_aggregation_is_said(tmp_path, synth):
     assert "Older than the aggregation" not in Path(path, "report.md").read_text()
 
 
+def test_a_damaged_scorecard_or_detection_json_is_named_not_a_traceback_or_a_missing_section(tmp_path, synth, capsys):
+    """Empty, not JSON, not UTF-8, not an object, or without what the report reads: one line
+    naming the file and the command that writes it again, exit 2, report.md left as it was.
+    (An empty scorecard.json read as "aggregated with the scorecard turned off", and an empty
+    detection.json as no benchmark at all.)"""
+    from edgesweep.platform.detect import run_detection
+
+    path = synth.build_sweep(str(tmp_path))
+    aggregate_sweep(path, use_ray=False, report=True)
+    run_detection(path)
+    before = Path(path, "report.md").read_bytes()
+    for name, writer in (("scorecard.json", "aggregate"), ("detection.json", "detect")):
+        good = Path(path, name).read_bytes()
+        for bad in (b"", b"{ not json", b"\xff\xfe", b"[1, 2, 3]", b'{"evaluations": 5}'):
+            Path(path, name).write_bytes(bad)
+            assert report_main(path) == 2, (name, bad)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"edgesweep report: error: {path}/{name}: "), (bad, err)
+            assert f"`edgesweep {writer} {path}`" in err[0], err
+            assert Path(path, "report.md").read_bytes() == before
+        Path(path, name).write_bytes(good)
+    assert report_main(path) == 0
+
+
 @pytest.mark.s3
 def test_report_on_s3(s3_env, s3_root, synth):
     """An s3:// sweep: tables, scorecard.json, report.md and figures land under its prefix."""

@@ -804,6 +804,9 @@ def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
         ([str(tmp_path / "alpha"), "SELECT trial_id, grok_step FROM runs"],
          f"`edgesweep aggregate {tmp_path / 'alpha'}` writes it"),
     ]
+    if Path("/dev/full").exists():  # a write that fails after the query succeeded: the disk is full
+        cases.append(([str(tmp_path / "alpha"), "SELECT count(*) AS n FROM features", "-o", "/dev/full", "--format", "csv"],
+                      "--output /dev/full: cannot write: No space left on device"))
     for argv, says in cases:
         assert query_main(argv) == 2, argv
         err = capsys.readouterr().err

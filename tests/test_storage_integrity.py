@@ -222,6 +222,25 @@ def test_a_partition_folder_that_cannot_be_listed_is_reported_and_the_rest_still
     assert res.returncode == 0 and f"OK: {len(every_file)} files" in res.stdout, res.stdout + res.stderr
 
 
+def test_a_name_that_is_not_utf8_is_reported_with_its_folder_and_the_rest_still_checked(tmp_path):
+    """pyarrow decodes every listed name as UTF-8; one stray name that is not (a file copied
+    from another system) made verify, status, query and aggregate end in a UnicodeDecodeError
+    naming nothing. Now its folder is `unreadable`, naming the entry, and the rest is checked."""
+    import os
+
+    sweep_of_two(tmp_path)
+    write_trial(tmp_path, "sw", "v", 0, {**P1, "weight_decay": 0.0}, range(0, 30, 10))
+    folder = tmp_path / FEATURES
+    os.close(os.open(os.path.join(os.fsencode(folder), b"\xfestray.parquet"), os.O_CREAT | os.O_WRONLY))
+    report = verify(tmp_path)
+    [p] = report.damage
+    assert (p.kind, p.path) == ("unreadable", str(folder)), p.line()
+    assert p.detail == (f"folder cannot be listed ('{folder}/\ufffdstray.parquet' is not a UTF-8 name): its files "
+                        "are not checked; rename or remove that entry")
+    checked = [f for f in (tmp_path / "sw").rglob("*.parquet") if folder not in f.parents]
+    assert report.files == len(checked) > 0
+
+
 def test_a_part_replaced_by_another_trials_part_is_reported_by_name(tmp_path):
     sweep_of_two(tmp_path)
     f = part(tmp_path, "t", 0, 0, 40)

@@ -290,7 +290,7 @@ def read_checked(sp: SweepPath, command: str) -> CheckedSweep:
     if unlisted:
         # Which trials such a folder holds is unknown, so no count over the sweep could be trusted.
         raise StorageError("; ".join(p.line() for p in unlisted) + f" — {command} needs every trial: "
-                           "fix access and run it again", [p.path for p in unlisted])
+                           "run it again once the folder can be listed", [p.path for p in unlisted])
     damaged: dict[str, list[str]] = {}
     for p in integrity.damage:
         if p.trial_id is not None:

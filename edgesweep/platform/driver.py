@@ -8,7 +8,6 @@ are recorded in the ``trials`` table with their error, and the aggregation + rep
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -32,7 +31,7 @@ from .outcome import sweep_outcome
 from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autoscaling, reuse_workers
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
-from .spec_record import SPEC_RECORD, spec_changes, spec_record
+from .spec_record import SPEC_RECORD, parse_spec_record, spec_changes, spec_record
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 #: Seconds between writing this driver's record and reading it back. Two drivers started on one
@@ -300,7 +299,7 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
     before the record existed cannot be compared: said, not refused."""
     try:
         raw = sp.read_bytes(SPEC_RECORD)
-        recorded = json.loads(raw) if raw is not None else None
+        recorded = parse_spec_record(raw) if raw is not None else None
     except (StorageError, OSError, ValueError) as exc:
         _log(f"WARNING: {sp.uri}/{SPEC_RECORD} is unreadable ({exc}); the spec is not compared with the "
              "one the sweep was started with, and Tune continues the trials it was started with")

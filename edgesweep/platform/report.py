@@ -355,6 +355,31 @@ def _collect(uri: str, table: str, cols: list[str]) -> pl.DataFrame:
     return lf.select([c for c in cols if c in names]).collect()
 
 
+#: What the report reads of detection.json (criterion and runs only where present).
+DETECTION_KEYS = ("detector", "params", "labels", "config", "outcomes_by_threshold", "longest_positive_grok",
+                  "results")
+
+
+def _json_document(sp: SweepPath, name: str, keys: tuple[str, ...], writer: str) -> dict | None:
+    """A JSON object written beside the tables (scorecard.json, detection.json); None when the
+    sweep has none. Anything else — empty, not JSON, not an object, a key the report reads
+    missing — is one StorageError naming the file and the command (``writer``) that writes it
+    again, not a traceback or a report that quietly leaves the section out."""
+    raw = sp.read_bytes(name)
+    if raw is None:
+        return None
+    where = f"{sp.uri}/{name}"
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise StorageError(f"{where}: not valid JSON ({exc}); {writer} writes it again", where) from None
+    missing = [k for k in keys if k not in doc] if isinstance(doc, dict) else None
+    if missing is None or missing:
+        what = f"a JSON {type(doc).__name__}, not an object" if missing is None else f"no {', '.join(missing)}"
+        raise StorageError(f"{where}: not what {writer} writes ({what}); it writes it again", where)
+    return doc
+
+
 def _load(sp: SweepPath) -> dict[str, Any]:
     uri = sp.uri
     runs, summary = scan(uri, "runs").collect(), scan(uri, "summary").collect()
@@ -362,12 +387,8 @@ def _load(sp: SweepPath) -> dict[str, Any]:
         raise StorageError(f"no aggregation results at {uri} (runs table missing or empty): "
                            f"run `edgesweep aggregate {shlex.quote(sp.text)}` first", uri)
     runs = runs.sort("trial_id")
-    raw = sp.read_bytes("scorecard.json")
-    try:
-        card = json.loads(raw) if raw else {}
-    except ValueError as exc:
-        raise StorageError(f"{uri}/scorecard.json: not valid JSON ({exc}); `edgesweep aggregate "
-                           f"{sp.text}` writes it again", f"{uri}/scorecard.json") from None
+    card = _json_document(sp, "scorecard.json", ("predictions",), f"`edgesweep aggregate {shlex.quote(sp.text)}`") or {}
+    detection = _json_document(sp, "detection.json", DETECTION_KEYS, f"`edgesweep detect {shlex.quote(sp.text)}`")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StorageWarning)
         trials = scan(uri, "trials", on_error="skip").collect()
@@ -384,7 +405,7 @@ def _load(sp: SweepPath) -> dict[str, Any]:
         and runs["analysis_config"].drop_nulls().len() else card.get("analysis_config", {})
     return {"runs": runs, "summary": summary, "card": card, "config": config, "trials": trials,
             "features": feats.sort("trial_id", "step"), "evals": evals.sort("trial_id", "step"),
-            "skipped": list(dict.fromkeys(skipped))}
+            "skipped": list(dict.fromkeys(skipped)), "detection": detection}
 
 
 def _skipped_lines(skipped: list[str], sp: SweepPath) -> list[str]:
@@ -732,8 +753,8 @@ def write_report(path: str, trial_figures: bool | None = None) -> str:
         "", _scorecard_section(card.get("predictions", [])),
         "", _k_star_section(k_counts, runs, bool(k_counts)),
         "", _adiabatic_section(phases, have_a),
-        "", _detection_section(det := json.loads(raw) if (raw := sp.read_bytes("detection.json")) else None,
-                               stale=bool(det) and _detection_is_stale(det, runs), sp_text=sp.text),
+        "", _detection_section(det := d["detection"], stale=bool(det) and _detection_is_stale(det, runs),
+                               sp_text=sp.text),
         "", _runs_section(runs, linked=trial_figures),
         "", "## Figures", "",
         "Per family (g23 and test accuracy per run; grok green, alarm red):", "",

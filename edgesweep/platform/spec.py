@@ -466,6 +466,11 @@ class _Draw:
         lo, hi = (_int(a) for a in args) if self.kind == "int_uniform" else (_float(a) for a in args)
         if not lo < hi or (self.kind == "log_uniform" and lo <= 0):
             raise ValueError(f"{self.kind} needs low < high{' and low > 0' if self.kind == 'log_uniform' else ''}, got {args}")
+        # What numpy's generator can draw: int64 bounds (high + 1 included), a finite width.
+        if self.kind == "int_uniform" and not -2**63 <= lo < hi < 2**63 - 1:
+            raise ValueError(f"int_uniform needs bounds within ±9.2e18 (64-bit integers), got {args}")
+        if self.kind == "uniform" and not math.isfinite(hi - lo):
+            raise ValueError(f"uniform needs high − low to be a finite number, got {args}")
         self.lo, self.hi = lo, hi
 
     def sample(self, rng) -> Any:

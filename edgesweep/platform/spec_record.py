@@ -13,7 +13,7 @@ import json
 
 from .spec import SweepSpec
 
-__all__ = ["SPEC_RECORD", "spec_record", "spec_changes"]
+__all__ = ["SPEC_RECORD", "spec_record", "spec_changes", "parse_spec_record"]
 
 SPEC_RECORD = "_spec.json"  # hidden from scans (leading '_'), like _driver.json
 FORMAT = 1
@@ -24,6 +24,20 @@ def spec_record(spec: SweepSpec) -> bytes:
     as the trainable receives it."""
     return json.dumps({"format": FORMAT, "name": spec.name, "source": spec.source,
                        "trials": [t.as_dict() for t in spec.trials]}, indent=1, sort_keys=True).encode()
+
+
+def parse_spec_record(raw: bytes) -> dict:
+    """``_spec.json``'s document, checked for the shape :func:`spec_changes` reads (a ValueError
+    saying what is wrong otherwise: JSON that parses can still be a list, or hold trials without
+    ids)."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+    trials = doc.get("trials", [])
+    if not isinstance(trials, list) or not all(isinstance(t, dict) and isinstance(t.get("trial_id"), str)
+                                               for t in trials):
+        raise ValueError('"trials" is not a list of trials with a "trial_id" each')
+    return doc
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:

@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import StorageError
-from .fs import Root, arrow_owned, read_parquet_buffer
+from .fs import Root, arrow_owned, read_parquet_buffer, undecodable_name
 from .layout import (PartName, is_hidden, live_parts, parse_part_name, parse_partition_dirs,
                      parse_trial_file_name)
 from .records import RECORD_DIR, SEALED, SEALING, Entry, Record, parse_record_file_name, retired, sha256
@@ -146,8 +146,10 @@ def holds_a_table(r: Root, directory: str) -> bool:
     """Whether `directory` holds a table folder with table contents (partition folders, or
     ``<table>.parquet``) — not merely a folder of that name, such as a report's
     ``figures/trials/``."""
-    for t in (c for c in r.list_dirs(directory) if c in TABLES):
-        tdir = f"{directory}/{t}"
+    # Table by table rather than a listing of `directory`: the folders above a storage root are
+    # checked too, and one of them may hold anything (thousands of entries, names that do not decode).
+    for t in (c for c in TABLES if r.is_dir(f"{directory.rstrip('/')}/{c}")):
+        tdir = f"{directory.rstrip('/')}/{t}"
         if (any(d.startswith(f"{PARTITION_KEYS[0]}=") for d in r.list_dirs(tdir))
                 or r.exists(f"{tdir}/{t}.parquet")):
             return True
@@ -184,10 +186,14 @@ def _inspect_once(r: Root, table: str, sweeps: list[tuple[str, str]], *, content
         infos, denied = r.list_files_around_denied(only[0] if only else tdir)
         for exc in denied:
             # Its files can be neither checked nor counted missing: say so, and check the rest.
-            why = "no permission" if isinstance(exc.__cause__, PermissionError) else str(exc.__cause__ or exc)
+            cause = exc.__cause__
+            if isinstance(cause, UnicodeDecodeError):
+                why, fix = f"{undecodable_name(cause)!r} is not a UTF-8 name", "rename or remove that entry"
+            else:
+                why = "no permission" if isinstance(cause, PermissionError) else str(cause or exc)
+                fix = "fix access, do not delete it"
             out.problems.append(Problem("unreadable", exc.path or tdir, f"folder cannot be listed ({why}): "
-                                        "its files are not checked; fix access, do not delete it",
-                                        table, sweep))
+                                        f"its files are not checked; {fix}", table, sweep))
         for info in infos:
             rel = info.path[len(tdir) + 1:].split("/")
             if _is_record(rel, table):

@@ -91,6 +91,11 @@ def s3_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
+def undecodable_name(exc: UnicodeDecodeError) -> str:
+    """The path a listing could not decode, its bad bytes shown as U+FFFD."""
+    return exc.object.decode("utf-8", "replace") if isinstance(exc.object, bytes) else "a name"
+
+
 @dataclass
 class Root:
     """A resolved storage root.
@@ -184,10 +189,16 @@ class Root:
 
     def _list(self, sel: pafs.FileSelector) -> list[pafs.FileInfo]:
         try:
-            return self._retrying(lambda: self.fs.get_file_info(sel), sel.base_dir, "list")
+            infos = self._retrying(lambda: self.fs.get_file_info(sel), sel.base_dir, "list")
+            for i in infos:
+                i.path  # noqa: B018 -- decoded when read: fail here, naming the folder, not in a caller
+            return infos
         except OSError as exc:
             raise StorageError(f"{self.display(sel.base_dir)}: cannot list: {exc}",
                                self.display(sel.base_dir)) from exc
+        except UnicodeDecodeError as exc:  # a file or folder name that is not UTF-8 (pyarrow decodes them)
+            raise StorageError(f"{self.display(sel.base_dir)}: cannot list: {undecodable_name(exc)!r} is not a "
+                               "UTF-8 name; rename or remove it", self.display(sel.base_dir)) from exc
 
     def read_bytes(self, path: str) -> bytes:
         """The whole file (a StorageError naming it when it cannot be read)."""

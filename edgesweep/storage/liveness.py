@@ -24,6 +24,7 @@ get the worker rule only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -80,9 +81,24 @@ def read_driver_record(sp: SweepPath) -> DriverRecord | None:
     rule applies, which is what a sweep without a record gets)."""
     try:
         raw = sp.read_bytes(DRIVER_FILE)
-        return None if raw is None else DriverRecord(**json.loads(raw))
+        rec = None if raw is None else DriverRecord(**json.loads(raw))
     except (OSError, ValueError, TypeError):
         return None
+    return rec if rec is None or _well_formed(rec) else None
+
+
+def _well_formed(rec: DriverRecord) -> bool:
+    """Whether every field has its type (JSON that parses can still hold ``"pid": null``, which
+    would fail later, in the liveness checks, as a traceback)."""
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    optional_text = (rec.ended_at, rec.outcome, rec.pid_start)
+    return (isinstance(rec.pid, int) and not isinstance(rec.pid, bool) and rec.pid > 0
+            and isinstance(rec.hostname, str) and isinstance(rec.started_at, str)
+            and isinstance(rec.heartbeat_at, str) and number(rec.heartbeat_s) and rec.heartbeat_s > 0
+            and all(x is None or isinstance(x, str) for x in optional_text)
+            and (rec.counts is None or isinstance(rec.counts, dict)))
 
 
 def owner_gone(trial: dict, driver: DriverRecord | None, now: datetime | None = None,

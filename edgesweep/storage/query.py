@@ -188,16 +188,20 @@ def query_main(argv: list[str] | None = None) -> int:
         print(f"edgesweep query: error: {type(exc).__name__}: {_without_plan(exc)}", file=sys.stderr)
         return 2
 
-    if args.format == "table":
-        with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=60):
-            text = str(df) + "\n"
-        return _emit(text, args.output)
-    if args.format == "csv":
-        return _emit(_csv(df), args.output)
-    if args.format == "json":
-        return _emit(df.write_json() + "\n", args.output)
-    df.write_parquet(args.output)
-    return 0
+    try:
+        if args.format == "table":
+            with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=60):
+                text = str(df) + "\n"
+            return _emit(text, args.output)
+        if args.format == "csv":
+            return _emit(_csv(df), args.output)
+        if args.format == "json":
+            return _emit(df.write_json() + "\n", args.output)
+        df.write_parquet(args.output)
+        return 0
+    except OSError as exc:  # the disk filled, the folder went away while the query ran
+        print(f"edgesweep query: error: --output {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 #: Files of a sweep folder that aggregation, detection and the driver write (an --output there
