@@ -200,6 +200,8 @@ def query_main(argv: list[str] | None = None) -> int:
         df.write_parquet(args.output)
         return 0
     except OSError as exc:  # the disk filled, the folder went away while the query ran
+        if not args.output:
+            raise  # stdout: a closed pipe is the CLI's to end quietly (exit 141)
         print(f"edgesweep query: error: --output {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
