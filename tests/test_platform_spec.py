@@ -364,6 +364,33 @@ def test_spectral_demo_window_flag_has_the_monitors_bound():
         window.type(str(MAX_WINDOW + 1))
 
 
+def test_submit_refuses_a_relative_spec_the_jobs_upload_would_not_hold(tmp_path):
+    """The job runs `edgesweep run SPEC` in an upload of the submitting folder without EXCLUDES
+    and without what git ignores: a relative path there, or out of the folder, names nothing
+    on the cluster. Refused before any network call; an absolute path, or one that is uploaded,
+    is not."""
+    from edgesweep.platform.submit import left_out_of_the_upload
+
+    work = tmp_path / "work"
+    (work / "private").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / ".gitignore").write_text("private/\n")
+    assert "lies outside" in left_out_of_the_upload("../s.yaml", str(work))
+    assert "leaves out 'results'" in left_out_of_the_upload("results/s.yaml", str(work))
+    assert "leaves out 'results'" in left_out_of_the_upload("docs/results/x/sweep.yaml", str(work))
+    assert "git ignores it" in left_out_of_the_upload("private/s.yaml", str(work))
+    for fine in ("sweeps/s.yaml", "s.yaml", str(tmp_path / "elsewhere" / "s.yaml"), "./sub/../s.yaml"):
+        assert left_out_of_the_upload(fine, str(work)) is None, fine
+
+    cmd = [sys.executable, "-m", "edgesweep", "submit", "docs/results/grokking-laptop/sweep.yaml",
+           "--address", "http://127.0.0.1:9", "--no-wait"]
+    refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith("edgesweep submit: error: docs/results/grokking-laptop/sweep.yaml: the job "
+                                     "could not read this spec: the upload of "), refused.stderr
+    assert "127.0.0.1:9" not in refused.stderr
+
+
 def test_submit_passes_the_driver_options_on_to_the_jobs_run(tmp_path):
     """`submit` takes `run`'s driver options and hands them to the job's `edgesweep run`: the
     job's command, parsed by the real `run` parser, carries the same values. A sweep over the

@@ -8,15 +8,45 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 import time
+from fnmatch import fnmatch
+from pathlib import PurePosixPath
 
-from .spec import DEFAULT_MAX_TRIALS, load_spec
+from .spec import DEFAULT_MAX_TRIALS, SpecError, load_spec
 
 # Never upload environments, results or VCS data as the job's working dir. Ray also honours
 # .gitignore, but an explicit list keeps uploads small for checkouts without one.
 EXCLUDES = [".venv", "venv", ".git", "results", "**/__pycache__", ".pytest_cache",
             ".hypothesis", "*.egg-info", "docs/results"]
+
+
+def left_out_of_the_upload(spec_path: str, working_dir: str) -> str | None:
+    """Why the job would not find a relative ``spec_path`` (None when it would). The job runs
+    ``edgesweep run SPEC`` in an upload of ``working_dir`` that leaves out :data:`EXCLUDES` and,
+    as Ray does, what git ignores; a relative path resolves in that upload. An absolute path is
+    read as it is, on the machine the job's driver runs on (right for a local cluster)."""
+    if os.path.isabs(spec_path):
+        return None
+    rel = os.path.relpath(os.path.abspath(os.path.join(working_dir, spec_path)), working_dir)
+    parts = PurePosixPath(rel.replace(os.sep, "/")).parts
+    if parts[0] == "..":
+        return f"it lies outside {working_dir}, the folder uploaded as the job's working dir"
+    for pattern in EXCLUDES:
+        name = pattern.removeprefix("**/")
+        hit = ("/".join(parts).startswith(name + "/") if "/" in name
+               else any(fnmatch(part, name) for part in parts))
+        if hit:
+            return f"the upload of {working_dir} leaves out {pattern!r}, where it lies"
+    try:
+        ignored = subprocess.run(["git", "-C", working_dir, "check-ignore", "-q", rel],
+                                 capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ignored = False  # no git here: Ray's own .gitignore rule cannot be checked
+    if ignored:
+        return f"git ignores it, and Ray leaves what git ignores out of the upload of {working_dir}"
+    return None
 
 
 def _submit_with_retry(client, timeout_s: float = 90.0, **kwargs) -> str:
@@ -56,6 +86,11 @@ def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str |
                  resource_timeout: float | None = None) -> int:
     # fail fast (a bad storage root, too many trials), before any network call
     spec = load_spec(spec_path, storage=storage, max_trials=max_trials)
+    why = left_out_of_the_upload(spec_path, os.getcwd())
+    if why:
+        raise SpecError(f"{spec_path}: the job could not read this spec: {why}. Copy it into the folder "
+                        "you submit from (outside those folders), or give its absolute path, which the job "
+                        "reads where the cluster shares this machine's files")
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     entry = job_entrypoint(spec_path, storage=storage, resume=resume, max_trials=max_trials,
