@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from ..storage import StorageError, StorageWarning, SweepPath, check_sweep, scan, trials_in_data
+from ..storage.checks import unlisted_folders
 from ..storage.completeness import FINISHED, shortfall, snapshot_every
 from ..storage.liveness import owner_gone, read_driver_record
 from .detectors import DEFAULT_DETECTOR, make_detector
@@ -286,7 +287,7 @@ def read_checked(sp: SweepPath, command: str) -> CheckedSweep:
     it belongs to are named in ``damaged`` for the caller to leave out, and everything else is
     read from the files that are intact."""
     integrity = check_sweep(sp.root, sp.sweep, tables=("trials", "features", "evals"))
-    unlisted = [p for p in integrity.damage if p.kind == "unreadable" and p.trial_id is None]
+    unlisted = unlisted_folders(integrity.problems)
     if unlisted:
         # Which trials such a folder holds is unknown, so no count over the sweep could be trusted.
         raise StorageError("; ".join(p.line() for p in unlisted) + f" — {command} needs every trial: "

@@ -51,6 +51,8 @@ from .schema import (PARTITION_KEYS, PARTITIONED, STREAMED, TABLES, compatible, 
                      type_problems, union_schema)
 
 DAMAGE = ("missing", "truncated", "corrupt", "unreadable", "unrecorded", "invalid")
+#: How an `unreadable` problem about a folder a listing could not enter begins (its files unseen).
+UNLISTED = "folder cannot be listed"
 WARNING = ("legacy",)
 NOTE = ("interrupted",)
 
@@ -142,6 +144,12 @@ def sweep_dirs(r: Root) -> list[tuple[str, str]]:
     return [(c, r.path(c)) for c in children]
 
 
+def unlisted_folders(problems: list[Problem]) -> list[Problem]:
+    """The problems that are folders no listing could enter: which trials' files lie there is
+    unknown, so nothing in them is checked, called missing or counted."""
+    return [p for p in problems if p.kind == "unreadable" and p.detail.startswith(UNLISTED)]
+
+
 def holds_a_table(r: Root, directory: str) -> bool:
     """Whether `directory` holds a table folder with table contents (partition folders, or
     ``<table>.parquet``) — not merely a folder of that name, such as a report's
@@ -192,7 +200,7 @@ def _inspect_once(r: Root, table: str, sweeps: list[tuple[str, str]], *, content
             else:
                 why = "no permission" if isinstance(cause, PermissionError) else str(cause or exc)
                 fix = "fix access, do not delete it"
-            out.problems.append(Problem("unreadable", exc.path or tdir, f"folder cannot be listed ({why}): "
+            out.problems.append(Problem("unreadable", exc.path or tdir, f"{UNLISTED} ({why}): "
                                         f"its files are not checked; {fix}", table, sweep))
         for info in infos:
             rel = info.path[len(tdir) + 1:].split("/")

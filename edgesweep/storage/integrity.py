@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow.fs as pafs
 
-from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs
+from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs, unlisted_folders
 from .completeness import shortfall, snapshot_every
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
@@ -135,7 +135,7 @@ def _check(r, sweeps: list[tuple[str, str]], tables, deep: bool) -> IntegrityRep
     if "trials" in tables and "evals" in tables:
         damaged = report.damaged_trials()
         # Rows in a folder that cannot be listed are unchecked, not missing.
-        unlisted = tuple(p.path for p in report.problems if p.kind == "unreadable" and p.trial_id is None)
+        unlisted = tuple(p.path for p in unlisted_folders(report.problems))
         for sweep, sdir in sweeps:
             report.problems += _short_trials(r, sweep, sdir, damaged, unlisted)
     order = {k: i for i, k in enumerate(DAMAGE + WARNING + NOTE)}
