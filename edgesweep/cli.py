@@ -97,6 +97,29 @@ def _number(kind, low: float, *, strict: bool = False, high: float | None = None
     return parse
 
 
+def _path(text: str) -> str:
+    """An argparse type for a path or URI: an empty one is refused rather than read as the
+    current folder (``edgesweep aggregate "$SWEEP"`` with the variable unset would otherwise
+    aggregate, or write into, wherever the shell stands)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a path: it is empty or blank (an unset shell variable?)")
+    return text
+
+
+def _utf8(what: str):
+    """An argparse type for text handed to a library that needs UTF-8 (the SQL): bytes that are
+    not UTF-8 reach Python as surrogates, and are refused here naming ``what`` and the byte."""
+    def parse(text: str) -> str:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = text[exc.start].encode("utf-8", "surrogateescape")
+            raise argparse.ArgumentTypeError(f"the {what} is not UTF-8 text (byte 0x{raw.hex()} at character "
+                                             f"{exc.start + 1})") from None
+        return text
+    return parse
+
+
 def _driver_options(p: argparse.ArgumentParser) -> None:
     """The driver's options: `run` takes them, `submit` passes them on to the job's `run`."""
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not rerun")
@@ -115,36 +138,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a sweep (the Ray job driver), then aggregate and report")
-    p.add_argument("spec", help="sweep YAML, e.g. sweeps/demo.yaml")
-    p.add_argument("--storage", help="override the spec's storage root (path or s3://bucket/prefix)")
+    p.add_argument("spec", type=_path, help="sweep YAML, e.g. sweeps/demo.yaml")
+    p.add_argument("--storage", type=_path, help="override the spec's storage root (path or s3://bucket/prefix)")
     p.add_argument("--address", help="Ray cluster address (default: the cluster this job runs on, else a new local one)")
     _driver_options(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("plan", help="print the trials a sweep spec expands to and a rough CPU-time estimate; starts nothing")
-    p.add_argument("spec")
-    p.add_argument("--storage", help="override the spec's storage root")
+    p.add_argument("spec", type=_path)
+    p.add_argument("--storage", type=_path, help="override the spec's storage root")
     p.add_argument("--max-trials", type=_number(int, 1), default=DEFAULT_MAX_TRIALS)
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("submit", help="submit `run SPEC` as a Ray job with this folder as working dir")
-    p.add_argument("spec")
+    p.add_argument("spec", type=_path)
     p.add_argument("--address", required=True, help="Ray dashboard/job address, e.g. http://127.0.0.1:8265")
-    p.add_argument("--storage", help="override the spec's storage root")
+    p.add_argument("--storage", type=_path, help="override the spec's storage root")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("--pip", action="append", default=[], help="extra pip requirement for the job's runtime env")
     _driver_options(p)
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("aggregate", help="recompute events, precedence table and scorecard for ROOT/SWEEP")
-    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("path", type=_path, help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--no-ray", action="store_true", help="aggregate in this process instead of Ray tasks")
     p.add_argument("--no-report", action="store_true", help="write runs, summary and scorecard.json only; leave "
                    "report.md and figures/ as they are")
     p.set_defaults(func=_aggregate)
 
     p = sub.add_parser("detect", help="the early-warning benchmark: a detector and the baselines over ROOT/SWEEP")
-    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("path", type=_path, help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--detector", default="g23_collapse", help="detector name (edgesweep.analysis.detectors)")
     p.add_argument("--config", help='its parameters as JSON, e.g. \'{"decline_factor": 3}\'')
     p.add_argument("--cv", default="workload", help="leave-one-out grouping: workload | family | block")
@@ -152,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")
-    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://), already aggregated")
+    p.add_argument("path", type=_path, help="a sweep folder: ROOT/SWEEP (local or s3://), already aggregated")
     p.add_argument("--trial-figures", action=argparse.BooleanOptionalAction, default=None,
                    help="one PNG per trial in figures/trials/ (default: only for sweeps of at most "
                         "100 trials; --no-trial-figures: never)")
@@ -160,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="live view of a sweep from its storage alone: trials, steps/s, "
                                       "accuracy, g23, R, groks, alarms, ETA")
-    p.add_argument("path", help="a sweep folder: ROOT/SWEEP (local or s3://)")
+    p.add_argument("path", type=_path, help="a sweep folder: ROOT/SWEEP (local or s3://)")
     p.add_argument("--watch", "-w", action="store_true", help="refresh in place until the sweep has finished")
     p.add_argument("--interval", type=_number(float, 0, strict=True, high=86400), default=5.0,
                    help="seconds between refreshes (default 5)")
@@ -168,18 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_status)
 
     p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary, detection)")
-    p.add_argument("root", help="a storage root or one sweep folder")
-    p.add_argument("sql")
+    p.add_argument("root", type=_path, help="a storage root or one sweep folder")
+    p.add_argument("sql", type=_utf8("SQL"))
     p.add_argument("--format", choices=("table", "csv", "parquet", "json"),
                    help="default: from --output's extension (.csv, .parquet, .json, .txt), else table; "
                         "json writes ±inf and NaN as null")
-    p.add_argument("--output", "-o", help="file to write; default stdout (table, csv, json)")
+    p.add_argument("--output", "-o", type=_path, help="file to write; default stdout (table, csv, json)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (-1: all)")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")
-    p.add_argument("root", help="a storage root or one sweep folder (local or s3://)")
+    p.add_argument("root", type=_path, help="a storage root or one sweep folder (local or s3://)")
     p.add_argument("--quick", action="store_true", help="records, sizes and hashes only (no page decoding)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only problems and the summary")
     p.set_defaults(func=_verify)

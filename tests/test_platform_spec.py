@@ -66,6 +66,8 @@ BAD_SPECS = {
                                    "grid.weight_decay", "uniform needs high − low to be a finite number"),
     "unknown distribution": ("method: random\nsamples: 3\n" + ADD + "  optimizer.lr: {normal: [0, 1]}\n",
                              "grid.optimizer.lr", "one of choice, uniform, log_uniform, int_uniform"),
+    "non-string top-level key": (ADD + "1: a\n", "[1] (line 5)", "Keys should be strings"),
+    "non-string nested key": (ADD + "train: {1: 2}\n", "train[1] (line 5)", "Keys should be strings"),
     "unknown resource": (ADD + "trial_resources: {tpu: 1}\n", "trial_resources.tpu", "unknown key; allowed: cpu, gpu"),
     "no resources": (ADD + "trial_resources: {cpu: 0, gpu: 0}\n", "trial_resources", "a trial needs some cpu or gpu"),
     "bad grok threshold": (ADD + "stop: {grok_threshold: 1.5}\n", "stop.grok_threshold", "must be ≤ 1"),
@@ -335,6 +337,13 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),
     (["spectral-demo", "--every", "x"], "argument --every: 'x' is not an integer"),
     (["spectral-demo", "--window", "1001"], "argument --window: 1001 is out of range (must be ≥ 2 and ≤ 1,000)"),
+    # An unset shell variable is not the current folder, and SQL is not raw bytes.
+    (["aggregate", ""], "argument path: '' is not a path: it is empty or blank"),
+    (["verify", " "], "argument root: ' ' is not a path: it is empty or blank"),
+    (["plan", "sweeps/smoke.yaml", "--storage", ""], "argument --storage: '' is not a path"),
+    (["query", "docs/results/grokking-laptop", "SELECT 1", "-o", ""], "argument --output/-o: '' is not a path"),
+    (["query", "docs/results/grokking-laptop", "SELECT \udcff FROM runs"],
+     "argument sql: the SQL is not UTF-8 text (byte 0xff at character 8)"),
     (["status", "docs/results/grokking-corpus"], "it holds detection, runs, summary: the aggregation's outputs, "
                                                  "without the raw tables"),
 ])
