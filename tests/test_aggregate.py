@@ -303,23 +303,22 @@ def test_a_trial_compacting_during_the_read_does_not_fail_the_others(tmp_path, s
     FileNotFoundError from the real scan here). It is read again from a fresh listing, and the
     result equals the aggregate of the same rows at rest."""
     from edgesweep.analysis import record
-    from edgesweep.platform import aggregate as agg
 
     live, rest = str(tmp_path / "live"), str(tmp_path / "rest")
     specs = synth.SPEC[:3]
     writers = {s.trial_id: synth.write_trial(live, s, compact=False) for s in specs}
     synth.write_trials(live, specs)
-    calls = []
+    calls, listing = [], record.read_checked
 
     def read_then_finish(sp, command):
-        checked = record.read_checked(sp, command)
+        checked = listing(sp, command)
         calls.append(command)
         if len(calls) == 1:  # between the listing and the read, the trials finish and compact
             for w in writers.values():
                 assert w.compact()
         return checked
 
-    monkeypatch.setattr(agg, "read_checked", read_then_finish)
+    monkeypatch.setattr(record, "read_checked", read_then_finish)
     aggregate_sweep(f"{live}/{synth.SWEEP}", use_ray=False, report=False)
     assert len(calls) == 2, "the stale read was not retried"
     got = runs_of(f"{live}/{synth.SWEEP}")
@@ -340,17 +339,17 @@ def test_detect_also_rereads_when_a_trial_compacts_during_the_read(tmp_path, syn
     live, rest = str(tmp_path / "live"), str(tmp_path / "rest")
     writers = [synth.write_trial(live, s, compact=False) for s in synth.SPEC]
     synth.write_trials(live, synth.SPEC)
-    calls = []
+    calls, listing = [], record.read_checked
 
     def read_then_finish(sp, command):
-        checked = record.read_checked(sp, command)
+        checked = listing(sp, command)
         calls.append(command)
         if len(calls) == 1:
             for w in writers:
                 assert w.compact()
         return checked
 
-    monkeypatch.setattr(detect, "read_checked", read_then_finish)
+    monkeypatch.setattr(record, "read_checked", read_then_finish)
     got = detect.run_detection(f"{live}/{synth.SWEEP}", write=False)
     assert calls == ["detect", "detect"]
     synth.build_sweep(rest)

@@ -22,7 +22,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import polars as pl
@@ -296,12 +296,35 @@ def read_checked(sp: SweepPath, command: str) -> CheckedSweep:
     for p in integrity.damage:
         if p.trial_id is not None:
             damaged.setdefault(p.trial_id, []).append(p.line())
-        warnings.warn(f"{command}: {p.line()}", StorageWarning, stacklevel=3)
+        warnings.warn(f"{command}: {p.line()}", StorageWarning, stacklevel=4)  # past read_fresh
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StorageWarning)  # already reported above, file by file
         plans = {t: scan(sp.uri, t, on_error="skip", verify_content=False) for t in ("trials", "features", "evals")}
     trials = read_trials(sp, plans.pop("trials"))
     return CheckedSweep(plans, trials, damaged)
+
+
+T = TypeVar("T")
+
+
+def read_fresh(sp: SweepPath, command: str, read: Callable[[CheckedSweep], T],
+               vanished: Callable[[T], bool] = lambda result: False) -> tuple[CheckedSweep, T]:
+    """``read`` over :func:`read_checked` of a sweep that may be running: when a file the listing
+    named is gone by the time it is read (``read`` raised FileNotFoundError, or ``vanished`` says
+    its result met one), a trial finished between the two and compacted its parts — nothing is
+    damaged, the seal records moved with the files — so list again and read again, up to
+    ``READ_ATTEMPTS`` times. The last attempt's FileNotFoundError or result is the caller's."""
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        checked = read_checked(sp, command)
+        try:
+            result = read(checked)
+        except FileNotFoundError:
+            if attempt == READ_ATTEMPTS:
+                raise
+            continue
+        if attempt == READ_ATTEMPTS or not vanished(result):
+            return checked, result
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def read_records(plans: dict[str, pl.LazyFrame], trials: list[dict], cfg: AnalysisConfig,

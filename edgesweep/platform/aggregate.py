@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis import AnalysisConfig, read_records, run_row, scorecard, summary_table
-from ..analysis.record import READ_ATTEMPTS, read_checked
+from ..analysis.record import CheckedSweep, read_fresh
 from ..analysis.runs import error_row, incomplete_row, runs_table
 from ..analysis.scorecard import distributions
 from ..storage import StorageError, StorageWarning, SweepPath, scan, write_table
@@ -125,20 +125,19 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
     cfg = config if config is not None else AggregateConfig()
     sp = SweepPath.parse(path)
     sp.check()
-    for attempt in range(1, READ_ATTEMPTS + 1):
-        # Damaged or missing files are found by the seal records first and named; those trials
-        # are marked incomplete and everything else aggregates from the files that are intact.
-        checked = read_checked(sp, "aggregate")
-        plans, trials, damaged = checked.plans, checked.trials, checked.damaged
-        if trials.height == 0:
+    # Damaged or missing files are found by the seal records first and named; those trials are
+    # marked incomplete and everything else aggregates from the files that are intact.
+    def read(checked: CheckedSweep) -> tuple[list[dict], list[tuple[dict, Any]]]:
+        if checked.trials.height == 0:
             raise StorageError(f"no trials in the sweep at {sp.uri}: nothing to aggregate yet", sp.uri)
-        rows = [dict(t, family=family(t["workload"] or "unknown")) for t in trials.to_dicts()]
-        results = _run_batches(plans, [t for t in rows if t["trial_id"] not in damaged], cfg, use_ray)
-        # On a running sweep a trial that finishes compacts its parts into one file and deletes
-        # them: a read planned before that finds a listed part gone, and the whole batch fails.
-        # Nothing is damaged (the records moved with the files): list again and read again.
-        if not any(_vanished(row) for row, _ in results) or attempt == READ_ATTEMPTS:
-            break
+        rows = [dict(t, family=family(t["workload"] or "unknown")) for t in checked.trials.to_dicts()]
+        return rows, _run_batches(checked.plans, [t for t in rows if t["trial_id"] not in checked.damaged],
+                                  cfg, use_ray)
+
+    # A batch records a vanished file as its trials' error (a Ray task cannot raise it here).
+    checked, (rows, results) = read_fresh(sp, "aggregate", read,
+                                          vanished=lambda got: any(_vanished(row) for row, _ in got[1]))
+    damaged = checked.damaged
     results += [(incomplete_row(t, cfg.analysis, "stored data damaged: " + "; ".join(damaged[t["trial_id"]][:3])), None)
                 for t in rows if t["trial_id"] in damaged]
 

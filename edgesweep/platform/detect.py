@@ -24,7 +24,7 @@ from ..analysis.detection import (POSITIVE, DetectionConfig, DetectorResult, cri
                                   cross_validate, evaluate, label_runs)
 from ..analysis.detectors import BASELINES, DEFAULT_DETECTOR, detector_names
 from ..analysis.events import classify_generalisation
-from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, READ_ATTEMPTS, column, read_checked
+from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, CheckedSweep, column, read_fresh
 from ..storage import StorageError, SweepPath, write_table
 from ..workloads.catalog import family
 from .aggregate import _jsonable
@@ -58,19 +58,15 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
     sp.check()
     # As aggregate reads: damaged or missing files are named, and their trials are left out
     # (incomplete: excluded from the labels) while the rest is scored from the intact files.
-    for attempt in range(1, READ_ATTEMPTS + 1):
-        checked = read_checked(sp, "detect")
+    def read(checked: CheckedSweep) -> list:
         trials = [dict(t, family=family(t["workload"] or "unknown"),
                        **({"status": INCOMPLETE} if t["trial_id"] in checked.damaged else {}))
                   for t in checked.trials.to_dicts()]
         if not trials:
             raise StorageError(f"no trials in the sweep at {sp.uri}", sp.uri)
-        try:
-            records = read_records(checked.plans, trials, AnalysisConfig(), FEATURE_COLUMNS)
-            break
-        except FileNotFoundError:  # a part compacted away since the listing (aggregate does the same)
-            if attempt == READ_ATTEMPTS:
-                raise
+        return read_records(checked.plans, trials, AnalysisConfig(), FEATURE_COLUMNS)
+
+    _, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
     runs = label_runs(records, cfg)
     names = [detector] + [b for b in BASELINES if b != detector]
     results: list[DetectorResult] = []
