@@ -24,7 +24,8 @@ import sys
 import time
 
 from edgesweep.analysis import AnalysisConfig, read_records, read_trials
-from edgesweep.analysis.detection import DetectionConfig, cross_validate, label_runs, run_alarm, score_alarms
+from edgesweep.analysis.detection import (DetectionConfig, criterion_over_spans, cross_validate, label_runs, run_alarm,
+                                          score_alarms)
 from edgesweep.analysis.detectors import BASELINES, DETECTORS
 from edgesweep.analysis.record import FEATURE_COLUMNS
 from edgesweep.platform.detect import detection_text, outcome_counts
@@ -93,7 +94,7 @@ def main() -> None:
     rows = [r.row() for r in results]
     doc = {"labels": dict(labels, hard=sum(r.hard for r in runs)), "config": cfg.__dict__, "results": rows,
            "longest_positive_grok": max((r.grok_step for r in runs if r.label == "positive"), default=None),
-           "outcomes_by_threshold": outcome_counts(records)}
+           "outcomes_by_threshold": outcome_counts(records), "criterion": criterion_over_spans(runs)}
     print()
     print(detection_text(doc))
     if args.json:

@@ -100,3 +100,18 @@ def test_detect_reads_past_a_damaged_part_and_leaves_its_trial_out(tmp_path, syn
     doc = json.loads((tmp_path / "results" / synth.SWEEP / "detection.json").read_text())
     labels = {r["trial_id"]: r["label"] for r in doc["runs"]}
     assert labels["A_add_wd1_s42"] == labels["E_add_wd0_s42"] == "excluded"
+
+
+def test_a_detection_document_without_the_criterion_says_so_instead_of_zeros(tmp_path, synth):
+    """A detection.json written before `detect` evaluated the paper's criterion (or one that a
+    script assembles without it, as benchmarks/detector_selection.py did) has no ``criterion``:
+    the text and the report say it is not there, where they printed a table of zero runs."""
+    from edgesweep.platform.detect import detection_text, run_detection
+    from edgesweep.platform.report import _detection_section
+
+    doc = run_detection(str(synth.build_sweep(tmp_path / "results")), write=False)["doc"]
+    assert "grokked                        6" in detection_text(doc)
+    del doc["criterion"]
+    for text in (detection_text(doc), _detection_section(doc)):
+        assert "comparable span: not in this detection.json" in text, text
+        assert "grokked                        0" not in text and "| grokked | 0 |" not in text

@@ -28,7 +28,7 @@ from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, CheckedSweep, column,
 from ..storage import StorageError, SweepPath, write_table
 from ..workloads.catalog import family
 from .aggregate import _jsonable
-from .report import CRITERION_HEADER, CRITERION_TEXT, DETECTION_HEADER, _png, criterion_rows, detection_rows
+from .report import CRITERION_HEADER, CRITERION_MISSING, CRITERION_TEXT, DETECTION_HEADER, _png, criterion_rows, detection_rows
 
 __all__ = ["run_detection", "detect_main", "detection_text"]
 
@@ -196,8 +196,10 @@ def detection_text(doc: dict) -> str:
         head.append(f"no positives: hits, leads and AUROC need runs that grokked after a delay and were followed "
                     f"≥ {cfg.get('post_grok', '?')} steps past the grok (docs/DETECTOR.md, labels)")
     table = _aligned(DETECTION_HEADER, detection_rows(doc["results"]))
-    if lab.get("positive"):
-        criterion = ["", CRITERION_TEXT, "", *_aligned(CRITERION_HEADER, criterion_rows(doc.get("criterion") or []))]
+    if "criterion" not in doc:
+        criterion = ["", CRITERION_MISSING]
+    elif lab.get("positive"):
+        criterion = ["", CRITERION_TEXT, "", *_aligned(CRITERION_HEADER, criterion_rows(doc["criterion"]))]
     else:
         criterion = ["", "the paper's criterion over a comparable span: no positives to measure the span by"]
     return "\n".join(head + ["", *table, *criterion])

@@ -614,6 +614,12 @@ CRITERION_TEXT = ("The paper's criterion over a comparable span (T = the grok st
                   "paper's reference) and from its value at memorisation.")
 
 
+#: A detection.json from before ``detect`` evaluated the criterion (or a document assembled
+#: without it) says so, rather than showing a table of zeros.
+CRITERION_MISSING = ("The paper's criterion over a comparable span: not in this detection.json (written before "
+                     "`edgesweep detect` computed it; run `edgesweep detect` again for it)")
+
+
 def criterion_rows(criterion: list[dict]) -> list[list]:
     """DESIGN 1.3's "controls' statistic over the same span": per group of runs (grokked, not
     grokked with and without weight decay) how many meet the paper's criterion at a comparable
@@ -649,11 +655,14 @@ def _detection_section(doc: dict | None, stale: bool = False, sp_text: str = "RO
     lab, cfg = doc["labels"], doc["config"]
     counts = _table(["threshold"] + list(next(iter(doc["outcomes_by_threshold"].values()))),
                     [[t] + list(c.values()) for t, c in doc["outcomes_by_threshold"].items()])
-    criterion = ([CRITERION_TEXT, "", _table(CRITERION_HEADER, criterion_rows(doc.get("criterion") or []))]
-                 if lab.get("positive") else
-                 [f"The paper's criterion over a comparable span needs positives (runs that grokked after "
-                  f"a delay and were followed ≥ {cfg.get('post_grok', '?')} steps past it) to measure the span "
-                  "by: none here."])
+    if "criterion" not in doc:
+        criterion = [CRITERION_MISSING + "."]
+    elif lab.get("positive"):
+        criterion = [CRITERION_TEXT, "", _table(CRITERION_HEADER, criterion_rows(doc["criterion"]))]
+    else:
+        criterion = [f"The paper's criterion over a comparable span needs positives (runs that grokked after "
+                     f"a delay and were followed ≥ {cfg.get('post_grok', '?')} steps past it) to measure the span "
+                     "by: none here."]
     return "\n".join([
         "## Early-warning benchmark", "",
         *([f"**Older than the aggregation above**: `edgesweep detect` scored other runs than the `runs` "
