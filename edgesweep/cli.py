@@ -60,7 +60,8 @@ def _query(args) -> int:
         argv += ["--output", args.output]
     if args.skip_bad_files:
         argv += ["--skip-bad-files"]
-    argv += ["--max-rows", str(args.max_rows)]
+    if args.max_rows is not None:
+        argv += ["--max-rows", str(args.max_rows)]
     return query_main(argv)
 
 
@@ -198,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "json writes ±inf and NaN as null")
     p.add_argument("--output", "-o", type=_path, help="file to write; default stdout (table, csv, json)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
-    p.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (-1: all)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="rows shown by --format table (default 50 on stdout, all in --output; -1: all)")
     p.set_defaults(func=_query)
 
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")

@@ -756,6 +756,27 @@ def test_query_output_never_lands_in_the_tables_it_reads(tmp_path, capsys):
     assert "--max-rows -5" in capsys.readouterr().err
 
 
+def test_query_table_on_screen_is_a_sample_and_in_a_file_is_every_row(tmp_path, capsys):
+    """The table format shows 50 rows on stdout; written to a file by name it holds every
+    row (it kept 50 of 2,822 without a word); --max-rows sets either."""
+    sweep, sql = str(REPO / "docs" / "results" / "grokking-laptop"), "SELECT step FROM features ORDER BY trial_id, step"
+    n = query(sweep, "SELECT count(*) AS n FROM features")["n"].item()
+    assert n > 100
+
+    def data_lines(text: str) -> int:
+        return sum(1 for line in text.splitlines() if line.strip("│ ").isdigit())
+
+    assert query_main([sweep, sql]) == 0
+    assert data_lines(capsys.readouterr().out) == 50
+    out = tmp_path / "steps.txt"
+    assert query_main([sweep, sql, "-o", str(out)]) == 0
+    assert data_lines(out.read_text()) == n
+    assert query_main([sweep, sql, "-o", str(out), "--max-rows", "7"]) == 0
+    assert data_lines(out.read_text()) == 7
+    assert query_main([sweep, sql, "--max-rows", "-1"]) == 0
+    assert data_lines(capsys.readouterr().out) == n
+
+
 def test_query_main_takes_the_format_from_the_output_file(tmp_path, capsys, monkeypatch):
     """Without --format, --output's extension chooses it: the screen table written into
     n.csv or n.parquet would be a file no reader takes. An extension that says nothing is

@@ -127,6 +127,10 @@ def _raise_if_damaged(r, tables: list[str], sweeps, exc: Exception) -> None:
                            [p.path for p in bad]) from exc
 
 
+#: Rows a table on stdout shows unless --max-rows says otherwise.
+SCREEN_ROWS = 50
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgesweep query",
@@ -141,8 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(required for parquet)")
     p.add_argument("--skip-bad-files", action="store_true",
                    help="skip corrupt or foreign files with a warning instead of failing")
-    p.add_argument("--max-rows", type=int, default=50,
-                   help="rows shown by --format table (default 50; -1 for all)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help=f"rows shown by --format table (default {SCREEN_ROWS} on stdout, all in --output; -1 for all)")
     return p
 
 
@@ -169,6 +173,9 @@ def query_main(argv: list[str] | None = None) -> int:
     if args.output and _clobbers_storage(args.output, args.root):
         parser.error(f"--output {args.output}: inside the tables or outputs of a sweep (of {args.root} or "
                      f"another), where it could replace or shadow the sweep's own files — write it elsewhere")
+    if args.max_rows is None:
+        # A screen shows a sample; a file asked for by name is the result, not a sample of it.
+        args.max_rows = -1 if args.output else SCREEN_ROWS
     if args.max_rows < -1:
         parser.error(f"--max-rows {args.max_rows}: a row count, or -1 for all")
     try:
