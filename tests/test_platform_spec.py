@@ -385,8 +385,10 @@ def test_submit_refuses_a_relative_spec_the_jobs_upload_would_not_hold(tmp_path)
     subprocess.run(["git", "init", "-q", str(work)], check=True)
     (work / ".gitignore").write_text("private/\n")
     assert "lies outside" in left_out_of_the_upload("../s.yaml", str(work))
-    assert "leaves out 'results'" in left_out_of_the_upload("results/s.yaml", str(work))
-    assert "leaves out 'results'" in left_out_of_the_upload("docs/results/x/sweep.yaml", str(work))
+    assert left_out_of_the_upload("results/s.yaml", str(work)) == \
+        f"it lies in results/, and the upload of {work} leaves out every folder named 'results'"
+    assert left_out_of_the_upload("docs/results/x/sweep.yaml", str(work)).startswith("it lies in docs/results/, ")
+    assert left_out_of_the_upload("a/__pycache__/s.yaml", str(work)).startswith("it lies in a/__pycache__/, ")
     assert "git ignores it" in left_out_of_the_upload("private/s.yaml", str(work))
     for fine in ("sweeps/s.yaml", "s.yaml", str(tmp_path / "elsewhere" / "s.yaml"), "./sub/../s.yaml"):
         assert left_out_of_the_upload(fine, str(work)) is None, fine
@@ -396,7 +398,7 @@ def test_submit_refuses_a_relative_spec_the_jobs_upload_would_not_hold(tmp_path)
     refused = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.startswith("edgesweep submit: error: docs/results/grokking-laptop/sweep.yaml: the job "
-                                     "could not read this spec: the upload of "), refused.stderr
+                                     "could not read this spec: it lies in docs/results/, and the upload of "), refused.stderr
     assert "127.0.0.1:9" not in refused.stderr
 
 

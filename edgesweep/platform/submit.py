@@ -35,10 +35,16 @@ def left_out_of_the_upload(spec_path: str, working_dir: str) -> str | None:
         return f"it lies outside {working_dir}, the folder uploaded as the job's working dir"
     for pattern in EXCLUDES:
         name = pattern.removeprefix("**/")
-        hit = ("/".join(parts).startswith(name + "/") if "/" in name
-               else any(fnmatch(part, name) for part in parts))
-        if hit:
-            return f"the upload of {working_dir} leaves out {pattern!r}, where it lies"
+        if "/" in name:
+            if "/".join(parts).startswith(name + "/"):
+                return f"the upload of {working_dir} leaves out {name}/, where it lies"
+            continue
+        # A name without a slash leaves out a folder of that name at any depth: name the one
+        # the spec is in (docs/results/…, not the top-level results/ a reader thinks of).
+        hit = next((i for i, part in enumerate(parts[:-1]) if fnmatch(part, name)), None)
+        if hit is not None:
+            return (f"it lies in {'/'.join(parts[:hit + 1])}/, and the upload of {working_dir} leaves out "
+                    f"every folder named {name!r}")
     try:
         ignored = subprocess.run(["git", "-C", working_dir, "check-ignore", "-q", rel],
                                  capture_output=True, timeout=30).returncode == 0
