@@ -95,6 +95,17 @@ def test_cross_validation_tunes_on_the_other_groups():
     # Fold "mod_add" is tuned on mod_sub (P2; N2 peaks at 0.1): 0.2 and 0.3 both give J = 1;
     # the first in grid order wins.
     assert res.folds[0][1] == {"level": 0.2}
+    assert res.params == {}
+
+
+def test_cross_validation_reports_only_the_parameters_no_fold_tunes():
+    """A given value of a tuned key is replaced in every fold (the folds say by what): the
+    pooled result must not carry it as if it had been scored (`detect --config` showed the
+    given level beside the cross-validated counts of other levels)."""
+    runs = label_runs(SWEEP)
+    res = cross_validate(runs, "test_accuracy", {"level": 0.9}, DetectionConfig(group="workload", boot=0))
+    assert [p for _, p in res.folds] == [{"level": 0.2}, {"level": 0.5}] and res.params == {}
+    assert evaluate(runs, "test_accuracy", {"level": 0.9}, DetectionConfig(boot=0)).params == {"level": 0.9}
 
 
 def memorising_run(tid, wd, memo, grok, last, g23):

@@ -261,8 +261,12 @@ def _objective(res: DetectorResult) -> tuple:
 def cross_validate(runs: Sequence[LabelledRun], detector: str, base: dict | None = None,
                    cfg: DetectionConfig = DetectionConfig(), full_only: bool = True) -> DetectorResult:
     """Leave one ``cfg.group`` out: tune on the rest (grid, Youden's J), score the held-out
-    group; the held-out alarms of every fold are pooled into one result."""
+    group; the held-out alarms of every fold are pooled into one result. The detector's grid
+    keys are chosen per fold (``folds``), so the result's ``params`` are only the keys of
+    ``base`` that no fold tunes — a ``base`` value of a tuned key is not what was scored."""
     candidates = _grid(detector, dict(base or {}))
+    tuned = set(DETECTORS[detector].grid) if detector in DETECTORS else set()
+    fixed = {k: v for k, v in (base or {}).items() if k not in tuned}
     alarms = {json.dumps(p, sort_keys=True): [run_alarm(r, detector, p, full_only) for r in runs] for p in candidates}
     groups = sorted({r.group(cfg.group) for r in runs})
     held, folds = [], []
@@ -274,7 +278,7 @@ def cross_validate(runs: Sequence[LabelledRun], detector: str, base: dict | None
         key = json.dumps(best, sort_keys=True)
         held += [alarms[key][i] for i, r in enumerate(runs) if r.group(cfg.group) == g]
         folds.append([g, best])
-    res = score_alarms(held, detector, dict(base or {}), f"cv:{cfg.group}", cfg)
+    res = score_alarms(held, detector, fixed, f"cv:{cfg.group}", cfg)
     res.folds = folds
     return res
 
