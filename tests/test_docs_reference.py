@@ -132,6 +132,15 @@ def test_every_spec_key_is_documented_with_its_default_and_nothing_else():
             f"{key}: docs/SPEC.md says {documented[key]}, the spec's default is {_as_written(default)}")
 
 
+def test_the_documented_identity_axis_defaults_are_the_specs():
+    """SPEC.md's *Axes*: an identity axis left out of the grid takes the default it names."""
+    text = (DOCS / "SPEC.md").read_text(encoding="utf-8")
+    said = dict(re.findall(r"`(optimizer|weight_decay|seed)` \([^)]*default `\[([^\]]+)\]`\)", text))
+    assert set(said) == {"optimizer", "weight_decay", "seed"}, said
+    trial = spec.parse_spec({"name": "x", "storage": "/tmp/unused", "grid": {"workload": ["mod_add"]}}).trials[0]
+    assert {k: str(getattr(trial, k)) for k in said} == said
+
+
 def _field(key: str):
     model: type[BaseModel] = spec.SweepDoc
     parts = key.split(".")
