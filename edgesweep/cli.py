@@ -11,6 +11,8 @@ import os
 import sys
 
 from .platform.spec import DEFAULT_MAX_TRIALS  # torch- and Ray-free
+from .storage.arguments import path_argument as _path
+from .storage.arguments import utf8_argument as _utf8
 
 
 def _run(args) -> int:
@@ -95,29 +97,6 @@ def _number(kind, low: float, *, strict: bool = False, high: float | None = None
             raise argparse.ArgumentTypeError(f"{text} is out of range (must be {bound}"
                                              + (f" and ≤ {high:,})" if high is not None else ")"))
         return value
-    return parse
-
-
-def _path(text: str) -> str:
-    """An argparse type for a path or URI: an empty one is refused rather than read as the
-    current folder (``edgesweep aggregate "$SWEEP"`` with the variable unset would otherwise
-    aggregate, or write into, wherever the shell stands)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a path: it is empty or blank (an unset shell variable?)")
-    return text
-
-
-def _utf8(what: str):
-    """An argparse type for text handed to a library that needs UTF-8 (the SQL): bytes that are
-    not UTF-8 reach Python as surrogates, and are refused here naming ``what`` and the byte."""
-    def parse(text: str) -> str:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raw = text[exc.start].encode("utf-8", "surrogateescape")
-            raise argparse.ArgumentTypeError(f"the {what} is not UTF-8 text (byte 0x{raw.hex()} at character "
-                                             f"{exc.start + 1})") from None
-        return text
     return parse
 
 

@@ -95,7 +95,6 @@ def test_cross_validation_tunes_on_the_other_groups():
     # Fold "mod_add" is tuned on mod_sub (P2; N2 peaks at 0.1): 0.2 and 0.3 both give J = 1;
     # the first in grid order wins.
     assert res.folds[0][1] == {"level": 0.2}
-    assert res.params == {}
 
 
 def test_cross_validation_reports_only_the_parameters_no_fold_tunes():
@@ -106,6 +105,12 @@ def test_cross_validation_reports_only_the_parameters_no_fold_tunes():
     res = cross_validate(runs, "test_accuracy", {"level": 0.9}, DetectionConfig(group="workload", boot=0))
     assert [p for _, p in res.folds] == [{"level": 0.2}, {"level": 0.5}] and res.params == {}
     assert evaluate(runs, "test_accuracy", {"level": 0.9}, DetectionConfig(boot=0)).params == {"level": 0.9}
+    # a key no fold tunes is kept, in the result and in every fold's choice
+    res = cross_validate(runs, "g23_collapse", {"decline_factor": 10.0, "warmup_windows": 2},
+                         DetectionConfig(group="workload", boot=0))
+    assert res.params == {"warmup_windows": 2}
+    assert all(p["warmup_windows"] == 2 and set(p) == {"warmup_windows", "decline_factor", "persistence",
+                                                      "max_rel_std"} for _, p in res.folds), res.folds
 
 
 def memorising_run(tid, wd, memo, grok, last, g23):

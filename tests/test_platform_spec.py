@@ -68,6 +68,9 @@ BAD_SPECS = {
                              "grid.optimizer.lr", "one of choice, uniform, log_uniform, int_uniform"),
     "non-string top-level key": (ADD + "1: a\n", "[1] (line 5)", "Keys should be strings"),
     "non-string nested key": (ADD + "train: {1: 2}\n", "train[1] (line 5)", "Keys should be strings"),
+    "null key": (ADD + "null: a\n", "None (line 5)", "Keys should be strings"),
+    "non-string key in a block": (ADD + "blocks:\n  - name: x\n    train: {1: 2}\n", "blocks[0].train[1] (line 7)",
+                                  "must be a string"),
     "unknown resource": (ADD + "trial_resources: {tpu: 1}\n", "trial_resources.tpu", "unknown key; allowed: cpu, gpu"),
     "no resources": (ADD + "trial_resources: {cpu: 0, gpu: 0}\n", "trial_resources", "a trial needs some cpu or gpu"),
     "bad grok threshold": (ADD + "stop: {grok_threshold: 1.5}\n", "stop.grok_threshold", "must be ≤ 1"),
@@ -389,6 +392,7 @@ def test_submit_refuses_a_relative_spec_the_jobs_upload_would_not_hold(tmp_path)
         f"it lies in results/, and the upload of {work} leaves out every folder named 'results'"
     assert left_out_of_the_upload("docs/results/x/sweep.yaml", str(work)).startswith("it lies in docs/results/, ")
     assert left_out_of_the_upload("a/__pycache__/s.yaml", str(work)).startswith("it lies in a/__pycache__/, ")
+    assert left_out_of_the_upload("x.egg-info/s.yaml", str(work)).endswith("every folder matching '*.egg-info'")
     assert "git ignores it" in left_out_of_the_upload("private/s.yaml", str(work))
     for fine in ("sweeps/s.yaml", "s.yaml", str(tmp_path / "elsewhere" / "s.yaml"), "./sub/../s.yaml"):
         assert left_out_of_the_upload(fine, str(work)) is None, fine

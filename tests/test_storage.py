@@ -777,6 +777,23 @@ def test_query_table_on_screen_is_a_sample_and_in_a_file_is_every_row(tmp_path, 
     assert data_lines(capsys.readouterr().out) == n
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["query", "", "SELECT 1"], "argument ROOT: '' is not a path: it is empty or blank"),
+    (["query", "docs/results/grokking-laptop", "SELECT 1", "-o", " "], "argument --output/-o: ' ' is not a path"),
+    (["query", "docs/results/grokking-laptop", "SELECT \udcff FROM runs"],
+     "argument SQL: the SQL is not UTF-8 text (byte 0xff at character 8)"),
+    (["verify", ""], "argument ROOT: '' is not a path"),
+])
+def test_the_storage_entry_point_refuses_what_the_cli_refuses(argv, says):
+    """`python -m edgesweep.storage query|verify` (no torch, no Ray) takes the same arguments as
+    `edgesweep query|verify`, and refuses the same bad ones in one line (non-UTF-8 SQL was an
+    uncaught UnicodeEncodeError there)."""
+    proc = subprocess.run([sys.executable, "-m", "edgesweep.storage", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
 def test_query_main_takes_the_format_from_the_output_file(tmp_path, capsys, monkeypatch):
     """Without --format, --output's extension chooses it: the screen table written into
     n.csv or n.parquet would be a file no reader takes. An extension that says nothing is

@@ -343,16 +343,10 @@ class _Located:
         path = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
         if self.block and any(self.block + path[:i] in self.lines for i in range(len(path), 0, -1)):
             path = self.block + path
-        line = next((ln for i in range(len(path), 0, -1) if (ln := self._line(path[:i])) is not None), None)
+        line = next((self.lines[path[:i]] for i in range(len(path), 0, -1) if path[:i] in self.lines), None)
         text = _path_text(path) or "(top level)"
         where = f" (in {_path_text(self.block)})" if self.block and path[:len(self.block)] != self.block else ""
         return SpecError(f"{self.source}: {text}{f' (line {line})' if line else ''}{where}: {msg}")
-
-    def _line(self, path: tuple) -> int | None:
-        # The line map names a mapping key by its YAML text ("1"); pydantic locates a
-        # non-string key by its value (1), so look for both.
-        line = self.lines.get(path)
-        return line if line is not None else self.lines.get(tuple(map(str, path)))
 
     def from_validation(self, exc: ValidationError, prefix: tuple, model: type[BaseModel],
                         replace_loc: tuple | None = None) -> SpecError:

@@ -57,8 +57,29 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
     return memo[key]
 
 
+_NO_VALUE = object()
+
+
+def _key_value(key: yaml.Node) -> Any:
+    """A scalar key as the document holds it (``1``, ``True``, ``None``), where validation
+    errors name it; ``_NO_VALUE`` for a string or a non-scalar (its text is the name then)."""
+    if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:str":
+        return _NO_VALUE
+    loader = SpecLoader("")
+    try:
+        value = loader.construct_object(key)
+        hash(value)
+        return value
+    except (yaml.YAMLError, TypeError):
+        return _NO_VALUE
+    finally:
+        loader.dispose()
+
+
 def _key_lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
-    """{key path: 1-based line} for every mapping key and sequence item; duplicate keys fail."""
+    """{key path: 1-based line} for every mapping key and sequence item; duplicate keys fail.
+    A key that is not a string (``1: a``, ``null: b``) is entered under its text and under its
+    value, so an error about it finds its line either way."""
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for k, v in node.value:
@@ -68,6 +89,10 @@ def _key_lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
                 raise YamlProblem(f"{where}: duplicate key (line {k.start_mark.line + 1})", k.start_mark.line + 1)
             seen.add(name)
             out[path + (name,)] = k.start_mark.line + 1
+            if (value := _key_value(k)) is not _NO_VALUE:
+                # pydantic locates such a key by its value, or by str() of one it cannot (None)
+                out.setdefault(path + (value,), k.start_mark.line + 1)
+                out.setdefault(path + (str(value),), k.start_mark.line + 1)
             _key_lines(v, path + (name,), out)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):

@@ -43,8 +43,9 @@ def left_out_of_the_upload(spec_path: str, working_dir: str) -> str | None:
         # the spec is in (docs/results/…, not the top-level results/ a reader thinks of).
         hit = next((i for i, part in enumerate(parts[:-1]) if fnmatch(part, name)), None)
         if hit is not None:
+            which = "matching" if any(c in name for c in "*?[") else "named"
             return (f"it lies in {'/'.join(parts[:hit + 1])}/, and the upload of {working_dir} leaves out "
-                    f"every folder named {name!r}")
+                    f"every folder {which} {name!r}")
     try:
         ignored = subprocess.run(["git", "-C", working_dir, "check-ignore", "-q", rel],
                                  capture_output=True, timeout=30).returncode == 0

@@ -8,7 +8,7 @@ from .integrity import verify_main
 from .query import query_main
 
 USAGE = ('usage: python -m edgesweep.storage query ROOT "SQL" '
-         '[--format table|csv|parquet|json] [--output FILE] [--skip-bad-files]\n'
+         '[--format table|csv|parquet|json] [--output FILE] [--skip-bad-files] [--max-rows N]\n'
          '       python -m edgesweep.storage verify ROOT [--quick] [--quiet]')
 
 

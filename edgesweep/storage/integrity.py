@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow.fs as pafs
 
+from .arguments import path_argument
 from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs, unlisted_folders
 from .completeness import shortfall, snapshot_every
 from .errors import StorageError, StorageWarning
@@ -246,7 +247,7 @@ def verify_main(argv: list[str] | None = None) -> int:
         description="Check every stored file under ROOT: present, complete and unchanged since "
                     "it was sealed (records, sha256, page checksums). One line per problem, "
                     "then a summary; exit status 1 on any damage.")
-    p.add_argument("root", metavar="ROOT", help="storage root (path, file://, s3:// or gs:// URI), "
+    p.add_argument("root", metavar="ROOT", type=path_argument, help="storage root (path, file://, s3:// or gs:// URI), "
                    "or one sweep's folder")
     p.add_argument("--quick", action="store_true",
                    help="skip decoding every page (records, sizes, footers and sha256 only)")

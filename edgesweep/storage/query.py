@@ -22,6 +22,7 @@ import warnings
 
 import polars as pl
 
+from .arguments import path_argument, utf8_argument
 from .checks import holds_a_table, inspect_table, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
@@ -136,12 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="edgesweep query",
         description="Run SQL (Polars dialect) over an edgesweep storage root. Tables: "
                     + ", ".join(TABLES) + "; every table has a 'sweep' column.")
-    p.add_argument("root", metavar="ROOT", help="storage root (path, file://, s3:// or gs:// URI), "
+    p.add_argument("root", metavar="ROOT", type=path_argument, help="storage root (path, file://, s3:// or gs:// URI), "
                    "or one sweep's folder")
-    p.add_argument("sql", metavar="SQL", help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
+    p.add_argument("sql", metavar="SQL", type=utf8_argument("SQL"), help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --output's extension "
                    "— " + ", ".join(SUFFIX_FORMATS) + " — else table); json writes ±inf and NaN as null")
-    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout "
+    p.add_argument("--output", "-o", metavar="FILE", type=path_argument, help="write to FILE instead of stdout "
                    "(required for parquet)")
     p.add_argument("--skip-bad-files", action="store_true",
                    help="skip corrupt or foreign files with a warning instead of failing")
