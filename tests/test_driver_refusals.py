@@ -219,3 +219,27 @@ def test_the_resume_command_keeps_the_storage_override():
     assert resume_command("sweeps/demo.yaml", None) == "edgesweep run sweeps/demo.yaml --resume"
     assert resume_command("my sweep.yaml", "/data/r oot") == \
         "edgesweep run 'my sweep.yaml' --resume --storage '/data/r oot'"
+
+
+def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_path):
+    """A disk that filled while Tune wrote its experiment state leaves the newest state file cut
+    short; Tune then *restarts the experiment* (every trial anew beside the stored rows) and the
+    driver failed with a KeyError in its trial names. Refused before any cluster starts, naming
+    the file; an intact older state file beside it does not hide the damaged newest one."""
+    import fnmatch
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from edgesweep.platform.driver import TUNE_STATE
+
+    assert fnmatch.fnmatch(TuneController.CKPT_FILE_TMPL.format("2026-12-07_16-59-32"), TUNE_STATE)
+    spec = _spec(tmp_path)
+    tune_dir = tmp_path / "results" / "synth" / "_tune"
+    tune_dir.mkdir(parents=True)
+    (tune_dir / "tuner.pkl").write_bytes(b"")  # what Tune.can_restore looks for; never read here
+    (tune_dir / "experiment_state-2026-12-07_16-59-01.json").write_text('{"trial_data": []}')
+    damaged = tune_dir / "experiment_state-2026-12-07_16-59-32.json"
+    damaged.write_text('{"trial_data": [["{\\"trial_id\\": \\"mod_add')
+    with pytest.raises(SpecError, match=f"--resume: Tune's state {damaged} is damaged \\(JSONDecodeError: "
+                                        ".*so this sweep cannot be resumed"):
+        run_sweep(spec, resume=True)

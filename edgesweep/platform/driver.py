@@ -8,8 +8,11 @@ are recorded in the ``trials`` table with their error, and the aggregation + rep
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import math
 import os
+import posixpath
 import shlex
 import signal
 import socket
@@ -316,6 +319,34 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
                         "under another name or storage")
 
 
+#: Tune's experiment state in the experiment folder, one JSON file per driver start; a resume
+#: reads the newest (ray.tune.execution.tune_controller.TuneController.CKPT_FILE_TMPL, checked
+#: against Ray's own template by a test). The search state beside it is a pickle, not JSON.
+TUNE_STATE = "experiment_state-*.json"
+
+
+def check_tune_state(spec: SweepSpec, root, exp_path: str) -> None:
+    """Refuse a resume whose newest Tune state file is damaged (cut short by a disk that filled,
+    a copy that stopped) before a cluster starts: Tune meets one by *starting the experiment
+    again* — every trial anew beside the stored rows — and the driver then failed in its trial
+    names with a KeyError. The message names the file and what can still be done."""
+    files = [i for i in root.list_files(exp_path) if posixpath.dirname(i.path) == exp_path.rstrip("/")]
+    states = sorted(i.base_name for i in files if fnmatch.fnmatch(i.base_name, TUNE_STATE))
+    if not states:
+        return  # nothing Tune could resume: the caller's can_restore check says so
+    newest = posixpath.join(exp_path, states[-1])
+    try:
+        json.loads(root.read_bytes(newest))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        # An older state file is no way back either: it names checkpoints Tune has since
+        # deleted (num_to_keep), and its unfinished trials fail on them (tried).
+        raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(newest)} is damaged "
+                        f"({type(exc).__name__}: {exc}), so this sweep cannot be resumed: Tune would start "
+                        "every trial again beside the stored rows. Those rows are intact (`edgesweep verify` "
+                        "checks them, `edgesweep aggregate` summarises what finished; `edgesweep status` "
+                        "lists the unfinished trials, which a new sweep under another name can run)") from None
+
+
 def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
               address: str | None = None, aggregate: bool = True,
               max_trials: int = DEFAULT_MAX_TRIALS, resource_timeout: float | None = None) -> int:
@@ -351,6 +382,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                             f"({', '.join(tables)}) but no sweep state to resume; this run would mix its trials "
                             "with them. Use another name/storage, or `edgesweep aggregate` to summarise them")
     else:
+        check_tune_state(spec, root, exp_path)
         _check_resumed_spec(spec, sweep_path)
 
     # Settings from the environment, checked before a cluster starts (a NaN would wait forever).
