@@ -171,12 +171,13 @@ def test_watch_stops_when_the_driver_is_gone_and_says_how_to_continue(tmp_path, 
             proc.kill()
     rest = out.rest()
     assert f"stopped watching: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished" in rest
-    assert "--resume` continues it" in rest
+    assert f"--resume --storage {root}` continues it" in rest
     # one look without --watch says the same (exit 0: it showed what it was asked to show)
     buf = io.StringIO()
     assert status_main(str(sweep), out=buf) == 0
     assert (f"note: the driver ended at {alive.ended_at} (interrupted), and 1 trial(s) are not finished: nothing "
-            "is running them; `edgesweep run SWEEP.yaml --resume` continues it") in buf.getvalue()
+            f"is running them; `edgesweep run SPEC.yaml --resume --storage {root}` continues it (SPEC.yaml: the spec "
+            f"sweep '{synth.SWEEP}' was started with)") in buf.getvalue()
 
 
 def test_watch_of_a_sweep_without_driver_record_stops_when_every_worker_is_gone(tmp_path, synth):
@@ -213,8 +214,8 @@ def test_watch_of_a_sweep_without_driver_record_stops_when_every_worker_is_gone(
                          text=True, cwd=REPO, timeout=TIMEOUT)
     assert res.returncode == 1, res.stdout + res.stderr
     assert ("stopped watching: the sweep has no driver record (_driver.json) and every unfinished trial's "
-            "worker is gone, and 1 trial(s) are not finished; `edgesweep run SWEEP.yaml --resume` continues it"
-            in res.stdout), res.stdout
+            f"worker is gone, and 1 trial(s) are not finished; `edgesweep run SPEC.yaml --resume --storage {root}` "
+            "continues it" in res.stdout), res.stdout
 
 
 def _write_tune_state(sweep, statuses: dict[str, str]) -> None:

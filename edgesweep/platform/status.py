@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
 import warnings
@@ -489,7 +490,7 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
         if view.stalled:  # one look: the same news, without the watch's exit status
             left = sum(1 for t in view.trials if not t.done)
             print(f"note: {view.driver_gone}, and {left} trial(s) are not finished: nothing is running them; "
-                  "`edgesweep run SWEEP.yaml --resume` continues it", file=out)
+                  f"{resume_hint(view)}", file=out)
         return 0
     tty = out.isatty() and not plain
     try:
@@ -522,13 +523,22 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
     return _stalled(view, out)
 
 
+def resume_hint(view: SweepView) -> str:
+    """How to continue a stalled sweep: its spec with --resume, and --storage set to the root
+    the sweep lies in (status knows the root, not which spec file started it, nor whether that
+    spec's own storage points here: a sweep moved, or started with --storage, needs it)."""
+    root = view.uri.rsplit("/", 1)[0] or "/"
+    return (f"`edgesweep run SPEC.yaml --resume --storage {shlex.quote(root)}` continues it "
+            f"(SPEC.yaml: the spec sweep {view.sweep!r} was started with)")
+
+
 def _stalled(view: SweepView, out) -> int:
     """The end of a watch: 0 for a finished sweep; 1, with what to do, for a stalled one."""
     if not view.stalled:
         return 0
     left = sum(1 for t in view.trials if not t.done)
-    print(f"stopped watching: {view.driver_gone}, and {left} trial(s) are not finished; "
-          f"`edgesweep run SWEEP.yaml --resume` continues it", file=out)
+    print(f"stopped watching: {view.driver_gone}, and {left} trial(s) are not finished; {resume_hint(view)}",
+          file=out)
     out.flush()
     return 1
 
