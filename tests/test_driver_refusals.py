@@ -243,3 +243,29 @@ def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_pat
     with pytest.raises(SpecError, match=f"--resume: Tune's state {damaged} is damaged \\(JSONDecodeError: "
                                         ".*so this sweep cannot be resumed"):
         run_sweep(spec, resume=True)
+
+
+def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):
+    """`run --address HOST:PORT` with no Ray head there: one line naming the address, exit 2,
+    before Ray is started or joined (ray.init kept retrying for minutes, with only its own
+    warnings: an operations probe gave up on it after 90 s)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from netports import free_port
+
+    from edgesweep.platform.driver import check_ray_address
+
+    addr = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "edgesweep", "run", _spec(tmp_path), "--address", addr],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"edgesweep run: error: ConnectionError: Ray at {addr}: nothing answers there"), proc.stderr
+    assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
+    for left_to_ray in ("auto", "local", "ray://127.0.0.1:1", "no-port-here"):
+        check_ray_address(left_to_ray)  # not ours to judge: no error here

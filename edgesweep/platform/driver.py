@@ -133,6 +133,24 @@ def check_storage_writable(spec: SweepSpec, storage: str) -> None:
         raise SpecError(f"{spec.source}: storage: cannot write to {storage}/{spec.name}: {exc}") from None
 
 
+def check_ray_address(addr: str, timeout_s: float = 10.0) -> None:
+    """A host:port given as the cluster (--address, RAY_ADDRESS) that nothing answers on fails
+    here, in seconds, with one line: ray.init keeps retrying its connection for minutes and
+    prints only its own warnings. ``auto``, ``local`` and ``ray://`` addresses are Ray's to resolve."""
+    if addr in ("auto", "local") or "://" in addr:
+        return
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # Ray names a malformed address itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"Ray at {addr}: nothing answers there ({exc.strerror or exc}); start the cluster's "
+                              "head (`ray start --head`) or give its address: host:port of its GCS, port 6379 "
+                              "by default") from None
+
+
 def connect_ray(address: str | None):
     import ray
     if ray.is_initialized():
@@ -140,6 +158,7 @@ def connect_ray(address: str | None):
     addr = address or os.environ.get("RAY_ADDRESS")
     if addr:
         _log(f"connecting to Ray at {addr}")
+        check_ray_address(addr)
         ray.init(address=addr)
     else:
         # "local" never attaches to a stale cluster recorded in /tmp/ray.
