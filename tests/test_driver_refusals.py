@@ -269,3 +269,27 @@ def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):
     assert "Traceback" not in proc.stderr and time.monotonic() - t0 < 60
     for left_to_ray in ("auto", "local", "ray://127.0.0.1:1", "no-port-here"):
         check_ray_address(left_to_ray)  # not ours to judge: no error here
+
+
+def test_a_driver_record_that_cannot_be_closed_is_a_warning_not_the_runs_last_word(tmp_path, monkeypatch, capsys):
+    """At the end of a run whose storage failed (a full disk), closing the driver record fails
+    too: that was raised, and the run's summary, failures and resume command were never printed
+    (an operations probe). Here a real failed write: a folder stands where the record goes."""
+    import shutil
+
+    from edgesweep.platform import driver
+    from edgesweep.storage.sweep import SweepPath
+
+    monkeypatch.setattr(driver, "CLAIM_SETTLE_S", 0.0)
+    (tmp_path / "results" / "synth").mkdir(parents=True)
+    spec, sp = load_spec(_spec(tmp_path)), SweepPath.parse(str(tmp_path / "results" / "synth"))
+    heartbeat = driver._Heartbeat(sp, spec, resume=False)
+    record = tmp_path / "results" / "synth" / "_driver.json"
+    assert json.loads(record.read_text())["ended_at"] is None
+    record.unlink()
+    (record / "in-the-way").mkdir(parents=True)
+    heartbeat.end("finished", {"finished": 2})
+    assert "WARNING: the driver record could not be closed" in capsys.readouterr().out
+    shutil.rmtree(record)
+    heartbeat.end("finished", {"finished": 2})  # and once storage works again, it is closed
+    assert json.loads(record.read_text())["outcome"] == "finished"

@@ -300,8 +300,15 @@ class _Heartbeat:
             _log(f"WARNING: driver heartbeat not written: {exc}")
 
     def end(self, outcome: str, counts: dict) -> None:
+        """Close the record with the outcome. A failed write is logged, not raised: it comes at
+        the end of a run whose storage just failed (a full disk), and raising it here cost the
+        run its summary, its failures and its resume command (and, on error, its own exception)."""
         self.rec.end(outcome, counts)
-        write_driver_record(self.sp, self.rec)
+        try:
+            write_driver_record(self.sp, self.rec)
+        except (StorageError, OSError) as exc:
+            _log(f"WARNING: the driver record could not be closed ({exc}); `edgesweep status` calls this "
+                 "driver gone once its last heartbeat is old")
 
 
 def resume_command(spec_source: str | os.PathLike, storage: str | None) -> str:
