@@ -480,7 +480,9 @@ def status_main(path: str, watch: bool = False, interval: float = 5.0, plain: bo
                 print(f"edgesweep status: error: {exc}", file=sys.stderr)
                 return 2
             if not waiting:  # a sweep submitted as a job may not have written anything yet
-                print(f"edgesweep status: {exc}; waiting for it to start (Ctrl-C to stop)", file=out, flush=True)
+                print(f"edgesweep status: {exc}; waiting for it to start (Ctrl-C to stop; a job that failed "
+                      "before its driver wrote anything leaves nothing here: `ray job logs JOB_ID` says why)",
+                      file=out, flush=True)
                 waiting = True
             time.sleep(interval)
     if not watch or view.finished or view.stalled:
