@@ -28,7 +28,8 @@ from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, CheckedSweep, column,
 from ..storage import StorageError, SweepPath, write_table
 from ..workloads.catalog import family
 from .aggregate import _jsonable
-from .report import CRITERION_HEADER, CRITERION_MISSING, CRITERION_TEXT, DETECTION_HEADER, _png, criterion_rows, detection_rows
+from .report import (CRITERION_HEADER, CRITERION_MISSING, CRITERION_TEXT, DETECTION_HEADER, _png, criterion_rows,
+                     detection_rows)
 
 __all__ = ["run_detection", "detect_main", "detection_text"]
 

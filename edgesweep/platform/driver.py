@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from ..storage.checks import holds_a_table
 from ..storage.errors import StorageError
-from ..storage.fs import env_seconds, resolve_root
+from ..storage.fs import Root, env_seconds, resolve_root
 from ..storage.liveness import (STALE_HEARTBEATS, DriverRecord, driver_gone, read_driver_record,
                                  write_driver_record)
 from ..storage.integrity import DRIVER_FILES
@@ -351,7 +351,7 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
 TUNE_STATE = "experiment_state-*.json"
 
 
-def check_tune_state(spec: SweepSpec, root, exp_path: str) -> None:
+def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
     """Refuse a resume whose newest Tune state file is damaged (cut short by a disk that filled,
     a copy that stopped) before a cluster starts: Tune meets one by *starting the experiment
     again* — every trial anew beside the stored rows — and the driver then failed in its trial

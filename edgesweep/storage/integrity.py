@@ -247,8 +247,8 @@ def verify_main(argv: list[str] | None = None) -> int:
         description="Check every stored file under ROOT: present, complete and unchanged since "
                     "it was sealed (records, sha256, page checksums). One line per problem, "
                     "then a summary; exit status 1 on any damage.")
-    p.add_argument("root", metavar="ROOT", type=path_argument, help="storage root (path, file://, s3:// or gs:// URI), "
-                   "or one sweep's folder")
+    p.add_argument("root", metavar="ROOT", type=path_argument,
+                   help="storage root (path, file://, s3:// or gs:// URI), or one sweep's folder")
     p.add_argument("--quick", action="store_true",
                    help="skip decoding every page (records, sizes, footers and sha256 only)")
     p.add_argument("--quiet", "-q", action="store_true",

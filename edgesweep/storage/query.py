@@ -137,9 +137,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="edgesweep query",
         description="Run SQL (Polars dialect) over an edgesweep storage root. Tables: "
                     + ", ".join(TABLES) + "; every table has a 'sweep' column.")
-    p.add_argument("root", metavar="ROOT", type=path_argument, help="storage root (path, file://, s3:// or gs:// URI), "
-                   "or one sweep's folder")
-    p.add_argument("sql", metavar="SQL", type=utf8_argument("SQL"), help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
+    p.add_argument("root", metavar="ROOT", type=path_argument,
+                   help="storage root (path, file://, s3:// or gs:// URI), or one sweep's folder")
+    p.add_argument("sql", metavar="SQL", type=utf8_argument("SQL"),
+                   help='e.g. "SELECT workload, count(*) FROM features GROUP BY 1"')
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --output's extension "
                    "— " + ", ".join(SUFFIX_FORMATS) + " — else table); json writes ±inf and NaN as null")
     p.add_argument("--output", "-o", metavar="FILE", type=path_argument, help="write to FILE instead of stdout "
