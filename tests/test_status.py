@@ -270,7 +270,8 @@ def test_watch_does_not_wait_for_an_unknown_trial_that_tune_does_not_run(tmp_pat
 
 def test_status_reads_on_past_a_damaged_part_and_names_it(tmp_path, synth):
     """A part whose bytes differ from its seal is skipped (the rest of the sweep is shown), and
-    the note names the file, as aggregate does."""
+    the note names the file, as aggregate does; its finished trial shows as `incomplete`, as
+    the runs table has it (it showed `completed`, with blanks where the damaged rows were)."""
     path = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"], synth.BY_ID["B_sub_wd1_s137"]])
     part = sorted((tmp_path / "results").rglob("features/**/B_sub_wd1_s137*.parquet"))[0]
     data = bytearray(part.read_bytes())
@@ -280,7 +281,10 @@ def test_status_reads_on_past_a_damaged_part_and_names_it(tmp_path, synth):
     assert status_main(path, out=buf) == 0
     notes = [ln for ln in buf.getvalue().splitlines() if ln.startswith("note: 1 unreadable file(s) skipped")]
     assert len(notes) == 1 and str(part) in notes[0] and "sha256 mismatch" in notes[0], buf.getvalue()
-    assert parse_rows(buf.getvalue(), {"A_add_wd1_s42"})["A_add_wd1_s42"]["grok"] == "3000"
+    rows = parse_rows(buf.getvalue(), {"A_add_wd1_s42", "B_sub_wd1_s137"})
+    assert rows["A_add_wd1_s42"]["grok"] == "3000" and rows["A_add_wd1_s42"]["status"] == "completed"
+    assert rows["B_sub_wd1_s137"]["status"] == "incomplete", buf.getvalue()
+    assert buf.getvalue().startswith(f"{synth.SWEEP}: 2/2 done (1 incomplete)"), buf.getvalue()
 
 
 def test_status_errors_name_the_path(tmp_path, capsys):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import shlex
 import sys
 import time
@@ -45,12 +46,16 @@ import pyarrow.fs as pafs
 
 from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
+from ..storage.layout import parse_part_name, parse_trial_file_name
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
-FINAL = FINISHED + ("failed",)
+#: A finished trial with a damaged or missing file: `aggregate` leaves it out of the counts as
+#: ``incomplete`` (analysis.record.INCOMPLETE), and the live view says the same.
+DAMAGED = "incomplete"
+FINAL = FINISHED + ("failed", DAMAGED)
 #: Tune's trial statuses → ours, for trials the tables do not know yet.
 TUNE_STATUS = {"PENDING": "pending", "RUNNING": "starting", "PAUSED": "paused", "TERMINATED": "completed",
                "ERROR": "failed"}
@@ -215,6 +220,19 @@ def _no_driver_left(trials: list[TrialView]) -> str | None:
     return None
 
 
+def _trials_of(skipped: list[str]) -> set[str]:
+    """The trials that skipped files belong to, from the files' names (a part
+    ``<trial>.c001.s…parquet``, a trials file ``<trial>.parquet``); each line starts with the
+    file's path, then ``: `` and the problem."""
+    out = set()
+    for line in skipped:
+        name = posixpath.basename(line.split(": ", 1)[0])
+        part = parse_part_name(name)
+        if (tid := part.trial_id if part is not None else parse_trial_file_name(name)) is not None:
+            out.add(tid)
+    return out
+
+
 class SweepWatcher:
     """Polls one sweep folder; remembers what it saw to measure steps/s and to cache the event
     rows of finished trials (they cannot change)."""
@@ -251,6 +269,11 @@ class SweepWatcher:
                 notes.append(f"{len(skipped)} unreadable file(s) skipped: {skipped[0]}"
                              + (f" (and {len(skipped) - 1} more: `edgesweep verify` lists them)" if len(skipped) > 1
                                 else ""))
+                # A finished trial's files no longer change: one that cannot be read is damage,
+                # not a race with compaction. Running trials keep their status.
+                for tid in _trials_of(skipped):
+                    if tid in views and views[tid].status in FINISHED + ("failed",):
+                        views[tid].status = DAMAGED
         elif not tune:
             raise missing  # and no Tune state either
         for tid, t in (tune or {}).items():
@@ -372,11 +395,11 @@ def summary_line(v: SweepView) -> str:
     done = sum(n for s, n in c.items() if s in FINAL)
     total = v.planned if v.planned is not None else len(v.trials)
     others = ", ".join(f"{n} {s}" for s, n in sorted(c.items()) if s not in FINAL)
-    failed = c.get("failed", 0)
+    bad = ", ".join(f"{c[s]} {s}" for s in ("failed", DAMAGED) if c.get(s))
     groks = sum(t.grok_step is not None for t in v.trials)
     alarms = sum(t.alarm_step is not None for t in v.trials)
     eta = "finished" if v.finished else f"ETA ≤ {_dur(v.eta_s)}"
-    return (f"{v.sweep}: {done}/{total} done" + (f" ({failed} failed)" if failed else "")
+    return (f"{v.sweep}: {done}/{total} done" + (f" ({bad})" if bad else "")
             + (f", {others}" if others else "") + f" | {v.throughput:,.0f} steps/s | groks {groks}, "
             f"alarms {alarms} | {eta}")
 
@@ -399,9 +422,8 @@ def rich_view(v: SweepView, max_rows: int):
                   title_justify="left", expand=False, pad_edge=False)
     for i, name in enumerate(COLUMNS):
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
-    style = {"running": "bold", "completed": "green", "stopped": "green", "failed": "red", "diverged": "red",
-             "interrupted": "yellow",
-             "pending": "dim"}
+    style = {"running": "bold", "completed": "green", "stopped": "green", "failed": "red", DAMAGED: "red",
+             "diverged": "red", "interrupted": "yellow", "pending": "dim"}
     shown = v.trials[:max_rows]
     for t in shown:
         table.add_row(*cells(t), style=style.get(t.status))
