@@ -221,28 +221,41 @@ def test_the_resume_command_keeps_the_storage_override():
         "edgesweep run 'my sweep.yaml' --resume --storage '/data/r oot'"
 
 
-def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_path):
-    """A disk that filled while Tune wrote its experiment state leaves the newest state file cut
-    short; Tune then *restarts the experiment* (every trial anew beside the stored rows) and the
-    driver failed with a KeyError in its trial names. Refused before any cluster starts, naming
-    the file; an intact older state file beside it does not hide the damaged newest one."""
+@pytest.mark.parametrize("damaged", ["experiment_state-2026-12-07_16-59-32.json", "tuner.pkl",
+                                     "basic-variant-state-2026-12-07_16-59-32.json"])
+def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_path, damaged):
+    """A disk that filled while Tune wrote its state leaves the newest file cut short. A cut
+    experiment state made Tune *restart the experiment* (every trial anew beside the stored
+    rows) and the driver fail with a KeyError in its trial names; a cut pickle (the Tuner, the
+    grid's search state) ended in Tune's unpickling traceback. Refused before any cluster
+    starts, naming the file; intact older files beside it do not hide a damaged newest one."""
     import fnmatch
+    import pickle
 
     from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from edgesweep.platform.driver import TUNE_STATE
+    from edgesweep.platform.driver import TUNE_PICKLES, TUNE_STATE, check_tune_state
+    from edgesweep.storage.fs import resolve_root
 
     assert fnmatch.fnmatch(TuneController.CKPT_FILE_TMPL.format("2026-12-07_16-59-32"), TUNE_STATE)
+    assert fnmatch.fnmatch(BasicVariantGenerator.CKPT_FILE_TMPL.format("2026-12-07_16-59-32"), TUNE_PICKLES[1])
     spec = _spec(tmp_path)
     tune_dir = tmp_path / "results" / "synth" / "_tune"
     tune_dir.mkdir(parents=True)
-    (tune_dir / "tuner.pkl").write_bytes(b"")  # what Tune.can_restore looks for; never read here
-    (tune_dir / "experiment_state-2026-12-07_16-59-01.json").write_text('{"trial_data": []}')
-    damaged = tune_dir / "experiment_state-2026-12-07_16-59-32.json"
-    damaged.write_text('{"trial_data": [["{\\"trial_id\\": \\"mod_add')
-    with pytest.raises(SpecError, match=f"--resume: Tune's state {damaged} is damaged \\(JSONDecodeError: "
-                                        ".*so this sweep cannot be resumed"):
+    state, pickled = json.dumps({"trial_data": [["{}", "{}"]]}).encode(), pickle.dumps({"trials": list(range(50))})
+    files = {"tuner.pkl": pickled}
+    for stamp in ("2026-12-07_16-59-01", "2026-12-07_16-59-32"):
+        files[f"experiment_state-{stamp}.json"] = state
+        files[f"basic-variant-state-{stamp}.json"] = pickled
+    for name, data in files.items():
+        (tune_dir / name).write_bytes(data[: len(data) // 2] if name == damaged else data)
+    with pytest.raises(SpecError, match=f"--resume: Tune's state {tune_dir / damaged} is damaged "
+                                        r"\((JSONDecodeError|ValueError): .*so this sweep cannot be resumed"):
         run_sweep(spec, resume=True)
+    (tune_dir / damaged).write_bytes(files[damaged])  # whole again: nothing to refuse
+    root = resolve_root(str(tmp_path / "results"))
+    check_tune_state(load_spec(spec), root, root.path("synth", "_tune"))
 
 
 def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):

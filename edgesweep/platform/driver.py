@@ -12,6 +12,7 @@ import fnmatch
 import json
 import math
 import os
+import pickletools
 import posixpath
 import shlex
 import signal
@@ -345,32 +346,49 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
                         "under another name or storage")
 
 
-#: Tune's experiment state in the experiment folder, one JSON file per driver start; a resume
-#: reads the newest (ray.tune.execution.tune_controller.TuneController.CKPT_FILE_TMPL, checked
-#: against Ray's own template by a test). The search state beside it is a pickle, not JSON.
+#: What a resume reads from Tune's experiment folder, newest file of each pattern: the
+#: experiment state (JSON, one file per driver start; TuneController.CKPT_FILE_TMPL, checked
+#: against Ray's template by a test), the Tuner itself and the grid's search state (pickles;
+#: BasicVariantGenerator.CKPT_FILE_TMPL, a pickle despite its .json name).
 TUNE_STATE = "experiment_state-*.json"
+TUNE_PICKLES = ("tuner.pkl", "basic-variant-state-*.json")
+
+
+def _unreadable(data: bytes, pickled: bool) -> str | None:
+    """Why ``data`` is not a whole JSON document or pickle; None when it is. A pickle is walked
+    opcode by opcode (pickletools), which builds no object and imports nothing."""
+    try:
+        if pickled:
+            for _ in pickletools.genops(data):
+                pass
+        else:
+            json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
-    """Refuse a resume whose newest Tune state file is damaged (cut short by a disk that filled,
-    a copy that stopped) before a cluster starts: Tune meets one by *starting the experiment
-    again* — every trial anew beside the stored rows — and the driver then failed in its trial
-    names with a KeyError. The message names the file and what can still be done."""
-    files = [i for i in root.list_files(exp_path) if posixpath.dirname(i.path) == exp_path.rstrip("/")]
-    states = sorted(i.base_name for i in files if fnmatch.fnmatch(i.base_name, TUNE_STATE))
-    if not states:
-        return  # nothing Tune could resume: the caller's can_restore check says so
-    newest = posixpath.join(exp_path, states[-1])
-    try:
-        json.loads(root.read_bytes(newest))
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        # An older state file is no way back either: it names checkpoints Tune has since
-        # deleted (num_to_keep), and its unfinished trials fail on them (tried).
-        raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(newest)} is damaged "
-                        f"({type(exc).__name__}: {exc}), so this sweep cannot be resumed: Tune would start "
-                        "every trial again beside the stored rows. Those rows are intact (`edgesweep verify` "
-                        "checks them, `edgesweep aggregate` summarises what finished; `edgesweep status` "
-                        "lists the unfinished trials, which a new sweep under another name can run)") from None
+    """Refuse a resume whose Tune state is damaged (cut short by a disk that filled, a copy that
+    stopped) before a cluster starts. Tune meets a damaged experiment state by *starting the
+    experiment again* — every trial anew beside the stored rows — and the driver then failed in
+    its trial names with a KeyError; a damaged pickle ended in Tune's unpickling traceback.
+    The message names the file and what can still be done."""
+    names = sorted(posixpath.basename(i.path) for i in root.list_files(exp_path)
+                   if posixpath.dirname(i.path) == exp_path.rstrip("/"))
+    for pattern, pickled in [(TUNE_STATE, False)] + [(p, True) for p in TUNE_PICKLES]:
+        matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if not matching:
+            continue  # nothing Tune could resume is the caller's can_restore check
+        newest = posixpath.join(exp_path, matching[-1])
+        problem = _unreadable(root.read_bytes(newest), pickled)
+        if problem is not None:
+            # An older state file is no way back either: it names checkpoints Tune has since
+            # deleted (num_to_keep), and its unfinished trials fail on them (tried).
+            raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(newest)} is damaged ({problem}), "
+                            "so this sweep cannot be resumed. Its stored rows are intact (`edgesweep verify` "
+                            "checks them, `edgesweep aggregate` summarises what finished; `edgesweep status` "
+                            "lists the unfinished trials, which a new sweep under another name can run)")
 
 
 def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
