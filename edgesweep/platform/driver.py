@@ -463,41 +463,47 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
     heartbeat = _Heartbeat(sweep_path, spec, resume)  # refuses if another driver runs it
-    if not resume:  # what a later --resume compares its spec with (spec_record.py)
-        sweep_path.write_bytes(SPEC_RECORD, spec_record(spec))
-    callbacks = [_progress_callback(len(spec.trials), every_s=30.0, heartbeat=heartbeat)] + trackers
-    if resume:
-        _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=fs)
-        try:  # Tune does not persist callbacks; re-attach the progress view (private in Ray 2.60)
-            tuner._local_tuner._run_config.callbacks = callbacks
-        except AttributeError:
-            _log("(progress view unavailable when resuming with this Ray version)")
-    else:
-        run_config = tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=root.path(spec.name),
-            storage_filesystem=fs,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=0,
-            callbacks=callbacks,
-        )
-        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
-        reuse = reuse_workers(alive, looks_autoscaling(), os.environ.get("EDGESWEEP_REUSE_WORKERS"))
-        param_space = {"trial": tune.grid_search([t.as_dict() for t in spec.trials]),
-                       "sweep": {"name": spec.name, "storage": storage_uri,
-                                 "cpus_per_trial": spec.trial_resources["cpu"]}}
-        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
-                           tune_config=tune.TuneConfig(
-                               trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-                               trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-                               # On one node a finished trial's worker runs the next one: no
-                               # process start and no torch import per trial (seconds each on a
-                               # busy CPU); each trial sets its own seeds and threads
-                               # (trainable.run_trial). Off on clusters (resources.reuse_workers).
-                               reuse_actors=reuse))
+    # From the claim on, a failure closes the record with it (a damaged state Tune cannot
+    # unpickle, a storage error): left open, it names this driver until its pid is gone.
+    try:
+        if not resume:  # what a later --resume compares its spec with (spec_record.py)
+            sweep_path.write_bytes(SPEC_RECORD, spec_record(spec))
+        callbacks = [_progress_callback(len(spec.trials), every_s=30.0, heartbeat=heartbeat)] + trackers
+        if resume:
+            _log("resuming: finished trials are kept, unfinished and errored ones continue from their checkpoints")
+            tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=fs)
+            try:  # Tune does not persist callbacks; re-attach the progress view (private in Ray 2.60)
+                tuner._local_tuner._run_config.callbacks = callbacks
+            except AttributeError:
+                _log("(progress view unavailable when resuming with this Ray version)")
+        else:
+            run_config = tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=root.path(spec.name),
+                storage_filesystem=fs,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+                callbacks=callbacks,
+            )
+            alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+            reuse = reuse_workers(alive, looks_autoscaling(), os.environ.get("EDGESWEEP_REUSE_WORKERS"))
+            param_space = {"trial": tune.grid_search([t.as_dict() for t in spec.trials]),
+                           "sweep": {"name": spec.name, "storage": storage_uri,
+                                     "cpus_per_trial": spec.trial_resources["cpu"]}}
+            tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
+                               tune_config=tune.TuneConfig(
+                                   trial_name_creator=lambda t: t.config["trial"]["trial_id"],
+                                   trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
+                                   # On one node a finished trial's worker runs the next one: no
+                                   # process start and no torch import per trial (seconds each on a
+                                   # busy CPU); each trial sets its own seeds and threads
+                                   # (trainable.run_trial). Off on clusters (resources.reuse_workers).
+                                   reuse_actors=reuse))
+    except BaseException as exc:
+        heartbeat.end(f"error: {type(exc).__name__}", {})
+        raise
     keep_credentials_out_of_runtime_envs()  # Tune would write them into Ray's logs (secrets.py)
     t0 = time.time()
     # SIGTERM (`ray job stop`, a scheduler, `kill`) stops the sweep as Ctrl-C does: Tune's
