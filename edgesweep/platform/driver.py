@@ -374,8 +374,7 @@ def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
     experiment again* — every trial anew beside the stored rows — and the driver then failed in
     its trial names with a KeyError; a damaged pickle ended in Tune's unpickling traceback.
     The message names the file and what can still be done."""
-    names = sorted(posixpath.basename(i.path) for i in root.list_files(exp_path)
-                   if posixpath.dirname(i.path) == exp_path.rstrip("/"))
+    names = sorted(i.base_name for i in root.list_files(exp_path, recursive=False))  # not the trials' folders
     for pattern, pickled in [(TUNE_STATE, False)] + [(p, True) for p in TUNE_PICKLES]:
         matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
         if not matching:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 import shlex
 import sys
 import time
@@ -42,11 +41,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import polars as pl
-import pyarrow.fs as pafs
 
 from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
-from ..storage.layout import parse_part_name, parse_trial_file_name
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
 
@@ -169,8 +166,7 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
     """{trial_id: {"status", "config", "step", "steps_per_s"}} from Tune's newest experiment
     state in ``<sweep>/_tune``, or None when there is none or it cannot be read."""
     try:
-        infos = sp.root.fs.get_file_info(pafs.FileSelector(sp.file("_tune"), recursive=False,
-                                                           allow_not_found=True))
+        infos = sp.root.list_files(sp.file("_tune"), recursive=False)
         states = sorted((i for i in infos if i.base_name.startswith("experiment_state-")
                          and i.base_name.endswith(".json")), key=lambda i: i.base_name)
         if not states:
@@ -220,19 +216,6 @@ def _no_driver_left(trials: list[TrialView]) -> str | None:
     return None
 
 
-def _trials_of(skipped: list[str]) -> set[str]:
-    """The trials that skipped files belong to, from the files' names (a part
-    ``<trial>.c001.s…parquet``, a trials file ``<trial>.parquet``); each line starts with the
-    file's path, then ``: `` and the problem."""
-    out = set()
-    for line in skipped:
-        name = posixpath.basename(line.split(": ", 1)[0])
-        part = parse_part_name(name)
-        if (tid := part.trial_id if part is not None else parse_trial_file_name(name)) is not None:
-            out.add(tid)
-    return out
-
-
 class SweepWatcher:
     """Polls one sweep folder; remembers what it saw to measure steps/s and to cache the event
     rows of finished trials (they cannot change)."""
@@ -263,15 +246,15 @@ class SweepWatcher:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", StorageWarning)
                 views = self._from_tables(now, tune or {}, driver)
-            skipped = list(dict.fromkeys(str(w.message).removeprefix("skipping ") for w in caught
-                                           if issubclass(w.category, StorageWarning)))
+            warned = [w.message for w in caught if isinstance(w.message, StorageWarning)]
+            skipped = list(dict.fromkeys(str(m).removeprefix("skipping ") for m in warned))
             if skipped:
                 notes.append(f"{len(skipped)} unreadable file(s) skipped: {skipped[0]}"
                              + (f" (and {len(skipped) - 1} more: `edgesweep verify` lists them)" if len(skipped) > 1
                                 else ""))
                 # A finished trial's files no longer change: one that cannot be read is damage,
                 # not a race with compaction. Running trials keep their status.
-                for tid in _trials_of(skipped):
+                for tid in {m.trial_id for m in warned}:
                     if tid in views and views[tid].status in FINISHED + ("failed",):
                         views[tid].status = DAMAGED
         elif not tune:

@@ -24,4 +24,10 @@ class StorageError(Exception):
 
 
 class StorageWarning(UserWarning):
-    """A bad file was skipped because the caller asked for ``on_error="skip"``."""
+    """A bad file was skipped because the caller asked for ``on_error="skip"``. ``trial_id``:
+    the trial the file belongs to, where its name says (a reader that marks that trial, such as
+    ``edgesweep status``, reads it here rather than from the text)."""
+
+    def __init__(self, *args, trial_id: str | None = None):
+        super().__init__(*args)
+        self.trial_id = trial_id

@@ -155,9 +155,10 @@ class Root:
         sel = pafs.FileSelector(path, recursive=False, allow_not_found=True)
         return sorted(i.base_name for i in self._list(sel) if i.type == pafs.FileType.Directory)
 
-    def list_files(self, path: str) -> list[pafs.FileInfo]:
-        """Every file below `path`, recursively (sorted by path); [] when `path` is absent."""
-        sel = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    def list_files(self, path: str, recursive: bool = True) -> list[pafs.FileInfo]:
+        """Every file below `path`, recursively unless not `recursive` (sorted by path); [] when
+        `path` is absent."""
+        sel = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
         return sorted((i for i in self._list(sel) if i.type == pafs.FileType.File),
                       key=lambda i: i.path)
 

@@ -77,7 +77,7 @@ def scan(root, table: str, on_error: str = "raise", *, verify_content: bool = Tr
 def _report(r: Root, table: str, bad: list[Problem], on_error: str) -> None:
     if on_error == "skip":
         for p in bad:
-            warnings.warn(f"skipping {p.line()}", StorageWarning, stacklevel=3)
+            warnings.warn(StorageWarning(f"skipping {p.line()}", trial_id=p.trial_id), stacklevel=3)
         return
     shown = "\n".join(f"  {p.line()}" for p in bad[:20])
     more = f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""
