@@ -178,8 +178,8 @@ def test_strict_and_non_strict_give_the_same_verdict(values, grok):
 def test_classify_and_evaluate_hand_counts():
     runs = [
         (1100, 1500),  # hit, lead 400
-        (1500, 1500),  # hit, lead 0 (same logged step)
-        (1600, 1500),  # late
+        (1500, 1500),  # late, lead 0: an alarm at the grok's logged step warns of nothing
+        (1600, 1500),  # late, lead -100
         (None, 1500),  # miss
         (800, None),  # false alarm
         (None, None),  # quiet
@@ -187,13 +187,15 @@ def test_classify_and_evaluate_hand_counts():
     ]
     ev = evaluate_detector(runs)
     assert (ev.n_runs, ev.n_grokked, ev.n_not_grokked) == (7, 5, 2)
-    assert (ev.hits, ev.hits_with_lead, ev.late, ev.misses) == (3, 2, 1, 1)
+    assert (ev.hits, ev.late, ev.misses) == (2, 2, 1)
     assert (ev.false_alarms, ev.quiet) == (1, 1)
-    assert (ev.hit_rate.k, ev.hit_rate.n) == (3, 5)
+    assert (ev.hit_rate.k, ev.hit_rate.n) == (2, 5)
     assert (ev.false_alarm_rate.k, ev.false_alarm_rate.n) == (1, 2)
-    # leads of hits: 400, 0, 800 → median 400, min 0, max 800
-    assert (ev.lead.n, ev.lead.median, ev.lead.min, ev.lead.max) == (3, 400.0, 0.0, 800.0)
+    # leads of the hits only: 400, 800 → median 600
+    assert (ev.lead.n, ev.lead.median, ev.lead.min, ev.lead.max) == (2, 600.0, 400.0, 800.0)
     assert classify_run(1600, 1500).lead == -100 and classify_run(1600, 1500).outcome == "late"
+    assert (classify_run(1500, 1500).outcome, classify_run(1500, 1500).lead) == ("late", 0)
+    assert (classify_run(1450, 1500).outcome, classify_run(1450, 1500).lead) == ("hit", 50)
     assert ev.as_dict()["outcomes"][4]["outcome"] == "false_alarm"
 
 

@@ -62,13 +62,13 @@ def test_report_detector_table(reported, synth):
     hlo, hhi = cp(3, 5)
     flo, fhi = cp(1, 1)
     p = sps.fisher_exact([[5, 1], [2, 2]]).pvalue
-    # hits 3 (all with lead), late 1, miss 1, false alarm 1, quiet 0; leads 1300/900/500
-    assert (f"| all | 1 | 3 | 3 | 1 | 1 | 1 | 0 | 3/5 [{hlo:.2f}, {hhi:.2f}] | 1/1 [{flo:.2f}, {fhi:.2f}] "
+    # hits 3, late 1, miss 1, false alarm 1, quiet 0; leads 1300/900/500
+    assert (f"| all | 1 | 3 | 1 | 1 | 1 | 0 | 3/5 [{hlo:.2f}, {hhi:.2f}] | 1/1 [{flo:.2f}, {fhi:.2f}] "
             f"| 900 [700, 1100] (500–1300) | {p:.2g} |") in md
     assert "## Prospective detector `g23_collapse` (causal)" in md
     # a rate over no runs is a dash, not "0/0 [0.00, 1.00]": E (false alarm) and F (quiet) never grok
     lo, hi = cp(1, 2)
-    assert f"| modular | 0 | 0 | 0 | 0 | 0 | 1 | 1 | — | 1/2 [{lo:.2f}, {hi:.2f}] | — | — |" in md
+    assert f"| modular | 0 | 0 | 0 | 0 | 1 | 1 | — | 1/2 [{lo:.2f}, {hi:.2f}] | — | — |" in md
     assert "0/0" not in md.split("## Prospective detector")[1].split("## Scorecard")[0]
 
 

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .detectors import DETECTORS, make_detector
+from .evaluation import classify_run
 from .events import CENSORED, GROKKED, classify_generalisation
 from .record import NOT_EVIDENCE, UNFINISHED, TrialRecord, column
 from .stats import Proportion, lead_time_summary, proportion
@@ -149,7 +150,7 @@ def run_alarm(run: LabelledRun, name: str, params: dict | None = None, full_only
     elif run.label == NEGATIVE:
         outcome = "false_alarm" if a is not None else "quiet"
     else:
-        outcome = "miss" if a is None else ("hit" if a < gs else "late")
+        outcome = classify_run(a, gs).outcome  # hit / late / miss: one definition for every table
     return RunAlarm(run.trial_id, run.label, run.hard, gs, a, float(score), outcome)
 
 

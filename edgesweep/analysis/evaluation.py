@@ -26,9 +26,10 @@ class RunOutcome:
 
 
 def classify_run(alarm_step: int | None, grok_step: int | None) -> RunOutcome:
-    """hit: alarm ≤ grok (lead ≥ 0; lead 0 means alarm and grok at the same logged step);
-    late: alarm after grok; miss: grokked, no alarm; false_alarm: alarm, never grokked;
-    quiet: neither. A non-grokking run is only "never grokked *within its budget*": a false
+    """hit: alarm strictly before grok (lead > 0); late: alarm at or after grok (an alarm at the
+    grok's logged step warns of nothing; lead ≤ 0); miss: grokked, no alarm; false_alarm: alarm,
+    never grokked; quiet: neither. The one definition of a hit: the runs table, the summary and
+    the early-warning benchmark (``detection``) all classify through here. A non-grokking run is only "never grokked *within its budget*": a false
     alarm on a run that would have grokked later cannot be told apart here."""
     a = None if alarm_step is None else int(alarm_step)
     gk = None if grok_step is None else int(grok_step)
@@ -37,7 +38,7 @@ def classify_run(alarm_step: int | None, grok_step: int | None) -> RunOutcome:
     if a is None:
         return RunOutcome(None, gk, MISS, None)
     lead = gk - a
-    return RunOutcome(a, gk, HIT if lead >= 0 else LATE, lead)
+    return RunOutcome(a, gk, HIT if lead > 0 else LATE, lead)
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,14 @@ class DetectorEvaluation:
     """Detector scored over a set of runs.
 
     hit_rate: hits / grokked runs; false_alarm_rate: false alarms / non-grokking runs; both
-    with exact Clopper–Pearson intervals. ``hits_with_lead`` counts hits with lead > 0 (a
-    strictly earlier alarm). ``lead`` summarises lead times of the hits (steps).
+    with exact Clopper–Pearson intervals. ``lead`` summarises lead times of the hits (steps,
+    all > 0).
     """
 
     n_runs: int
     n_grokked: int
     n_not_grokked: int
     hits: int
-    hits_with_lead: int
     late: int
     misses: int
     false_alarms: int
@@ -85,7 +85,6 @@ def evaluate_detector(runs: Iterable[Any], conf: float = 0.95) -> DetectorEvalua
         n_grokked=n_grok,
         n_not_grokked=n_not,
         hits=count[HIT],
-        hits_with_lead=sum(1 for v in leads if v > 0),
         late=count[LATE],
         misses=count[MISS],
         false_alarms=count[FALSE_ALARM],

@@ -60,7 +60,8 @@ def run_row(rec: TrialRecord, cfg: AnalysisConfig) -> dict:
     windows (all finite windows when ``cfg.full_windows_only`` is off); ``*_all_windows``: the
     same over every finite window, the way the paper's scripts include filling windows.
     alarm: the configured detector replayed over the trial's rows (full windows only by the
-    same switch); lead = grok − alarm; outcome hit / late / miss / false_alarm / quiet.
+    same switch); lead = grok − alarm; outcome hit (lead > 0) / late / miss / false_alarm / quiet
+    (:func:`evaluation.classify_run`).
     k_star_mode, gap_ratio_pre_grok: over full windows (ending before the grok step for R).
     """
     gap = rec.incompleteness()
@@ -136,7 +137,7 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "preceded_rate": pl.Float64, "preceded_lo": pl.Float64, "preceded_hi": pl.Float64,
     "preceded_of_grokked": pl.String, "n_preceded_all_windows": pl.Int64,
     "precedence_all_windows": pl.String, "detector": pl.String, "n_alarmed": pl.Int64,
-    "hits": pl.Int64, "hits_with_lead": pl.Int64, "late": pl.Int64, "misses": pl.Int64,
+    "hits": pl.Int64, "late": pl.Int64, "misses": pl.Int64,
     "false_alarms": pl.Int64, "quiet": pl.Int64, "hit_rate": pl.Float64, "hit_lo": pl.Float64,
     "hit_hi": pl.Float64, "false_alarm_rate": pl.Float64, "false_alarm_lo": pl.Float64,
     "false_alarm_hi": pl.Float64, "lead_n": pl.Int64, "lead_median": pl.Float64,
@@ -168,7 +169,7 @@ def _arm_counts(arm: pl.DataFrame, conf: float) -> tuple[dict, Any]:
         "preceded_hi": prec.hi, "preceded_of_grokked": f"{k}/{g}",
         "n_preceded_all_windows": k_all, "precedence_all_windows": f"{k_all}/{n}",
         "n_alarmed": det.hits + det.late + det.false_alarms,
-        "hits": det.hits, "hits_with_lead": det.hits_with_lead, "late": det.late,
+        "hits": det.hits, "late": det.late,
         "misses": det.misses, "false_alarms": det.false_alarms, "quiet": det.quiet,
         "hit_rate": det.hit_rate.rate, "hit_lo": det.hit_rate.lo, "hit_hi": det.hit_rate.hi,
         "false_alarm_rate": det.false_alarm_rate.rate, "false_alarm_lo": det.false_alarm_rate.lo,

@@ -519,7 +519,7 @@ def _detector_section(summary: pl.DataFrame, config: dict) -> str:
         lead = "—" if not r["lead_n"] else (f"{_f(r['lead_median'], '.0f')} [{_f(r['lead_q1'], '.0f')}, "
                                              f"{_f(r['lead_q3'], '.0f')}] ({_f(r['lead_min'], '.0f')}–"
                                              f"{_f(r['lead_max'], '.0f')})")
-        rows.append([r["scope"], _wd(r), r["hits"], r["hits_with_lead"], r["late"],
+        rows.append([r["scope"], _wd(r), r["hits"], r["late"],
                      r["misses"], r["false_alarms"], r["quiet"],
                      _rate(r["hits"], r["n_grokked"], r["hit_lo"], r["hit_hi"]),
                      _rate(r["false_alarms"], r["n_runs"] - r["n_grokked"], r["false_alarm_lo"], r["false_alarm_hi"]),
@@ -529,11 +529,11 @@ def _detector_section(summary: pl.DataFrame, config: dict) -> str:
         f"## Prospective detector `{config.get('detector', '?')}` (causal)", "",
         f"Parameters: {params} (see `edgesweep.analysis.detectors`); "
         f"{'full windows only' if config.get('full_windows_only', True) else 'every window'}. "
-        "hit: alarm at or before the grok step; late: after it; miss: grokked without alarm; false "
+        "hit: alarm strictly before the grok step; late: at or after it; miss: grokked without alarm; false "
         "alarm: alarm on a run that did not grok (within its budget). Lead = grok step − alarm step, "
         "in optimizer steps: median [q1, q3] (min–max). Fisher p compares runs with any alarm against "
         "the weight_decay = 0 arm.", "",
-        _table(["scope", "weight decay", "hits", "with lead > 0", "late", "misses", "false alarms", "quiet",
+        _table(["scope", "weight decay", "hits", "late", "misses", "false alarms", "quiet",
                 "hit rate [95 % CI]", "false-alarm rate [95 % CI]", "lead (steps)", "Fisher p (alarm)"], rows),
     ])
 
