@@ -235,7 +235,8 @@ def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_pat
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from edgesweep.platform.driver import TUNE_PICKLES, TUNE_STATE, check_tune_state
+    from edgesweep.platform.driver import check_tune_state
+    from edgesweep.platform.tune_state import TUNE_PICKLES, TUNE_STATE
     from edgesweep.storage.fs import resolve_root
 
     assert fnmatch.fnmatch(TuneController.CKPT_FILE_TMPL.format("2026-12-07_16-59-32"), TUNE_STATE)
@@ -256,6 +257,67 @@ def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_pat
     (tune_dir / damaged).write_bytes(files[damaged])  # whole again: nothing to refuse
     root = resolve_root(str(tmp_path / "results"))
     check_tune_state(load_spec(spec), root, root.path("synth", "_tune"))
+
+
+def test_the_names_a_pickle_looks_up_are_read_off_its_opcodes_as_unpickling_finds_them():
+    """pickle_globals models the stack and memo to recover STACK_GLOBAL's operands. The oracle
+    is an Unpickler that records every find_class call while it really loads the pickle: a
+    Tune RunConfig holding a callback class and a cloudpickled function, pickled the way Tune
+    pickles its Tuner (ray.cloudpickle), in protocol 5 and with the older protocols."""
+    import collections
+    import io
+    import pickle
+
+    from ray import cloudpickle, tune
+
+    from edgesweep.platform.tune_state import pickle_globals
+
+    class Recording(pickle.Unpickler):
+        def __init__(self, data):
+            super().__init__(io.BytesIO(data))
+            self.looked_up = []
+
+        def find_class(self, module, name):
+            self.looked_up.append((module, name))
+            return super().find_class(module, name)
+
+    obj = {"config": tune.RunConfig(name="x", callbacks=[tune.Callback()]),
+           "again": tune.RunConfig(name="y"),  # memoised strings fetched again
+           "ordered": collections.OrderedDict(a=1), "fn": lambda v: v + 1}
+    for protocol in (2, 3, 4, 5):
+        data = cloudpickle.dumps(obj, protocol=protocol)
+        rec = Recording(data)
+        rec.load()
+        assert rec.looked_up, protocol
+        assert pickle_globals(data) == rec.looked_up, protocol
+
+
+@pytest.mark.parametrize("old, new, named", [
+    (b"collections", b"collectionz", "module 'collectionz' is not installed"),
+    (b"OrderedDict", b"OrderedDicz", "collections has no 'OrderedDicz'"),
+])
+def test_a_resume_whose_tuner_pickle_names_code_this_installation_lacks_is_refused(tmp_path, old, new, named):
+    """The Tuner pickle names the driver's callbacks and Ray's config classes by module and
+    name; after an upgrade that moved one, Tune's restore died in ModuleNotFoundError or
+    AttributeError with the cluster already up. Refused before, naming the file and the name."""
+    import pickle
+
+    tune_dir = tmp_path / "results" / "synth" / "_tune"
+    tune_dir.mkdir(parents=True)
+    (tune_dir / "experiment_state-2026-12-07_16-59-01.json").write_text(json.dumps({"trial_data": []}))
+    data = pickle.dumps({"callbacks": collections_ordered()}, protocol=5)
+    assert data.count(old) == 1 and len(old) == len(new)  # same length: the opcodes stay whole
+    (tune_dir / "tuner.pkl").write_bytes(data.replace(old, new))
+    with pytest.raises(SpecError, match=rf"--resume: Tune's state {tune_dir / 'tuner.pkl'} was written by other "
+                                        rf"code: it needs collection.\.OrderedDic.*{named}.*Resume it with the "
+                                        "edgesweep and Ray that started it"):
+        run_sweep(_spec(tmp_path), resume=True)
+
+
+def collections_ordered():
+    import collections
+
+    return collections.OrderedDict(a=1)
 
 
 def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):

@@ -44,9 +44,9 @@ def test_failed_trial_is_recorded_and_the_sweep_completes(local_ray, tmp_path, c
 
 def test_a_resume_that_fails_before_training_closes_the_driver_record(local_ray, tmp_path, monkeypatch):
     """A failure between the driver's claim and Tune's loop (here Tune's own restore, on a
-    Tuner state that is a whole pickle — it passes the resume's checks — naming a class no
-    longer importable) closes the record with the error; it was left open, naming a driver
-    that had already died."""
+    Tuner state that passes the resume's checks — a whole pickle naming only what exists,
+    `int` — but fails when run: int("xyz")) closes the record with the error; it was left
+    open, naming a driver that had already died."""
     import json
 
     from edgesweep.platform import driver
@@ -59,10 +59,10 @@ def test_a_resume_that_fails_before_training_closes_the_driver_record(local_ray,
     sweep = tmp_path / "results" / "failing"
     (sweep / "_tune").mkdir(parents=True)
     (sweep / SPEC_RECORD).write_bytes(spec_record(load_spec(str(spec_path))))
-    (sweep / "_tune" / "tuner.pkl").write_bytes(b"cnonexistent_module_xyz\nThing\n(tR.")  # GLOBAL, REDUCE
+    (sweep / "_tune" / "tuner.pkl").write_bytes(b"cbuiltins\nint\n(Vxyz\ntR.")  # GLOBAL, REDUCE: int("xyz")
     (sweep / "_tune" / "experiment_state-2026-12-07_16-59-01.json").write_text('{"trial_data": []}')
     with pytest.raises(Exception) as raised:
         run_sweep(str(spec_path), resume=True)
     record = json.loads((sweep / "_driver.json").read_text())
-    assert isinstance(raised.value, ModuleNotFoundError), raised.value
-    assert record["outcome"] == "error: ModuleNotFoundError" and record["ended_at"] is not None
+    assert isinstance(raised.value, ValueError) and "xyz" in str(raised.value), raised.value
+    assert record["outcome"] == "error: ValueError" and record["ended_at"] is not None

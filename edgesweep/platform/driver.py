@@ -8,12 +8,8 @@ are recorded in the ``trials`` table with their error, and the aggregation + rep
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import math
 import os
-import pickletools
-import posixpath
 import shlex
 import signal
 import socket
@@ -36,6 +32,7 @@ from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autosc
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 from .spec_record import SPEC_RECORD, parse_spec_record, spec_changes, spec_record
+from .tune_state import tune_state_problem
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 #: Seconds between writing this driver's record and reading it back. Two drivers started on one
@@ -346,48 +343,18 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
                         "under another name or storage")
 
 
-#: What a resume reads from Tune's experiment folder, newest file of each pattern: the
-#: experiment state (JSON, one file per driver start; TuneController.CKPT_FILE_TMPL, checked
-#: against Ray's template by a test), the Tuner itself and the grid's search state (pickles;
-#: BasicVariantGenerator.CKPT_FILE_TMPL, a pickle despite its .json name).
-TUNE_STATE = "experiment_state-*.json"
-TUNE_PICKLES = ("tuner.pkl", "basic-variant-state-*.json")
-
-
-def _unreadable(data: bytes, pickled: bool) -> str | None:
-    """Why ``data`` is not a whole JSON document or pickle; None when it is. A pickle is walked
-    opcode by opcode (pickletools), which builds no object and imports nothing."""
-    try:
-        if pickled:
-            for _ in pickletools.genops(data):
-                pass
-        else:
-            json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
-    """Refuse a resume whose Tune state is damaged (cut short by a disk that filled, a copy that
-    stopped) before a cluster starts. Tune meets a damaged experiment state by *starting the
-    experiment again* — every trial anew beside the stored rows — and the driver then failed in
-    its trial names with a KeyError; a damaged pickle ended in Tune's unpickling traceback.
-    The message names the file and what can still be done."""
-    names = sorted(i.base_name for i in root.list_files(exp_path, recursive=False))  # not the trials' folders
-    for pattern, pickled in [(TUNE_STATE, False)] + [(p, True) for p in TUNE_PICKLES]:
-        matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
-        if not matching:
-            continue  # nothing Tune could resume is the caller's can_restore check
-        newest = posixpath.join(exp_path, matching[-1])
-        problem = _unreadable(root.read_bytes(newest), pickled)
-        if problem is not None:
-            # An older state file is no way back either: it names checkpoints Tune has since
-            # deleted (num_to_keep), and its unfinished trials fail on them (tried).
-            raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(newest)} is damaged ({problem}), "
-                            "so this sweep cannot be resumed. Its stored rows are intact (`edgesweep verify` "
-                            "checks them, `edgesweep aggregate` summarises what finished; `edgesweep status` "
-                            "lists the unfinished trials, which a new sweep under another name can run)")
+    """Refuse a resume whose Tune state is damaged or was written by other code
+    (:mod:`.tune_state`) before a cluster starts, naming the file and what can still be done."""
+    found = tune_state_problem(root, exp_path)
+    if found is None:
+        return
+    path, why = found
+    advice = ("Resume it with the edgesweep and Ray that started it. " if why.startswith("was written") else "")
+    raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(path)} {why}, so this sweep cannot "
+                    f"be resumed here. {advice}Its stored rows are intact (`edgesweep verify` checks them, "
+                    "`edgesweep aggregate` summarises what finished; `edgesweep status` lists the unfinished "
+                    "trials, which a new sweep under another name can run)")
 
 
 def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,

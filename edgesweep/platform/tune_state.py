@@ -1,0 +1,122 @@
+"""Is Tune's stored experiment state something a ``run --resume`` can continue? (DESIGN.md §4)
+
+Checked before a cluster starts, so that a state Tune cannot use gets one message naming the
+file instead of Tune's traceback after the cluster is up:
+
+* *damaged*: the newest file of each kind cut short (a disk that filled, a copy that stopped).
+  Tune meets a damaged experiment state by *starting the experiment again*, every trial anew
+  beside the stored rows; a damaged pickle ends in its unpickling traceback.
+* *written by other code*: the Tuner pickle names the objects it was built from (the driver's
+  progress callbacks, Ray's config classes) by module and qualified name. After an upgrade that
+  moved one of them, unpickling fails with ModuleNotFoundError or AttributeError.
+
+The pickles are read opcode by opcode (:mod:`pickletools`), which builds no object; the names
+they refer to are then looked up by importing their modules, as Tune's unpickling would a
+moment later — never by running the pickle.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import pickletools
+import posixpath
+
+from ..storage.fs import Root
+
+#: What a resume reads from Tune's experiment folder, newest file of each pattern: the
+#: experiment state (JSON, one file per driver start; TuneController.CKPT_FILE_TMPL, checked
+#: against Ray's template by a test), the Tuner itself and the grid's search state (pickles;
+#: BasicVariantGenerator.CKPT_FILE_TMPL, a pickle despite its .json name).
+TUNE_STATE = "experiment_state-*.json"
+TUNE_PICKLES = ("tuner.pkl", "basic-variant-state-*.json")
+
+# Opcodes that push a string a later STACK_GLOBAL may take as a module or a name.
+_STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
+                      "STRING", "BINSTRING", "SHORT_BINSTRING"})
+
+
+def unreadable(data: bytes, pickled: bool) -> str | None:
+    """Why ``data`` is not a whole JSON document or pickle; None when it is."""
+    try:
+        if pickled:
+            for _ in pickletools.genops(data):
+                pass
+        else:
+            json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """The (module, qualified name) pairs a whole pickle looks up, in order, read off its opcodes.
+
+    GLOBAL carries both in its argument. STACK_GLOBAL (protocol ≥ 4, what cloudpickle writes)
+    takes them from the stack, where the pickler pushed them as two strings just before, each
+    either literal or fetched from the memo; a small model of the stack's top and of the memo
+    recovers them. Anything else that is pushed counts as "not a string", so a pair is only
+    reported when both are known strings."""
+    memo: dict[int, object] = {}
+    pushed: list[object] = []  # what each opcode left on top; only strings matter
+    found: list[tuple[str, str]] = []
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        if name == "GLOBAL":
+            module, _, qualname = str(arg).partition(" ")
+            found.append((module, qualname))
+            pushed.append(None)
+        elif name in _STRINGS:
+            pushed.append(arg if isinstance(arg, str) else None)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = pushed[-1] if pushed else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(int(arg)))
+        elif name == "STACK_GLOBAL":
+            if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
+                found.append((pushed[-2], pushed[-1]))
+            pushed.append(None)
+        else:
+            pushed.append(None)
+    return found
+
+
+def missing_global(module: str, qualname: str) -> str | None:
+    """Why ``module.qualname`` cannot be looked up here (None when it can): the way pickle's
+    ``find_class`` does it, an import and then one attribute per dotted part."""
+    try:
+        obj = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        return f"module {exc.name or module!r} is not installed"
+    except Exception as exc:  # a module that fails to import is the same dead end for Tune
+        return f"module {module!r} fails to import ({type(exc).__name__}: {exc})"
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            return f"{module} has no {qualname!r}"
+    return None
+
+
+def tune_state_problem(root: Root, exp_path: str) -> tuple[str, str] | None:
+    """(file, why) for the first newest state file a resume cannot use; None when all can."""
+    names = sorted(i.base_name for i in root.list_files(exp_path, recursive=False))  # not the trials' folders
+    for pattern, pickled in [(TUNE_STATE, False)] + [(p, True) for p in TUNE_PICKLES]:
+        matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if not matching:
+            continue  # nothing Tune could resume is the caller's can_restore check
+        # An older state file is no way back either: it names checkpoints Tune has since
+        # deleted (num_to_keep), and its unfinished trials fail on them (tried).
+        newest = posixpath.join(exp_path, matching[-1])
+        data = root.read_bytes(newest)
+        if (problem := unreadable(data, pickled)) is not None:
+            return newest, f"is damaged ({problem})"
+        if pickled:
+            for module, qualname in dict.fromkeys(pickle_globals(data)):
+                if (problem := missing_global(module, qualname)) is not None:
+                    return newest, (f"was written by other code: it needs {module}.{qualname}, and here "
+                                    f"{problem} (edgesweep or Ray changed since the sweep started?)")
+    return None
