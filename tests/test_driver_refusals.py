@@ -259,37 +259,98 @@ def test_a_resume_whose_tune_state_is_damaged_is_refused_naming_the_file(tmp_pat
     check_tune_state(load_spec(spec), root, root.path("synth", "_tune"))
 
 
+class _Recording:
+    """An Unpickler that records every find_class call while it really loads the pickle: the
+    oracle for what pickle_globals reads off the opcodes."""
+
+    @staticmethod
+    def looked_up(data: bytes) -> list[tuple[str, str]]:
+        import io
+        import pickle
+
+        calls = []
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                calls.append((module, name))
+                return super().find_class(module, name)
+
+        Unpickler(io.BytesIO(data)).load()
+        return calls
+
+
 def test_the_names_a_pickle_looks_up_are_read_off_its_opcodes_as_unpickling_finds_them():
-    """pickle_globals models the stack and memo to recover STACK_GLOBAL's operands. The oracle
-    is an Unpickler that records every find_class call while it really loads the pickle: a
-    Tune RunConfig holding a callback class and a cloudpickled function, pickled the way Tune
-    pickles its Tuner (ray.cloudpickle), in protocol 5 and with the older protocols."""
+    """pickle_globals models the stack and memo to recover STACK_GLOBAL's operands. Checked
+    against unpickling itself: a Tune RunConfig holding a callback class and a cloudpickled
+    function, pickled the way Tune pickles its Tuner (ray.cloudpickle), in protocols 2–5, and
+    plain objects in protocols 0–1."""
     import collections
-    import io
     import pickle
 
     from ray import cloudpickle, tune
 
     from edgesweep.platform.tune_state import pickle_globals
 
-    class Recording(pickle.Unpickler):
-        def __init__(self, data):
-            super().__init__(io.BytesIO(data))
-            self.looked_up = []
-
-        def find_class(self, module, name):
-            self.looked_up.append((module, name))
-            return super().find_class(module, name)
-
     obj = {"config": tune.RunConfig(name="x", callbacks=[tune.Callback()]),
            "again": tune.RunConfig(name="y"),  # memoised strings fetched again
            "ordered": collections.OrderedDict(a=1), "fn": lambda v: v + 1}
     for protocol in (2, 3, 4, 5):
         data = cloudpickle.dumps(obj, protocol=protocol)
-        rec = Recording(data)
-        rec.load()
-        assert rec.looked_up, protocol
-        assert pickle_globals(data) == rec.looked_up, protocol
+        assert pickle_globals(data) == _Recording.looked_up(data) != [], protocol
+    plain = [collections.OrderedDict(a=1), {1, 2}, range(3), ValueError("v"), collections.Counter("ab")]
+    for protocol in (0, 1):
+        data = pickle.dumps(plain, protocol=protocol)
+        assert pickle_globals(data) == _Recording.looked_up(data) != [], protocol
+
+
+def test_a_frame_that_begins_between_a_globals_two_strings_hides_nothing():
+    """From protocol 4 a pickle over 64 KiB is cut into frames, and a frame can begin between
+    the module and the name STACK_GLOBAL takes (`BINGET 'collections'`, `FRAME`,
+    `'Counter'`, `STACK_GLOBAL`); the FRAME opcode there pushes nothing. Over fillers that move
+    the boundary across the globals, the names read off the opcodes are those unpickling looks
+    up, and some pickles do have a frame between the two strings."""
+    import collections
+    import pickle
+    import pickletools
+
+    from ray import cloudpickle
+
+    from edgesweep.platform.tune_state import pickle_globals
+
+    split = 0
+    for n in range(65400, 65600):
+        obj = ["x" * n, collections.OrderedDict(a=1), collections.Counter("ab")]
+        for data in (pickle.dumps(obj, protocol=5), cloudpickle.dumps(obj, protocol=5)):
+            assert pickle_globals(data) == _Recording.looked_up(data), n
+            ops = [op.name for op, _, _ in pickletools.genops(data)]
+            split += any(a in ("BINGET", "SHORT_BINUNICODE") and b == "FRAME" and c == "SHORT_BINUNICODE"
+                         for a, b, c in zip(ops, ops[1:], ops[2:]))
+    assert split > 0  # the case this test is about did occur
+
+
+def test_python_2_names_in_old_protocols_are_not_taken_for_missing_modules():
+    """Below protocol 3 pickle writes Python 2 names (``__builtin__.set``,
+    ``exceptions.ValueError``) and maps them back when it loads: so does the check."""
+    import pickle
+
+    from edgesweep.platform.tune_state import missing_global, pickle_globals
+
+    for protocol in (0, 1, 2):
+        data = pickle.dumps([{1, 2}, range(3), ValueError("v"), frozenset()], protocol=protocol)
+        found = pickle_globals(data)
+        assert any(m in ("__builtin__", "exceptions") for m, _ in found), (protocol, found)
+        assert [missing_global(m, q, protocol) for m, q in found] == [None] * len(found), protocol
+    assert missing_global("__builtin__", "set", 5) == "module '__builtin__' is not installed"
+
+
+def _renamed(old: bytes, new: bytes) -> bytes:
+    """An OrderedDict pickled (protocol 5) with one name replaced by another of the same length."""
+    import collections
+    import pickle
+
+    data = pickle.dumps({"callbacks": collections.OrderedDict(a=1)}, protocol=5)
+    assert data.count(old) == 1 and len(old) == len(new)  # same length: the opcodes stay whole
+    return data.replace(old, new)
 
 
 @pytest.mark.parametrize("old, new, named", [
@@ -300,24 +361,34 @@ def test_a_resume_whose_tuner_pickle_names_code_this_installation_lacks_is_refus
     """The Tuner pickle names the driver's callbacks and Ray's config classes by module and
     name; after an upgrade that moved one, Tune's restore died in ModuleNotFoundError or
     AttributeError with the cluster already up. Refused before, naming the file and the name."""
-    import pickle
+    import re
 
     tune_dir = tmp_path / "results" / "synth" / "_tune"
     tune_dir.mkdir(parents=True)
     (tune_dir / "experiment_state-2026-12-07_16-59-01.json").write_text(json.dumps({"trial_data": []}))
-    data = pickle.dumps({"callbacks": collections_ordered()}, protocol=5)
-    assert data.count(old) == 1 and len(old) == len(new)  # same length: the opcodes stay whole
-    (tune_dir / "tuner.pkl").write_bytes(data.replace(old, new))
-    with pytest.raises(SpecError, match=rf"--resume: Tune's state {tune_dir / 'tuner.pkl'} was written by other "
-                                        rf"code: it needs collection.\.OrderedDic.*{named}.*Resume it with the "
-                                        "edgesweep and Ray that started it"):
+    (tune_dir / "tuner.pkl").write_bytes(_renamed(old, new))
+    with pytest.raises(SpecError, match=rf"--resume: Tune's state {re.escape(str(tune_dir / 'tuner.pkl'))} was "
+                                        rf"written by other code: it needs collection.\.OrderedDic.*{named}.*"
+                                        "Resume it with the edgesweep and Ray that started it"):
         run_sweep(_spec(tmp_path), resume=True)
 
 
-def collections_ordered():
-    import collections
+def test_a_resume_whose_experiment_state_embeds_a_pickle_naming_missing_code_is_refused(tmp_path):
+    """Tune's experiment state JSON holds, per trial, hex cloudpickles of objects JSON cannot
+    (the trial's storage context, its name creators: Ray's private classes, the likeliest to
+    move in an upgrade). Their names are checked too; the file named is the state file."""
+    import re
 
-    return collections.OrderedDict(a=1)
+    tune_dir = tmp_path / "results" / "synth" / "_tune"
+    tune_dir.mkdir(parents=True)
+    payload = {"_type": "CLOUDPICKLE_FALLBACK", "value": _renamed(b"collections", b"collectionz").hex()}
+    state = {"trial_data": [[json.dumps({"config": {}, "storage": payload}), json.dumps({})]]}
+    (tune_dir / "experiment_state-2026-12-07_16-59-01.json").write_text(json.dumps(state))
+    (tune_dir / "tuner.pkl").write_bytes(_renamed(b"collections", b"collections"))  # whole, and resolvable
+    with pytest.raises(SpecError, match=rf"Tune's state {re.escape(str(tune_dir))}/experiment_state-\S+\.json was "
+                                        "written by other code: it needs collectionz.OrderedDict, and here "
+                                        "module 'collectionz' is not installed"):
+        run_sweep(_spec(tmp_path), resume=True)
 
 
 def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):

@@ -301,3 +301,24 @@ def test_report_on_s3(s3_env, s3_root, synth):
     with root.fs.open_input_stream(root.path("report.md")) as f:
         md = f.read().decode()
     assert "gap dynamics preceded grokking in 1/1 runs with weight decay, 0/1 without" in md
+
+
+def test_a_summary_aggregated_before_the_single_hit_definition_is_described_as_it_counts(reported):
+    """Until 2026-12-07 the aggregation counted an alarm at the grok step as a hit (and wrote
+    `hits_with_lead` beside it). A report drawn from such a summary says so, rather than put
+    today's definition over yesterday's counts."""
+    import json
+
+    import polars as pl
+
+    from edgesweep.platform.report import _detector_section
+
+    summary = scan(reported, "summary").collect()
+    config = json.loads(summary["analysis_config"][0])
+    now = _detector_section(summary, config)
+    before = _detector_section(summary.with_columns(pl.col("hits").alias("hits_with_lead")), config)
+    assert "hit: alarm strictly before the grok step; late: at or after it;" in now
+    assert "aggregated before 2026-12-07" not in now
+    assert ("hit: alarm at or before the grok step (this summary was aggregated before 2026-12-07; "
+            "`edgesweep aggregate` re-derives it") in before
+    assert now.split("\n\n")[-1] == before.split("\n\n")[-1]  # the table itself is the same

@@ -716,6 +716,12 @@ def test_query_main_formats_and_errors(tmp_path, capsys):
     assert query_main([str(tmp_path), "SELECT nope FROM features"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "Resolved plan" not in err and len(err.splitlines()) == 1, err
+    assert "In the SQL statement" not in err  # Polars ≥ 2.2 repeats the statement: the user typed it
+    # a failing comparison: one line, and the expression that failed (which of a long query's)
+    assert query_main([str(tmp_path), "SELECT step FROM features WHERE sweep > 3"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Resolved plan" not in err, err
+    assert err.startswith("edgesweep query: error: ") and '(in [(col("sweep")) > (' in err, err
     assert query_main([str(tmp_path), "SELEC x"]) == 2
     capsys.readouterr()
     with pytest.raises(SystemExit):

@@ -513,6 +513,14 @@ def _rate(k: int, n: int, lo: Any, hi: Any) -> str:
     return "—" if not n else f"{k}/{n} {_ci(lo, hi)}"
 
 
+HIT_DEFINITION = "hit: alarm strictly before the grok step; late: at or after it;"
+#: A summary aggregated before one definition held everywhere (it still has ``hits_with_lead``)
+#: counted an alarm at the grok step as a hit; its report says so rather than misdescribe it.
+HIT_DEFINITION_BEFORE_2026_12_07 = ("hit: alarm at or before the grok step (this summary was aggregated "
+                                    "before 2026-12-07; `edgesweep aggregate` re-derives it with an alarm "
+                                    "at the grok step as late); late: after it;")
+
+
 def _detector_section(summary: pl.DataFrame, config: dict) -> str:
     rows = []
     for r in summary.iter_rows(named=True):
@@ -529,7 +537,8 @@ def _detector_section(summary: pl.DataFrame, config: dict) -> str:
         f"## Prospective detector `{config.get('detector', '?')}` (causal)", "",
         f"Parameters: {params} (see `edgesweep.analysis.detectors`); "
         f"{'full windows only' if config.get('full_windows_only', True) else 'every window'}. "
-        "hit: alarm strictly before the grok step; late: at or after it; miss: grokked without alarm; false "
+        f"{HIT_DEFINITION_BEFORE_2026_12_07 if 'hits_with_lead' in summary.columns else HIT_DEFINITION} "
+        "miss: grokked without alarm; false "
         "alarm: alarm on a run that did not grok (within its budget). Lead = grok step − alarm step, "
         "in optimizer steps: median [q1, q3] (min–max). Fisher p compares runs with any alarm against "
         "the weight_decay = 0 arm.", "",

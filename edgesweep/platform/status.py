@@ -32,6 +32,7 @@ once every unfinished trial's worker is known to be gone.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import shlex
@@ -46,6 +47,7 @@ from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
+from .tune_state import TUNE_STATE
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
@@ -167,8 +169,7 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
     state in ``<sweep>/_tune``, or None when there is none or it cannot be read."""
     try:
         infos = sp.root.list_files(sp.file("_tune"), recursive=False)
-        states = sorted((i for i in infos if i.base_name.startswith("experiment_state-")
-                         and i.base_name.endswith(".json")), key=lambda i: i.base_name)
+        states = sorted((i for i in infos if fnmatch.fnmatch(i.base_name, TUNE_STATE)), key=lambda i: i.base_name)
         if not states:
             return None
         raw = sp.read_bytes(f"_tune/{states[-1].base_name}")

@@ -10,13 +10,18 @@ file instead of Tune's traceback after the cluster is up:
   progress callbacks, Ray's config classes) by module and qualified name. After an upgrade that
   moved one of them, unpickling fails with ModuleNotFoundError or AttributeError.
 
-The pickles are read opcode by opcode (:mod:`pickletools`), which builds no object; the names
-they refer to are then looked up by importing their modules, as Tune's unpickling would a
-moment later — never by running the pickle.
+The pickles — the two files, and the cloudpickles Tune embeds, hex-encoded, in the experiment
+state JSON (``CLOUDPICKLE_FALLBACK``: trial storage contexts, name creators, ...) — are read
+opcode by opcode (:mod:`pickletools`), which builds no object; the names they refer to are then
+looked up by importing their modules, as Tune's unpickling would a moment later — never by
+running the pickle. Not seen this way, so still Tune's traceback: a module that a cloudpickled
+function imports when it is *called* or rebuilt (``subimport``), and the copyreg extension
+codes (EXT1/2/4), which Ray does not write.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import fnmatch
 import importlib
 import json
@@ -35,6 +40,9 @@ TUNE_PICKLES = ("tuner.pkl", "basic-variant-state-*.json")
 # Opcodes that push a string a later STACK_GLOBAL may take as a module or a name.
 _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
                       "STRING", "BINSTRING", "SHORT_BINSTRING"})
+#: Ray's marker for an object its experiment-state JSON holds as a hex cloudpickle
+#: (ray.tune.utils.serialization).
+_EMBEDDED = "CLOUDPICKLE_FALLBACK"
 
 
 def unreadable(data: bytes, pickled: bool) -> str | None:
@@ -50,20 +58,31 @@ def unreadable(data: bytes, pickled: bool) -> str | None:
     return None
 
 
-def pickle_globals(data: bytes) -> list[tuple[str, str]]:
-    """The (module, qualified name) pairs a whole pickle looks up, in order, read off its opcodes.
+def pickle_protocol(data: bytes) -> int:
+    """The protocol a pickle was written with (its PROTO opcode; 0 or 1 without one)."""
+    for op, arg, _ in pickletools.genops(data):
+        return int(arg) if op.name == "PROTO" else 0
+    return 0
 
-    GLOBAL carries both in its argument. STACK_GLOBAL (protocol ≥ 4, what cloudpickle writes)
-    takes them from the stack, where the pickler pushed them as two strings just before, each
-    either literal or fetched from the memo; a small model of the stack's top and of the memo
-    recovers them. Anything else that is pushed counts as "not a string", so a pair is only
-    reported when both are known strings."""
+
+def pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """The (module, qualified name) pairs a whole pickle looks up, in order, read off its opcodes:
+    the arguments unpickling passes to ``find_class``.
+
+    GLOBAL and INST carry both in their argument. STACK_GLOBAL (protocol ≥ 4, what cloudpickle
+    writes) takes them from the stack, where the pickler pushed them as two strings just before,
+    each either literal or fetched from the memo; a small model of the stack's top and of the
+    memo recovers them. FRAME and PROTO push nothing (a frame can begin between the two
+    strings); anything else that pushes counts as "not a string", so a pair is only reported
+    when both are known strings."""
     memo: dict[int, object] = {}
     pushed: list[object] = []  # what each opcode left on top; only strings matter
     found: list[tuple[str, str]] = []
     for op, arg, _ in pickletools.genops(data):
         name = op.name
-        if name == "GLOBAL":
+        if name in ("FRAME", "PROTO"):
+            continue
+        if name in ("GLOBAL", "INST"):
             module, _, qualname = str(arg).partition(" ")
             found.append((module, qualname))
             pushed.append(None)
@@ -84,20 +103,73 @@ def pickle_globals(data: bytes) -> list[tuple[str, str]]:
     return found
 
 
-def missing_global(module: str, qualname: str) -> str | None:
-    """Why ``module.qualname`` cannot be looked up here (None when it can): the way pickle's
-    ``find_class`` does it, an import and then one attribute per dotted part."""
+def missing_global(module: str, qualname: str, protocol: int = 5) -> str | None:
+    """Why ``module.qualname`` cannot be looked up here (None when it can), the way pickle's
+    ``find_class`` does it: below protocol 3, Python 2 names first mapped to Python 3's
+    (``__builtin__.set`` → ``builtins.set``); then an import, and one attribute per dotted part
+    from protocol 4 on (the whole name as one attribute below it)."""
+    if protocol < 3:
+        if (module, qualname) in _compat_pickle.NAME_MAPPING:
+            module, qualname = _compat_pickle.NAME_MAPPING[(module, qualname)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
     try:
         obj = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         return f"module {exc.name or module!r} is not installed"
     except Exception as exc:  # a module that fails to import is the same dead end for Tune
         return f"module {module!r} fails to import ({type(exc).__name__}: {exc})"
-    for part in qualname.split("."):
+    for part in (qualname.split(".") if protocol >= 4 else [qualname]):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             return f"{module} has no {qualname!r}"
+    return None
+
+
+def embedded_pickles(state: object) -> list[bytes]:
+    """The cloudpickles Tune embeds in its experiment state JSON: ``{"_type":
+    "CLOUDPICKLE_FALLBACK", "value": hex}`` objects, inside the JSON strings that hold each
+    trial (``trial_data``: [state JSON, run metadata JSON] per trial) or anywhere else.
+
+    The file as a whole parsed, so it is not cut short; a part in a shape this does not know (a
+    trial string that is not JSON, a payload that is not a whole pickle) is left to Tune rather
+    than refused: Ray's internal format may grow.
+    """
+    found: list[bytes] = []
+
+    def walk(x: object, strings_are_json: bool) -> None:
+        if isinstance(x, dict):
+            if x.get("_type") == _EMBEDDED and isinstance(x.get("value"), str):
+                try:
+                    payload = bytes.fromhex(x["value"])
+                except ValueError:
+                    return
+                if unreadable(payload, True) is None:
+                    found.append(payload)
+                return
+            for k, v in x.items():
+                walk(v, k == "trial_data")
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, strings_are_json)
+        elif strings_are_json and isinstance(x, str):
+            try:
+                walk(json.loads(x), False)
+            except ValueError:
+                return
+
+    walk(state, False)
+    return found
+
+
+def _pickle_problem(data: bytes) -> str | None:
+    """Why unpickling ``data`` here would fail on a name it needs; None when every name exists."""
+    protocol = pickle_protocol(data)
+    for module, qualname in dict.fromkeys(pickle_globals(data)):
+        if (problem := missing_global(module, qualname, protocol)) is not None:
+            return (f"was written by other code: it needs {module}.{qualname}, and here {problem} "
+                    "(edgesweep or Ray changed since the sweep started?)")
     return None
 
 
@@ -114,9 +186,7 @@ def tune_state_problem(root: Root, exp_path: str) -> tuple[str, str] | None:
         data = root.read_bytes(newest)
         if (problem := unreadable(data, pickled)) is not None:
             return newest, f"is damaged ({problem})"
-        if pickled:
-            for module, qualname in dict.fromkeys(pickle_globals(data)):
-                if (problem := missing_global(module, qualname)) is not None:
-                    return newest, (f"was written by other code: it needs {module}.{qualname}, and here "
-                                    f"{problem} (edgesweep or Ray changed since the sweep started?)")
+        for payload in dict.fromkeys([data] if pickled else embedded_pickles(json.loads(data))):
+            if (problem := _pickle_problem(payload)) is not None:
+                return newest, problem
     return None

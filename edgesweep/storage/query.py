@@ -152,10 +152,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_EXPRESSION = "This error occurred in the following expression:"
+
+
 def _without_plan(exc: Exception) -> str:
-    """Polars appends its query plan (dozens of lines naming every column and file) to an
-    error; the reader needs the first part, which names the column or file."""
-    return str(exc).split("\n\nResolved plan until failure")[0].strip()
+    """One line from a Polars error. Polars appends paragraphs to the first one, which names
+    the column or file: the SQL statement again (from 2.2), its query plan (dozens of lines
+    naming every column and file) and the failing expression; only the expression is kept,
+    shortened, since it says which comparison or cast of a long query failed."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    if not paragraphs:
+        return type(exc).__name__
+    line = " ".join(paragraphs[0].split())
+    expr = next((p[len(_EXPRESSION):] for p in paragraphs[1:] if p.startswith(_EXPRESSION)), None)
+    if expr and (expr := " ".join(expr.split())):
+        line += f" (in {expr[:200]}{'…' if len(expr) > 200 else ''})"
+    return line
 
 
 def query_main(argv: list[str] | None = None) -> int:
@@ -190,7 +202,7 @@ def query_main(argv: list[str] | None = None) -> int:
         print(f"edgesweep query: error: {exc}", file=sys.stderr)
         return 2
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
-        print(f"edgesweep query: error in SQL: {exc}", file=sys.stderr)
+        print(f"edgesweep query: error in SQL: {_without_plan(exc)}", file=sys.stderr)
         return 2
     except (pl.exceptions.PolarsError, OSError) as exc:  # unknown column, bad cast, a file
         # compacted away since it was listed (re-run), an unreadable data page…
