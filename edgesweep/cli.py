@@ -62,6 +62,8 @@ def _query(args) -> int:
         argv += ["--output", args.output]
     if args.skip_bad_files:
         argv += ["--skip-bad-files"]
+    if args.keep_nan:
+        argv += ["--keep-nan"]
     if args.max_rows is not None:
         argv += ["--max-rows", str(args.max_rows)]
     return query_main(argv)
@@ -178,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "json writes ±inf and NaN as null")
     p.add_argument("--output", "-o", type=_path, help="file to write; default stdout (table, csv, json)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
+    p.add_argument("--keep-nan", action="store_true",
+                   help="read NaN in float columns as stored (default: as NULL, which comparisons, ORDER BY "
+                        "and aggregates skip; NaN sorts above every number)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="rows shown by --format table (default 50 on stdout, all in --output; -1: all)")
     p.set_defaults(func=_query)

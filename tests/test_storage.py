@@ -9,6 +9,7 @@ the same paths against a real S3 server are tests/test_storage_s3.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -798,6 +799,47 @@ def test_the_storage_entry_point_refuses_what_the_cli_refuses(argv, says):
                           text=True, timeout=120)
     assert proc.returncode == 2 and says in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_query_reads_an_undefined_float_as_null_so_sql_skips_it(tmp_path, capsys):
+    """Undefined floats are stored as NaN (CONTRACTS.md), and Polars orders NaN above every
+    number: `WHERE g23 > 15` kept the undefined rows, ORDER BY … DESC put them first, COUNT
+    counted them and AVG was NaN. `query` reads them as NULL, which SQL skips; NaN inside a
+    list stays; --keep-nan (nan_as_null=False) reads what is stored."""
+    nan = float("nan")
+    w = TrialWriter(tmp_path, "sw", "t", 0, P1)
+    for step, g23 in [(10, 12.0), (20, nan), (30, 40.0), (40, nan)]:
+        w.add("features", {**feature(step, 0), "g23": g23, "sigma": [3.0, nan]})
+    w.flush()
+    sql = "SELECT COUNT(*) AS n_over, (SELECT COUNT(g23) FROM features) AS n_defined, " \
+          "(SELECT AVG(g23) FROM features) AS mean FROM features WHERE g23 > 15"
+    assert query(tmp_path, sql).rows() == [(1, 2, 26.0)]
+    raw = query(tmp_path, sql, nan_as_null=False).row(0)
+    assert raw[:2] == (3, 4) and math.isnan(raw[2])  # the trap, read as stored
+    top = query(tmp_path, "SELECT step, g23 FROM features ORDER BY g23 DESC NULLS LAST LIMIT 1")
+    assert top.rows() == [(30, 40.0)]
+    sigma = query(tmp_path, "SELECT sigma FROM features WHERE step = 10")["sigma"][0].to_list()
+    assert sigma[0] == 3.0 and math.isnan(sigma[1])
+    assert query_main([str(tmp_path), "SELECT step FROM features WHERE g23 > 15", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "step\n30\n"
+    assert query_main([str(tmp_path), "SELECT step FROM features WHERE g23 > 15", "--format", "csv",
+                       "--keep-nan"]) == 0
+    assert capsys.readouterr().out == "step\n20\n30\n40\n"
+
+
+def test_the_cli_query_of_the_committed_laptop_sweep_counts_the_papers_criterion_right():
+    """`edgesweep query` (the CLI, which forwards --keep-nan) on the committed laptop sweep:
+    the runs whose g23 declined more than 1.5× are the runs the aggregation marked
+    `preceded` (12), not every run (30: the 18 that never grokked have an undefined decline)."""
+    sql = ("SELECT COUNT(*) AS n, (SELECT COUNT(*) FROM runs WHERE preceded) AS preceded "
+           "FROM runs WHERE g23_decline > 1.5")
+    outs = []
+    for extra in ([], ["--keep-nan"]):
+        proc = subprocess.run([sys.executable, "-m", "edgesweep", "query", "docs/results/grokking-laptop", sql,
+                               "--format", "csv", *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs == ["n,preceded\n12,12\n", "n,preceded\n30,12\n"]
 
 
 def test_query_main_takes_the_format_from_the_output_file(tmp_path, capsys, monkeypatch):

@@ -2,13 +2,19 @@
 
 Each table is registered in a :class:`polars.SQLContext` under its own name (``trials``,
 ``evals``, ``features``, ``runs``, ``summary``, ``detection``: ``schema.TABLES``) as the
-deduplicated LazyFrame of :func:`scan`, so the SQL sees exactly what ``scan`` returns and keeps
-its pushdown. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
+deduplicated LazyFrame of :func:`scan`, so the SQL sees what ``scan`` returns and keeps its
+pushdown — with one difference: an undefined float, stored as NaN (CONTRACTS.md), reads as
+NULL. Polars orders NaN above every number, so on NaN ``WHERE g23_decline > 1.5`` kept every
+run that never grokked (30 of 30 runs of the laptop sweep, where 12 meet it), ``ORDER BY … DESC``
+put them first and ``COUNT``/``AVG`` counted them; NULL is what SQL skips. Scalar float
+columns only (NaN inside a list stays); ``nan_as_null=False`` (``--keep-nan``) reads NaN as
+stored. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
 their footers; a corrupt file in a table the query does not use must not fail it).
 
 Command line (``python -m edgesweep query``, or ``python -m edgesweep.storage query``)::
 
     edgesweep query ROOT "SQL" [--format table|csv|parquet|json] [--output FILE] [--skip-bad-files]
+                    [--keep-nan]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import warnings
 
 import polars as pl
+import polars.selectors as cs
 
 from .arguments import path_argument, utf8_argument
 from .checks import holds_a_table, inspect_table, sweep_dirs
@@ -63,8 +70,12 @@ def tables_read(sql: str) -> list[str]:
 WRITING_STATEMENTS = ("delete", "insert", "update", "create", "drop", "truncate", "alter", "copy")
 
 
-def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = True) -> pl.DataFrame:
+def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = True,
+          nan_as_null: bool = True) -> pl.DataFrame:
     """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder).
+
+    ``nan_as_null``: a NaN in a scalar float column reads as NULL, so that comparisons, ORDER BY
+    and aggregates skip undefined values as SQL does (module docstring).
 
     A root under which no sweep holds any table is an error (most likely the wrong folder); a
     table the SQL names that no sweep holds yet is a :class:`StorageWarning` — for ``runs``,
@@ -84,6 +95,8 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     for t in absent:
         warnings.warn(absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
+    if nan_as_null:
+        frames = {t: lf.with_columns(cs.float().fill_nan(None)) for t, lf in frames.items()}
     try:
         with pl.SQLContext(frames=frames) as ctx:
             return ctx.execute(sql, eager=False).collect()
@@ -147,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(required for parquet)")
     p.add_argument("--skip-bad-files", action="store_true",
                    help="skip corrupt or foreign files with a warning instead of failing")
+    p.add_argument("--keep-nan", action="store_true",
+                   help="read NaN in float columns as stored (default: as NULL, which comparisons, ORDER BY "
+                        "and aggregates skip; NaN sorts above every number)")
     p.add_argument("--max-rows", type=int, default=None,
                    help=f"rows shown by --format table (default {SCREEN_ROWS} on stdout, all in --output; -1 for all)")
     return p
@@ -195,7 +211,8 @@ def query_main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StorageWarning)
-            df = query(args.root, args.sql, on_error="skip" if args.skip_bad_files else "raise")
+            df = query(args.root, args.sql, on_error="skip" if args.skip_bad_files else "raise",
+                       nan_as_null=not args.keep_nan)
         for w in caught:
             print(f"edgesweep query: warning: {w.message}", file=sys.stderr)
     except StorageError as exc:
