@@ -879,6 +879,12 @@ def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
         ([str(tmp_path / "empty"), "SELECT count(*) FROM runs"], f"{tmp_path / 'empty'}: no edgesweep tables here"),
         ([str(tmp_path / "alpha" / "features"), "SELECT count(*) FROM features"],
          f"{tmp_path / 'alpha' / 'features'}: no edgesweep tables here"),
+        ([str(tmp_path / "alpha" / "features"), "SELECT count(*) FROM features"],
+         f"it is the 'features' table folder of sweep {tmp_path / 'alpha'}: give that sweep's folder"),
+        ([str(tmp_path), ""], "SQL: no statement (the SQL is empty or only comments)"),
+        ([str(tmp_path), " -- nothing\n ; "], "SQL: no statement"),
+        ([str(tmp_path), "SELECT * FROM feature"],
+         "relation 'feature' was not found (the tables: trials, evals, features, runs, summary, detection)"),
         ([str(tmp_path), "  DELETE FROM features"], "DELETE: edgesweep query only reads the tables"),
         ([str(tmp_path), "-- tidy up\n/* old rows */ DELETE FROM features"], "DELETE: edgesweep query only reads"),
         # an alias named like an absent table is no reason to blame that table
@@ -896,7 +902,8 @@ def test_query_main_refuses_what_it_cannot_answer(tmp_path, capsys):
     for argv, says in cases:
         assert query_main(argv) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith("edgesweep query: error: ") and says in err and "Traceback" not in err, err
+        assert err.startswith("edgesweep query: error") and says in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1, err
         assert "'detection' table" not in err  # the alias is neither blamed nor warned about
     assert query_main([str(tmp_path / "alpha"), "SELECT * FROM detection", "--format", "csv"]) == 0
     cap = capsys.readouterr()
@@ -922,3 +929,17 @@ def test_module_entry_point(tmp_path):
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "n\n8\n"
+
+
+def test_the_table_view_shows_a_long_trial_id_whole(tmp_path, capsys, monkeypatch):
+    """Trial ids name their varied axes and run past 60 characters in large sweeps (82 in the
+    development corpus); the screen table showed them cut, and a cut id cannot be pasted back
+    into a query. Shown whole up to 120 characters; $POLARS_FMT_STR_LEN still decides."""
+    monkeypatch.delenv("POLARS_FMT_STR_LEN", raising=False)
+    long_id = "mod_sq_cross-adamw-wd0.716-s63227-data_seed449-n_layers2-lr0.00302-train_frac0.634"
+    write_trial(tmp_path, "sw", long_id, 0, P1, range(0, 20, 10))
+    assert query_main([str(tmp_path), "SELECT DISTINCT trial_id FROM features"]) == 0
+    assert long_id in capsys.readouterr().out
+    monkeypatch.setenv("POLARS_FMT_STR_LEN", "20")
+    assert query_main([str(tmp_path), "SELECT DISTINCT trial_id FROM features"]) == 0
+    assert long_id not in capsys.readouterr().out

@@ -415,6 +415,11 @@ def test_verify_of_a_folder_without_edgesweep_files_is_an_error_not_ok(tmp_path,
         assert verify_main([str(folder), "--quick"]) == 2
         out, err = capsys.readouterr()
         assert f"{folder}: no edgesweep files found" in err and "OK" not in out
+    # one table folder of a real sweep: the message names the sweep folder to give instead
+    write_table(tmp_path / "real", "sw", "runs", pl.DataFrame({"trial_id": ["t"], "grok_step": [10]}))
+    assert verify_main([str(tmp_path / "real" / "sw" / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"it is the 'runs' table folder of sweep {tmp_path / 'real' / 'sw'}: give that sweep's folder" in err
     # a sweep whose driver started but that has sealed nothing yet is fine, not an error
     (tmp_path / "fresh" / "sw" / "_tune").mkdir(parents=True)
     for folder in (tmp_path / "fresh", tmp_path / "fresh" / "sw"):

@@ -50,7 +50,7 @@ import polars as pl
 import pyarrow.fs as pafs
 
 from .arguments import path_argument
-from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, sweep_dirs, unlisted_folders
+from .checks import DAMAGE, NOTE, WARNING, Problem, inspect_table, one_level_too_deep, sweep_dirs, unlisted_folders
 from .completeness import shortfall, snapshot_every
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
@@ -266,7 +266,8 @@ def verify_main(argv: list[str] | None = None) -> int:
         # Nothing to check is not "OK": most likely the wrong folder level.
         print(f"edgesweep verify: error: {args.root}: no edgesweep files found in "
               f"{len(report.sweeps)} folder(s) checked — give a storage root (its sweep folders hold "
-              "trials/, features/, …) or one sweep's folder", file=sys.stderr)
+              f"trials/, features/, …) or one sweep's folder{one_level_too_deep(resolve_root(args.root))}",
+              file=sys.stderr)
         return 2
     for prob in report.problems:
         if prob.damage or not args.quiet:

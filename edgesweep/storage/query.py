@@ -30,7 +30,7 @@ import polars as pl
 import polars.selectors as cs
 
 from .arguments import path_argument, utf8_argument
-from .checks import holds_a_table, inspect_table, sweep_dirs
+from .checks import holds_a_table, inspect_table, one_level_too_deep, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
 from .scan import scan
@@ -84,6 +84,8 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     after the scan checked the files (one changed in between), the error is a
     :class:`StorageError` naming the files that are bad now, found by checking the tables
     again (SQL errors stay what they are)."""
+    if not _COMMENTS.sub(" ", sql).strip(" \t\r\n;"):
+        raise StorageError("SQL: no statement (the SQL is empty or only comments)")
     first = re.match(r"\s*\(*\s*([A-Za-z]+)", _COMMENTS.sub(" ", sql))
     if first and first.group(1).lower() in WRITING_STATEMENTS:
         raise StorageError(f"{first.group(1).upper()}: edgesweep query only reads the tables (SELECT, WITH …)")
@@ -118,8 +120,10 @@ def require_tables(r, sweeps, why: str = "") -> None:
     """StorageError unless some sweep under the root holds a table: a table folder or an
     unrelated folder given as the root would otherwise read as empty tables, without a word."""
     if not any(holds_a_table(r, d) for _, d in sweeps):
+        hint = one_level_too_deep(r)
         raise StorageError(f"{r.display(r.base)}: no edgesweep tables here (no sweep folder holding trials/, "
-                           f"evals/, features/ …): give a storage root or one sweep's folder{why}", r.display(r.base))
+                           f"evals/, features/ …): give a storage root or one sweep's folder"
+                           f"{hint or why}", r.display(r.base))
 
 
 def absent_text(r, table: str, sweeps) -> str:
@@ -186,6 +190,17 @@ def _without_plan(exc: Exception) -> str:
     return line
 
 
+def _string_width(df: pl.DataFrame, least: int = 60, most: int = 120) -> int:
+    """Characters the table view shows of a string: the longest string column's longest value
+    within [least, most] — a trial id names its axes and runs past 60 characters in a sweep of
+    many (82 in the development corpus), and a cut id cannot be pasted back into a query.
+    $POLARS_FMT_STR_LEN, when set, decides."""
+    if os.environ.get("POLARS_FMT_STR_LEN", "").strip().isdigit():
+        return int(os.environ["POLARS_FMT_STR_LEN"])
+    widths = [df[c].str.len_chars().max() or 0 for c, t in df.schema.items() if t == pl.String]
+    return max(least, min(most, max(widths, default=0)))
+
+
 def query_main(argv: list[str] | None = None) -> int:
     """``edgesweep query``; returns the exit status (0 ok, 2 usage/data error)."""
     parser = _parser()
@@ -219,7 +234,10 @@ def query_main(argv: list[str] | None = None) -> int:
         print(f"edgesweep query: error: {exc}", file=sys.stderr)
         return 2
     except (pl.exceptions.SQLInterfaceError, pl.exceptions.SQLSyntaxError) as exc:
-        print(f"edgesweep query: error in SQL: {_without_plan(exc)}", file=sys.stderr)
+        text = _without_plan(exc)
+        if re.search(r"relation '[^']*' was not found", text):
+            text += f" (the tables: {', '.join(TABLES)})"
+        print(f"edgesweep query: error in SQL: {text}", file=sys.stderr)
         return 2
     except (pl.exceptions.PolarsError, OSError) as exc:  # unknown column, bad cast, a file
         # compacted away since it was listed (re-run), an unreadable data page…
@@ -228,7 +246,7 @@ def query_main(argv: list[str] | None = None) -> int:
 
     try:
         if args.format == "table":
-            with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=60):
+            with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=_string_width(df)):
                 text = str(df) + "\n"
             return _emit(text, args.output)
         if args.format == "csv":
