@@ -118,6 +118,13 @@ class Sweep:
         grok_step, alarm_step, g23_decline, preceded, …): the row ``aggregate`` would write."""
         return self._events(trial_id)[0]
 
+    def _sweeps_whose_runs_list(self, trial_id: str) -> list[str]:
+        r = resolve_root(self.root)
+        if not any(r.exists(f"{d}/runs") for _, d in sweep_dirs(r)):
+            return []
+        found = self.table("runs").filter(pl.col("trial_id") == trial_id).select("sweep").unique().collect()
+        return sorted(found["sweep"].to_list())
+
     def _events(self, trial_id: str):
         """(the trial's runs row, its TrialRecord), read the way ``aggregate`` reads them: the
         newest attempt's trials row, marked interrupted when its owner is gone, and the family
@@ -128,6 +135,11 @@ class Sweep:
 
         rows = self.trials.filter(pl.col("trial_id") == trial_id).select("sweep").unique().collect()
         if rows.height == 0:
+            in_runs = self._sweeps_whose_runs_list(trial_id)
+            if in_runs:  # an aggregation kept without the raw tables it was computed from
+                raise KeyError(f"trial {trial_id!r} is in the runs table of {', '.join(in_runs)}, but its raw "
+                               f"tables (trials, features, evals) are not stored under {self.root}: its events "
+                               "and plots are computed from them")
             ids = self.trial_ids()
             close = difflib.get_close_matches(trial_id, ids, n=3, cutoff=0.4)
             raise KeyError(f"no trial {trial_id!r} under {self.root}"

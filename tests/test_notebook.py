@@ -126,3 +126,24 @@ def test_events_is_the_runs_row_aggregate_wrote(sweep_path, synth):
             differ = {k: (ev.get(k), v) for k, v in want.items() if not _same(ev.get(k), v)}
             assert not differ, (s.trial_id, differ)
     assert runs["A_add_wd1_s42"]["family"] == "modular"
+
+
+def test_a_trial_listed_in_runs_but_without_raw_tables_is_named_as_such(tmp_path, synth):
+    """A results folder kept without its raw tables (docs/results/grokking-corpus) still lists
+    its trials in `runs`; events/plot of one said "no trial … (0 trials)" as if it had never
+    existed. They say the raw tables it needs are not stored there."""
+    import shutil
+    from pathlib import Path
+
+    path = synth.build_sweep(str(tmp_path))
+    aggregate_sweep(path, use_ray=False, report=False)
+    for table in ("trials", "features", "evals"):
+        shutil.rmtree(Path(path) / table)
+    tid = synth.SPEC[0].trial_id
+    sweep = edgesweep.open(path)
+    for call in (sweep.events, sweep.plot):
+        with pytest.raises(KeyError, match=f"trial '{tid}' is in the runs table of {Path(path).name}, but its raw "
+                                           r"tables \(trials, features, evals\) are not stored under"):
+            call(tid)
+    with pytest.raises(KeyError, match="no trial 'nope'"):
+        sweep.events("nope")

@@ -322,3 +322,17 @@ def test_a_summary_aggregated_before_the_single_hit_definition_is_described_as_i
     assert ("hit: alarm at or before the grok step (this summary was aggregated before 2026-12-07; "
             "`edgesweep aggregate` re-derives it") in before
     assert now.split("\n\n")[-1] == before.split("\n\n")[-1]  # the table itself is the same
+
+
+def test_the_precedence_sentence_says_when_no_run_grokked(reported):
+    """Over a sweep where nothing grokked (a language-model sweep), "0/6 runs with weight decay"
+    read as a failed test of the paper's claim; it is no test at all, and the sentence says so."""
+    import polars as pl
+
+    from edgesweep.platform.report import precedence_sentence
+
+    summary = scan(reported, "summary").collect()
+    assert precedence_sentence(summary) == "gap dynamics preceded grokking in 3/6 runs with weight decay, 1/4 without"
+    none = summary.with_columns(pl.lit(0).alias("n_grokked"), pl.lit(0).alias("n_preceded"))
+    assert precedence_sentence(none) == ("gap dynamics preceded grokking in 0/6 runs with weight decay, 0/4 without "
+                                         "(no run grokked: the count tests nothing)")

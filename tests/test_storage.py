@@ -943,3 +943,15 @@ def test_the_table_view_shows_a_long_trial_id_whole(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("POLARS_FMT_STR_LEN", "20")
     assert query_main([str(tmp_path), "SELECT DISTINCT trial_id FROM features"]) == 0
     assert long_id not in capsys.readouterr().out
+
+
+def test_a_raw_table_of_a_folder_kept_without_its_raw_tables_is_named_as_not_kept(tmp_path, capsys):
+    """A results folder holding only the aggregation's outputs (docs/results/grokking-corpus):
+    a query of a raw table warned "no sweep there has stored any of its rows yet", as if a
+    sweep had not started. It says what the folder holds instead."""
+    write_table(tmp_path, "kept", "runs", pl.DataFrame({"trial_id": ["t"], "grok_step": [10]}))
+    assert query_main([str(tmp_path / "kept"), "SELECT COUNT(*) AS n FROM features", "--format", "csv"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "n\n0\n"
+    assert (f"warning: no 'features' table under {tmp_path / 'kept'}: it holds runs — an aggregation's outputs, "
+            "kept without the raw tables they were computed from") in cap.err

@@ -105,7 +105,10 @@ def precedence_sentence(summary: pl.DataFrame) -> str:
         parts.append(f"{int(ctrl['n_preceded'].sum())}/{int(ctrl['n_runs'].sum())} without")
     if not parts:
         return "gap dynamics preceded grokking in no run (no arm with a weight decay value)"
-    return "gap dynamics preceded grokking in " + ", ".join(parts)
+    sentence = "gap dynamics preceded grokking in " + ", ".join(parts)
+    if not int(allr["n_grokked"].sum()):  # "0/6" would read as a failed test, not as no test
+        sentence += " (no run grokked: the count tests nothing)"
+    return sentence
 
 
 def delayed_sentence(runs: pl.DataFrame) -> str | None:

@@ -134,6 +134,10 @@ def absent_text(r, table: str, sweeps) -> str:
         target = shlex.quote(r.display(sweeps[0][1])) if len(sweeps) == 1 else "ROOT/SWEEP"
         return (f"no {table!r} table under {where} yet: it is computed from the others, "
                 f"`edgesweep {command} {target}` writes it")
+    kept = [t for t in TABLES if t in DERIVED and any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+    if kept:  # a results folder committed or copied without its raw tables (docs/results/grokking-corpus)
+        return (f"no {table!r} table under {where}: it holds {', '.join(kept)} — an aggregation's outputs, "
+                "kept without the raw tables they were computed from")
     return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"
 
 
