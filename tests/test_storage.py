@@ -955,3 +955,34 @@ def test_a_raw_table_of_a_folder_kept_without_its_raw_tables_is_named_as_not_kep
     assert cap.out == "n\n0\n"
     assert (f"warning: no 'features' table under {tmp_path / 'kept'}: it holds runs — an aggregation's outputs, "
             "kept without the raw tables they were computed from") in cap.err
+
+
+def test_the_plain_polars_recipe_in_tables_md_reads_what_scan_reads(tmp_path):
+    """docs/TABLES.md shows how to read `features` with plain Polars. Run as written on a sweep
+    with a restarted trial (its attempt 1 rewrites steps of attempt 0), a compacted trial, a
+    trial compacted over a still-present part, and an in-flight temp file: the rows are
+    `scan`'s, value for value."""
+    import re
+    import shutil
+
+    text = (REPO / "docs" / "TABLES.md").read_text()
+    [code] = re.findall(r"```python\n(.*?)```", text.split("### Reading the files without edgesweep")[1]
+                        .split("\n## ")[0], re.S)
+    write_trial(tmp_path, "sw", "restarted", 0, P1, range(0, 60, 10), flush_every=2)
+    write_trial(tmp_path, "sw", "restarted", 1, P1, range(30, 90, 10), flush_every=2)
+    write_trial(tmp_path, "sw", "compacted", 0, P0, range(0, 40, 10), flush_every=1)
+    compact_trial(tmp_path, "sw", "features", P0, "compacted")
+    write_trial(tmp_path, "sw", "copied", 0, P0, range(0, 30, 10), flush_every=1)
+    # as if compaction had died before removing its parts: both copies of each row are there
+    compact_trial(tmp_path, "sw", "features", P0, "copied", delete_inputs=False)
+    [folder] = {p.parent for p in (tmp_path / "sw" / "features").rglob("copied.*.parquet")}
+    parts = sorted(folder.glob("copied.a000.*.parquet"))
+    assert len(parts) == 3 and len(list(folder.glob("copied.c000.*.parquet"))) == 1
+    shutil.copy(parts[0], folder / f".{parts[0].name}.tmp-0123456789ab")  # an upload in flight
+    namespace: dict = {}
+    exec(code.replace("ROOT/SWEEP", str(tmp_path / "sw")), namespace)
+    plain = namespace["features"].collect().sort("trial_id", "step")
+    stored = scan(tmp_path / "sw", "features").collect().drop("sweep").sort("trial_id", "step")
+    assert plain.height == stored.height == 6 + 3 + 4 + 3
+    assert plain.filter(pl.col("trial_id") == "restarted")["attempt"].to_list() == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    assert plain.select(stored.columns).equals(stored)
