@@ -400,3 +400,19 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path, synth):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert err == "", err
+
+
+def test_a_finished_sweep_kept_without_tunes_state_gets_no_note_about_unstarted_trials(tmp_path, synth, capsys):
+    """Without Tune's state, status cannot list trials that have not started, and says so. A
+    sweep whose driver record says it finished has none left: the note would only alarm."""
+    from edgesweep.storage.liveness import DriverRecord, write_driver_record
+
+    done = [s for s in synth.SPEC if s.status != "running"]
+    path = synth.build_sweep(tmp_path / "results", done)
+    assert status_main(path, plain=True) == 0
+    assert "note: no readable Tune state in _tune/ (not written yet, or not kept)" in capsys.readouterr().out
+    record = DriverRecord.start()
+    record.end("finished", {"finished": len(done), "failed": 0, "interrupted": 0, "never_started": 0})
+    write_driver_record(SweepPath.parse(path), record)
+    assert status_main(path, plain=True) == 0
+    assert "no readable Tune state" not in capsys.readouterr().out

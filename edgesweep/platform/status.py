@@ -267,8 +267,10 @@ class SweepWatcher:
                                        weight_decay=t["config"].get("weight_decay"),
                                        seed=t["config"].get("seed"), max_steps=_target(t["config"], None),
                                        step=t["step"], steps_per_s=t["steps_per_s"])
-        if tune is None:
-            notes.append("no readable Tune state in _tune/: trials not started yet are not shown")
+        if tune is None and not (driver is not None and driver.outcome == "finished"):
+            # (a finished sweep copied without Tune's state has no trial left to start)
+            notes.append("no readable Tune state in _tune/ (not written yet, or not kept): trials that have "
+                         "not started are not shown")
         settled = _settle_unknown(views, tune)
         if settled:
             notes.append(f"{settled} trial(s) with stored rows but no trials row (status unknown) are not pending "
