@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=_path, help="file to write; default stdout (table, csv, json)")
     p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
     p.add_argument("--keep-nan", action="store_true",
-                   help="read NaN in float columns as stored (default: as NULL, which comparisons, ORDER BY "
-                        "and aggregates skip; NaN sorts above every number)")
+                   help="read NaN in float columns as stored (default: as NULL, which comparisons and "
+                        "aggregates skip; NaN orders above every number)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="rows shown by --format table (default 50 on stdout, all in --output; -1: all)")
     p.set_defaults(func=_query)

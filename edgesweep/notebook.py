@@ -119,8 +119,12 @@ class Sweep:
         return self._events(trial_id)[0]
 
     def _sweeps_whose_runs_list(self, trial_id: str) -> list[str]:
+        """Sweeps whose ``runs`` table lists the trial, when the root holds no raw table at all
+        (a results folder kept without them); [] otherwise."""
         r = resolve_root(self.root)
-        if not any(r.exists(f"{d}/runs") for _, d in sweep_dirs(r)):
+        folders = [d for _, d in sweep_dirs(r)]
+        if (not any(r.exists(f"{d}/runs") for d in folders)
+                or any(r.exists(f"{d}/{t}") for d in folders for t in ("trials", "features", "evals"))):
             return []
         found = self.table("runs").filter(pl.col("trial_id") == trial_id).select("sweep").unique().collect()
         return sorted(found["sweep"].to_list())

@@ -391,6 +391,43 @@ def test_a_resume_whose_experiment_state_embeds_a_pickle_naming_missing_code_is_
         run_sweep(_spec(tmp_path), resume=True)
 
 
+def test_a_resume_whose_trial_state_pickles_a_moved_ray_class_is_refused(tmp_path):
+    """A state Ray writes itself (Trial.get_json_state, what the experiment state's trial_data
+    holds): the trial's placement-group factory — a private Ray class — is a bare hex
+    cloudpickle, without the CLOUDPICKLE_FALLBACK marker. As written, the check passes; with
+    that class's module renamed inside that one field (as a Ray upgrade that moved it would
+    leave it), the resume is refused naming it."""
+    import re
+
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+
+    from edgesweep.platform.driver import check_tune_state
+    from edgesweep.storage.fs import resolve_root
+
+    trial_json, metadata_json = Trial("x", stub=True, placement_group_factory=PlacementGroupFactory(
+        [{"CPU": 1}])).get_json_state()
+    trial = json.loads(trial_json)
+    FIELD = "_default_placement_group_factory"  # in Trial._nonjson_fields: written as bare hex, no marker
+    assert FIELD in Trial._nonjson_fields and isinstance(trial[FIELD], str)
+    pgf = bytes.fromhex(trial[FIELD])
+    assert b"ray.tune.execution.placement_groups" in pgf
+    tune_dir = tmp_path / "results" / "synth" / "_tune"
+    tune_dir.mkdir(parents=True)
+    (tune_dir / "tuner.pkl").write_bytes(_renamed(b"collections", b"collections"))  # whole, and resolvable
+    state = tune_dir / "experiment_state-2026-12-07_16-59-01.json"
+    state.write_text(json.dumps({"trial_data": [[trial_json, metadata_json]]}))
+    root = resolve_root(str(tmp_path / "results"))
+    spec = load_spec(_spec(tmp_path))
+    check_tune_state(spec, root, root.path("synth", "_tune"))  # Ray's own state: nothing to refuse
+    trial[FIELD] = pgf.replace(b"placement_groups", b"placement_groupz").hex()
+    state.write_text(json.dumps({"trial_data": [[json.dumps(trial), metadata_json]]}))
+    with pytest.raises(SpecError, match=rf"Tune's state {re.escape(str(state))} was written by other code: it "
+                                        r"needs ray\.tune\.execution\.placement_groupz\.PlacementGroupFactory, "
+                                        "and here module 'ray.tune.execution.placement_groupz' is not installed"):
+        check_tune_state(spec, root, root.path("synth", "_tune"))
+
+
 def test_an_address_nothing_answers_on_fails_in_seconds_naming_it(tmp_path):
     """`run --address HOST:PORT` with no Ray head there: one line naming the address, exit 2,
     before Ray is started or joined (ray.init kept retrying for minutes, with only its own

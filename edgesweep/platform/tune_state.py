@@ -27,6 +27,7 @@ import importlib
 import json
 import pickletools
 import posixpath
+import re
 
 from ..storage.fs import Root
 
@@ -43,6 +44,7 @@ _STRINGS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"
 #: Ray's marker for an object its experiment-state JSON holds as a hex cloudpickle
 #: (ray.tune.utils.serialization).
 _EMBEDDED = "CLOUDPICKLE_FALLBACK"
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 
 
 def unreadable(data: bytes, pickled: bool) -> str | None:
@@ -128,9 +130,13 @@ def missing_global(module: str, qualname: str, protocol: int = 5) -> str | None:
 
 
 def embedded_pickles(state: object) -> list[bytes]:
-    """The cloudpickles Tune embeds in its experiment state JSON: ``{"_type":
-    "CLOUDPICKLE_FALLBACK", "value": hex}`` objects, inside the JSON strings that hold each
-    trial (``trial_data``: [state JSON, run metadata JSON] per trial) or anywhere else.
+    """The cloudpickles Tune embeds, hex-encoded, in its experiment state JSON, inside the JSON
+    strings that hold each trial (``trial_data``: [state JSON, run metadata JSON] per trial):
+    ``{"_type": "CLOUDPICKLE_FALLBACK", "value": hex}`` objects (what JSON cannot hold: the
+    trial's storage context, its name creators), and the fields ``Trial.__getstate__`` writes
+    as bare hex (``Trial._nonjson_fields``: its placement-group factory, resources, results).
+    A bare string counts when it is hex that decodes to a whole pickle (protocol ≥ 2 starts
+    with the PROTO byte 0x80), so no field list of Ray's is copied here.
 
     The file as a whole parsed, so it is not cut short; a part in a shape this does not know (a
     trial string that is not JSON, a payload that is not a whole pickle) is left to Tune rather
@@ -138,28 +144,33 @@ def embedded_pickles(state: object) -> list[bytes]:
     """
     found: list[bytes] = []
 
-    def walk(x: object, strings_are_json: bool) -> None:
+    def add(text: str) -> None:
+        try:
+            payload = bytes.fromhex(text)
+        except ValueError:
+            return
+        if unreadable(payload, True) is None:
+            found.append(payload)
+
+    def walk(x: object, strings_are_json: bool, in_trial: bool) -> None:
         if isinstance(x, dict):
             if x.get("_type") == _EMBEDDED and isinstance(x.get("value"), str):
-                try:
-                    payload = bytes.fromhex(x["value"])
-                except ValueError:
-                    return
-                if unreadable(payload, True) is None:
-                    found.append(payload)
+                add(x["value"])
                 return
             for k, v in x.items():
-                walk(v, k == "trial_data")
+                walk(v, k == "trial_data", in_trial)
         elif isinstance(x, list):
             for v in x:
-                walk(v, strings_are_json)
-        elif strings_are_json and isinstance(x, str):
+                walk(v, strings_are_json, in_trial)
+        elif isinstance(x, str) and strings_are_json:
             try:
-                walk(json.loads(x), False)
+                walk(json.loads(x), False, True)
             except ValueError:
                 return
+        elif isinstance(x, str) and in_trial and x[:2] == "80" and _HEX.fullmatch(x):
+            add(x)
 
-    walk(state, False)
+    walk(state, False, False)
     return found
 
 

@@ -2,13 +2,14 @@
 
 Each table is registered in a :class:`polars.SQLContext` under its own name (``trials``,
 ``evals``, ``features``, ``runs``, ``summary``, ``detection``: ``schema.TABLES``) as the
-deduplicated LazyFrame of :func:`scan`, so the SQL sees what ``scan`` returns and keeps its
-pushdown — with one difference: an undefined float, stored as NaN (CONTRACTS.md), reads as
-NULL. Polars orders NaN above every number, so on NaN ``WHERE g23_decline > 1.5`` kept every
-run that never grokked (30 of 30 runs of the laptop sweep, where 12 meet it), ``ORDER BY … DESC``
-put them first and ``COUNT``/``AVG`` counted them; NULL is what SQL skips. Scalar float
-columns only (NaN inside a list stays); ``nan_as_null=False`` (``--keep-nan``) reads NaN as
-stored. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
+deduplicated LazyFrame of :func:`scan`, so the SQL sees what ``scan`` returns — with one
+difference: an undefined float, stored as NaN (CONTRACTS.md), reads as NULL. Polars orders NaN
+above every number, so on NaN ``WHERE g23_decline > 1.5`` kept every run that never grokked (30
+of 30 runs of the laptop sweep, where 12 meet it) and ``COUNT``/``AVG`` counted them; NULL is
+what SQL's comparisons and aggregates skip (``ORDER BY … DESC`` still lists NULLs first unless
+``NULLS LAST``). Scalar float columns only (NaN inside a list stays), and not the partition
+keys, so that a filter on ``weight_decay`` still skips other partitions' files;
+``nan_as_null=False`` (``--keep-nan``) reads NaN as stored. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
 their footers; a corrupt file in a table the query does not use must not fail it).
 
 Command line (``python -m edgesweep query``, or ``python -m edgesweep.storage query``)::
@@ -34,7 +35,7 @@ from .checks import holds_a_table, inspect_table, one_level_too_deep, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
 from .scan import scan
-from .schema import DERIVED, TABLES
+from .schema import DERIVED, PARTITION_KEYS, TABLES
 
 FORMATS = ("table", "csv", "parquet", "json")
 #: The format --output's extension implies when --format is not given.
@@ -70,12 +71,19 @@ def tables_read(sql: str) -> list[str]:
 WRITING_STATEMENTS = ("delete", "insert", "update", "create", "drop", "truncate", "alter", "copy")
 
 
+def nan_as_null_frame(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """``lf`` with every NaN of a scalar float column read as NULL — not in the partition keys
+    (weight_decay is never NaN), so that a filter on one still reaches the Parquet reader and
+    the files of other partitions are skipped unread."""
+    return lf.with_columns((cs.float() - cs.by_name(*PARTITION_KEYS, require_all=False)).fill_nan(None))
+
+
 def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = True,
           nan_as_null: bool = True) -> pl.DataFrame:
     """Run `sql` over the tables under `root` (a root of sweeps or one sweep folder).
 
-    ``nan_as_null``: a NaN in a scalar float column reads as NULL, so that comparisons, ORDER BY
-    and aggregates skip undefined values as SQL does (module docstring).
+    ``nan_as_null``: a NaN in a scalar float column reads as NULL, so that comparisons and
+    aggregates skip undefined values as SQL does (module docstring).
 
     A root under which no sweep holds any table is an error (most likely the wrong folder); a
     table the SQL names that no sweep holds yet is a :class:`StorageWarning` — for ``runs``,
@@ -98,7 +106,7 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
         warnings.warn(absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
     if nan_as_null:
-        frames = {t: lf.with_columns(cs.float().fill_nan(None)) for t, lf in frames.items()}
+        frames = {t: nan_as_null_frame(lf) for t, lf in frames.items()}
     try:
         with pl.SQLContext(frames=frames) as ctx:
             return ctx.execute(sql, eager=False).collect()
@@ -134,8 +142,9 @@ def absent_text(r, table: str, sweeps) -> str:
         target = shlex.quote(r.display(sweeps[0][1])) if len(sweeps) == 1 else "ROOT/SWEEP"
         return (f"no {table!r} table under {where} yet: it is computed from the others, "
                 f"`edgesweep {command} {target}` writes it")
-    kept = [t for t in TABLES if t in DERIVED and any(r.exists(f"{d}/{t}") for _, d in sweeps)]
-    if kept:  # a results folder committed or copied without its raw tables (docs/results/grokking-corpus)
+    stored = [t for t in TABLES if any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+    kept = [t for t in stored if t in DERIVED]
+    if kept and kept == stored:  # a results folder committed or copied without its raw tables (docs/results/grokking-corpus)
         return (f"no {table!r} table under {where}: it holds {', '.join(kept)} — an aggregation's outputs, "
                 "kept without the raw tables they were computed from")
     return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"
@@ -169,8 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-files", action="store_true",
                    help="skip corrupt or foreign files with a warning instead of failing")
     p.add_argument("--keep-nan", action="store_true",
-                   help="read NaN in float columns as stored (default: as NULL, which comparisons, ORDER BY "
-                        "and aggregates skip; NaN sorts above every number)")
+                   help="read NaN in float columns as stored (default: as NULL, which comparisons and "
+                        "aggregates skip; NaN orders above every number)")
     p.add_argument("--max-rows", type=int, default=None,
                    help=f"rows shown by --format table (default {SCREEN_ROWS} on stdout, all in --output; -1 for all)")
     return p
@@ -182,15 +191,17 @@ _EXPRESSION = "This error occurred in the following expression:"
 def _without_plan(exc: Exception) -> str:
     """One line from a Polars error. Polars appends paragraphs to the first one, which names
     the column or file: the SQL statement again (from 2.2), its query plan (dozens of lines
-    naming every column and file) and the failing expression; only the expression is kept,
-    shortened, since it says which comparison or cast of a long query failed."""
+    naming every column and file), the failing expression and, for an object store, the
+    causes. Kept, shortened: the expression (which comparison or cast of a long query failed)
+    and the causes (often the only words that say what the store answered)."""
     paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
     if not paragraphs:
         return type(exc).__name__
     line = " ".join(paragraphs[0].split())
-    expr = next((p[len(_EXPRESSION):] for p in paragraphs[1:] if p.startswith(_EXPRESSION)), None)
-    if expr and (expr := " ".join(expr.split())):
-        line += f" (in {expr[:200]}{'…' if len(expr) > 200 else ''})"
+    for prefix, label in ((_EXPRESSION, "in"), ("Caused by:", "caused by:")):
+        kept = next((p[len(prefix):] for p in paragraphs[1:] if p.startswith(prefix)), None)
+        if kept and (kept := " ".join(kept.split())):
+            line += f" ({label} {kept[:200]}{'…' if len(kept) > 200 else ''})"
     return line
 
 
@@ -199,8 +210,9 @@ def _string_width(df: pl.DataFrame, least: int = 60, most: int = 120) -> int:
     within [least, most] — a trial id names its axes and runs past 60 characters in a sweep of
     many (82 in the development corpus), and a cut id cannot be pasted back into a query.
     $POLARS_FMT_STR_LEN, when set, decides."""
-    if os.environ.get("POLARS_FMT_STR_LEN", "").strip().isdigit():
-        return int(os.environ["POLARS_FMT_STR_LEN"])
+    text = os.environ.get("POLARS_FMT_STR_LEN", "").strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
     widths = [df[c].str.len_chars().max() or 0 for c, t in df.schema.items() if t == pl.String]
     return max(least, min(most, max(widths, default=0)))
 
@@ -250,7 +262,8 @@ def query_main(argv: list[str] | None = None) -> int:
 
     try:
         if args.format == "table":
-            with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=_string_width(df)):
+            # Rows never wrap or cut (a cut trial id reads as another one); the terminal may fold them.
+            with pl.Config(tbl_rows=args.max_rows, fmt_str_lengths=_string_width(df), tbl_width_chars=10_000):
                 text = str(df) + "\n"
             return _emit(text, args.output)
         if args.format == "csv":
