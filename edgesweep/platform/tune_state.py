@@ -11,7 +11,7 @@ file instead of Tune's traceback after the cluster is up:
   moved one of them, unpickling fails with ModuleNotFoundError or AttributeError.
 
 The pickles — the two files, and the cloudpickles Tune embeds, hex-encoded, in the experiment
-state JSON (``CLOUDPICKLE_FALLBACK``: trial storage contexts, name creators, ...) — are read
+state JSON (each trial's storage context, name creators, placement-group factory, ...) — are read
 opcode by opcode (:mod:`pickletools`), which builds no object; the names they refer to are then
 looked up by importing their modules, as Tune's unpickling would a moment later — never by
 running the pickle. Not seen this way, so still Tune's traceback: a module that a cloudpickled

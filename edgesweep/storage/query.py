@@ -9,8 +9,10 @@ of 30 runs of the laptop sweep, where 12 meet it) and ``COUNT``/``AVG`` counted 
 what SQL's comparisons and aggregates skip (``ORDER BY … DESC`` still lists NULLs first unless
 ``NULLS LAST``). Scalar float columns only (NaN inside a list stays), and not the partition
 keys, so that a filter on ``weight_decay`` still skips other partitions' files;
-``nan_as_null=False`` (``--keep-nan``) reads NaN as stored. Only tables the SQL mentions are scanned (a table's scan lists its files and reads
-their footers; a corrupt file in a table the query does not use must not fail it).
+``nan_as_null=False`` (``--keep-nan``) reads NaN as stored.
+
+Only tables the SQL mentions are scanned (a table's scan lists its files and reads their
+footers; a corrupt file in a table the query does not use must not fail it).
 
 Command line (``python -m edgesweep query``, or ``python -m edgesweep.storage query``)::
 
@@ -144,7 +146,7 @@ def absent_text(r, table: str, sweeps) -> str:
                 f"`edgesweep {command} {target}` writes it")
     stored = [t for t in TABLES if any(r.exists(f"{d}/{t}") for _, d in sweeps)]
     kept = [t for t in stored if t in DERIVED]
-    if kept and kept == stored:  # a results folder committed or copied without its raw tables (docs/results/grokking-corpus)
+    if kept and kept == stored:  # a results folder kept without its raw tables (docs/results/grokking-corpus)
         return (f"no {table!r} table under {where}: it holds {', '.join(kept)} — an aggregation's outputs, "
                 "kept without the raw tables they were computed from")
     return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"
