@@ -336,3 +336,7 @@ def test_the_precedence_sentence_says_when_no_run_grokked(reported):
     none = summary.with_columns(pl.lit(0).alias("n_grokked"), pl.lit(0).alias("n_preceded"))
     assert precedence_sentence(none) == ("gap dynamics preceded grokking in 0/6 runs with weight decay, 0/4 without "
                                          "(no run grokked: the count tests nothing)")
+    assert precedence_sentence(none, 2) == ("gap dynamics preceded grokking in 0/6 runs with weight decay, 0/4 "
+                                            "without (no run grokked: the count tests nothing; 2 trial(s) still "
+                                            "running: provisional)")
+    assert precedence_sentence(summary, 1).endswith("1/4 without (1 trial(s) still running: provisional)")

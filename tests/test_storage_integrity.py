@@ -415,6 +415,14 @@ def test_verify_of_a_folder_without_edgesweep_files_is_an_error_not_ok(tmp_path,
         assert verify_main([str(folder), "--quick"]) == 2
         out, err = capsys.readouterr()
         assert f"{folder}: no edgesweep files found" in err and "OK" not in out
+    # a report's figures/ folder: its trials/ of PNGs is named like a table, but holds no data
+    (tmp_path / "figures" / "trials").mkdir(parents=True)
+    (tmp_path / "figures" / "trials" / "t.png").write_bytes(b"\x89PNG")
+    assert verify_main([str(tmp_path / "figures")]) == 2
+    out, err = capsys.readouterr()
+    assert (f"{tmp_path / 'figures'}: no edgesweep files found in 1 folder(s) checked (1 other file(s) in "
+            f"folders named like tables, such as {tmp_path / 'figures' / 'trials' / 't.png'})") in err
+    assert "DAMAGED" not in out
     # one table folder of a real sweep: the message names the sweep folder to give instead
     write_table(tmp_path / "real", "sw", "runs", pl.DataFrame({"trial_id": ["t"], "grok_step": [10]}))
     assert verify_main([str(tmp_path / "real" / "sw" / "runs")]) == 2

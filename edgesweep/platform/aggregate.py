@@ -183,7 +183,7 @@ def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:
     n_running = int(runs["running"].fill_null(False).sum())
     print(precedence_text(summary))
     print()
-    print(precedence_sentence(summary) + (f" ({n_running} trial(s) still running: provisional)" if n_running else ""))
+    print(precedence_sentence(summary, n_running))
     if delayed := delayed_sentence(runs):
         print(delayed)
     n_inc = runs.filter(pl.col("status") == "incomplete").height

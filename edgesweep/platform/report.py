@@ -94,8 +94,9 @@ def _fmt_p(p: Any) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
-def precedence_sentence(summary: pl.DataFrame) -> str:
-    """The paper's sentence from the "all" scope: weight_decay > 0 arms pooled vs = 0."""
+def precedence_sentence(summary: pl.DataFrame, n_running: int = 0) -> str:
+    """The paper's sentence from the "all" scope: weight_decay > 0 arms pooled vs = 0, with what
+    qualifies it in one parenthesis: no run grokked, ``n_running`` trials still running."""
     allr = summary.filter(pl.col("scope") == "all")
     wd, ctrl = allr.filter(pl.col("arm") == "wd>0"), allr.filter(pl.col("arm") == "wd=0")
     parts = []
@@ -105,10 +106,12 @@ def precedence_sentence(summary: pl.DataFrame) -> str:
         parts.append(f"{int(ctrl['n_preceded'].sum())}/{int(ctrl['n_runs'].sum())} without")
     if not parts:
         return "gap dynamics preceded grokking in no run (no arm with a weight decay value)"
-    sentence = "gap dynamics preceded grokking in " + ", ".join(parts)
+    notes = []
     if not int(allr["n_grokked"].sum()):  # "0/6" would read as a failed test, not as no test
-        sentence += " (no run grokked: the count tests nothing)"
-    return sentence
+        notes.append("no run grokked: the count tests nothing")
+    if n_running:
+        notes.append(f"{n_running} trial(s) still running: provisional")
+    return "gap dynamics preceded grokking in " + ", ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def delayed_sentence(runs: pl.DataFrame) -> str | None:

@@ -259,13 +259,18 @@ def verify_main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"edgesweep verify: error: {exc}", file=sys.stderr)
         return 2
-    if report.files == 0 and report.records == 0 and not report.problems:
-        if sweep_started(args.root):
+    # No data file and no record: nothing of edgesweep's here, at most files that are not data in
+    # a folder named like a table (a report's figures/trials/ of PNGs).
+    stray = [prob for prob in report.problems if prob.kind == "invalid"]
+    if report.files == 0 and report.records == 0 and len(stray) == len(report.problems):
+        if not stray and sweep_started(args.root):
             print(f"OK: nothing stored yet under {args.root} (a sweep that has not sealed any rows)")
             return 0
         # Nothing to check is not "OK": most likely the wrong folder level.
+        others = (f" ({len(stray)} other file(s) in folders named like tables, such as {stray[0].path})"
+                  if stray else "")
         print(f"edgesweep verify: error: {args.root}: no edgesweep files found in "
-              f"{len(report.sweeps)} folder(s) checked — give a storage root (its sweep folders hold "
+              f"{len(report.sweeps)} folder(s) checked{others} — give a storage root (its sweep folders hold "
               f"trials/, features/, …) or one sweep's folder{one_level_too_deep(resolve_root(args.root))}",
               file=sys.stderr)
         return 2
