@@ -27,7 +27,7 @@ import polars as pl
 from .storage import StorageError, StorageWarning, scan
 from .storage.fs import resolve_root
 from .storage.integrity import sweep_started
-from .storage.query import absent_text, require_tables
+from .storage.query import absent_text, outputs_only, require_tables, tables_held
 from .storage.scan import sweep_dirs
 
 __all__ = ["Sweep"]  # plot() returns a TrialFigure (a matplotlib Figure made on first use)
@@ -73,7 +73,7 @@ class Sweep:
         its columns (so that filters on them run) and a warning naming the command."""
         r = resolve_root(self.root)
         sweeps = sweep_dirs(r)
-        if any(r.exists(f"{d}/{name}") for _, d in sweeps):
+        if tables_held(r, sweeps, [name]):
             return self.table(name)
         warnings.warn(absent_text(r, name, sweeps), StorageWarning, stacklevel=3)
         return pl.LazyFrame(schema={"sweep": pl.String, **schema})
@@ -122,9 +122,8 @@ class Sweep:
         """Sweeps whose ``runs`` table lists the trial, when the root holds no raw table at all
         (a results folder kept without them); [] otherwise."""
         r = resolve_root(self.root)
-        folders = [d for _, d in sweep_dirs(r)]
-        if (not any(r.exists(f"{d}/runs") for d in folders)
-                or any(r.exists(f"{d}/{t}") for d in folders for t in ("trials", "features", "evals"))):
+        held = tables_held(r, sweep_dirs(r))
+        if "runs" not in held or not outputs_only(held):
             return []
         found = self.table("runs").filter(pl.col("trial_id") == trial_id).select("sweep").unique().collect()
         return sorted(found["sweep"].to_list())

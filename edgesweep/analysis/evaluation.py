@@ -29,8 +29,9 @@ def classify_run(alarm_step: int | None, grok_step: int | None) -> RunOutcome:
     """hit: alarm strictly before grok (lead > 0); late: alarm at or after grok (an alarm at the
     grok's logged step warns of nothing; lead ≤ 0); miss: grokked, no alarm; false_alarm: alarm,
     never grokked; quiet: neither. The one definition of a hit: the runs table, the summary and
-    the early-warning benchmark (``detection``) all classify through here. A non-grokking run is only "never grokked *within its budget*": a false
-    alarm on a run that would have grokked later cannot be told apart here."""
+    the early-warning benchmark (``detection``) all classify through here. A non-grokking run
+    is only "never grokked *within its budget*": a false alarm on a run that would have grokked
+    later cannot be told apart here."""
     a = None if alarm_step is None else int(alarm_step)
     gk = None if grok_step is None else int(grok_step)
     if gk is None:

@@ -346,13 +346,12 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
 def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
     """Refuse a resume whose Tune state is damaged or was written by other code
     (:mod:`.tune_state`) before a cluster starts, naming the file and what can still be done."""
-    found = tune_state_problem(root, exp_path)
-    if found is None:
+    problem = tune_state_problem(root, exp_path)
+    if problem is None:
         return
-    path, why = found
-    advice = ("Resume it with the edgesweep and Ray that started it. " if why.startswith("was written") else "")
-    raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(path)} {why}, so this sweep cannot "
-                    f"be resumed here. {advice}Its stored rows are intact (`edgesweep verify` checks them, "
+    advice = "Resume it with the edgesweep and Ray that started it. " if problem.foreign else ""
+    raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(problem.path)} {problem.why}, so this "
+                    f"sweep cannot be resumed here. {advice}Its stored rows are intact (`edgesweep verify` checks them, "
                     "`edgesweep aggregate` summarises what finished; `edgesweep status` lists the unfinished "
                     "trials, which a new sweep under another name can run)")
 

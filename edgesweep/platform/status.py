@@ -32,7 +32,6 @@ once every unfinished trial's worker is known to be gone.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import shlex
@@ -47,7 +46,7 @@ from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
-from .tune_state import TUNE_STATE
+from .tune_state import TUNE_STATE, newest_state_files
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
@@ -168,11 +167,10 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
     """{trial_id: {"status", "config", "step", "steps_per_s"}} from Tune's newest experiment
     state in ``<sweep>/_tune``, or None when there is none or it cannot be read."""
     try:
-        infos = sp.root.list_files(sp.file("_tune"), recursive=False)
-        states = sorted((i for i in infos if fnmatch.fnmatch(i.base_name, TUNE_STATE)), key=lambda i: i.base_name)
-        if not states:
+        newest = newest_state_files(sp.root, sp.file("_tune")).get(TUNE_STATE)
+        if newest is None:
             return None
-        raw = sp.read_bytes(f"_tune/{states[-1].base_name}")
+        raw = sp.read_bytes(f"_tune/{newest.rpartition('/')[2]}")
         doc = json.loads(raw) if raw else None
         out = {}
         for item in doc["trial_data"]:

@@ -28,6 +28,7 @@ import json
 import pickletools
 import posixpath
 import re
+from dataclasses import dataclass
 
 from ..storage.fs import Root
 
@@ -174,6 +175,29 @@ def embedded_pickles(state: object) -> list[bytes]:
     return found
 
 
+def newest_state_files(root: Root, exp_path: str) -> dict[str, str]:
+    """{pattern: path of its newest file} for the state files of Tune's experiment folder
+    (:data:`TUNE_STATE`, :data:`TUNE_PICKLES`) that are there: the ones a resume restores
+    from. Listed one level deep, not through every trial's checkpoint folder."""
+    names = sorted(i.base_name for i in root.list_files(exp_path, recursive=False))
+    newest = {}
+    for pattern in (TUNE_STATE, *TUNE_PICKLES):
+        matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if matching:  # the timestamp in the name sorts them
+            newest[pattern] = posixpath.join(exp_path, matching[-1])
+    return newest
+
+
+@dataclass(frozen=True)
+class StateProblem:
+    """Why a resume cannot use ``path``: ``why`` completes "Tune's state PATH …"; ``foreign``
+    when the file is whole but was written by other code (the remedy is that code)."""
+
+    path: str
+    why: str
+    foreign: bool
+
+
 def _pickle_problem(data: bytes) -> str | None:
     """Why unpickling ``data`` here would fail on a name it needs; None when every name exists."""
     protocol = pickle_protocol(data)
@@ -184,20 +208,17 @@ def _pickle_problem(data: bytes) -> str | None:
     return None
 
 
-def tune_state_problem(root: Root, exp_path: str) -> tuple[str, str] | None:
-    """(file, why) for the first newest state file a resume cannot use; None when all can."""
-    names = sorted(i.base_name for i in root.list_files(exp_path, recursive=False))  # not the trials' folders
-    for pattern, pickled in [(TUNE_STATE, False)] + [(p, True) for p in TUNE_PICKLES]:
-        matching = [n for n in names if fnmatch.fnmatch(n, pattern)]
-        if not matching:
-            continue  # nothing Tune could resume is the caller's can_restore check
-        # An older state file is no way back either: it names checkpoints Tune has since
-        # deleted (num_to_keep), and its unfinished trials fail on them (tried).
-        newest = posixpath.join(exp_path, matching[-1])
-        data = root.read_bytes(newest)
+def tune_state_problem(root: Root, exp_path: str) -> StateProblem | None:
+    """The first newest state file a resume cannot use; None when all can. (An older state
+    file is no way back either: it names checkpoints Tune has since deleted (num_to_keep), and
+    its unfinished trials fail on them (tried).) A missing kind of file is not a problem here:
+    whether there is anything to resume is the caller's ``Tuner.can_restore`` check."""
+    for pattern, path in newest_state_files(root, exp_path).items():
+        pickled = pattern in TUNE_PICKLES
+        data = root.read_bytes(path)
         if (problem := unreadable(data, pickled)) is not None:
-            return newest, f"is damaged ({problem})"
+            return StateProblem(path, f"is damaged ({problem})", foreign=False)
         for payload in dict.fromkeys([data] if pickled else embedded_pickles(json.loads(data))):
             if (problem := _pickle_problem(payload)) is not None:
-                return newest, problem
+                return StateProblem(path, problem, foreign=True)
     return None

@@ -167,8 +167,7 @@ def holds_a_table(r: Root, directory: str) -> bool:
 def one_level_too_deep(r: Root) -> str:
     """A hint for a root that is one sweep's table folder (``…/SWEEP/features``): ``" — it is
     the 'features' table folder of sweep …: give that sweep's folder"``; "" otherwise."""
-    base = r.base.rstrip("/")
-    name, parent = base.rsplit("/", 1)[-1], base.rsplit("/", 1)[0] if "/" in base else ""
+    parent, _, name = r.base.rstrip("/").rpartition("/")
     if name in TABLES and parent and holds_a_table(r, parent):
         return f" — it is the {name!r} table folder of sweep {r.display(parent)}: give that sweep's folder"
     return ""

@@ -103,7 +103,9 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     sweeps = sweep_dirs(r)  # a missing root is an error even for SQL that names no table
     require_tables(r, sweeps, "; a sweep that has not sealed any rows yet has nothing to query")
     tables = tables_in(sql)
-    absent = [t for t in tables_read(sql) if not any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+    read = tables_read(sql)
+    held = tables_held(r, sweeps, read)
+    absent = [t for t in read if t not in held]
     for t in absent:
         warnings.warn(absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
     frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
@@ -136,6 +138,17 @@ def require_tables(r, sweeps, why: str = "") -> None:
                            f"{hint or why}", r.display(r.base))
 
 
+def tables_held(r, sweeps, tables=TABLES) -> list[str]:
+    """Those of ``tables`` that some sweep under the root holds a folder of."""
+    return [t for t in tables if any(r.exists(f"{d}/{t}") for _, d in sweeps)]
+
+
+def outputs_only(held: list[str]) -> bool:
+    """Whether the tables held are the aggregation's outputs alone: a results folder kept
+    without the raw tables they were computed from (docs/results/grokking-corpus)."""
+    return bool(held) and all(t in DERIVED for t in held)
+
+
 def absent_text(r, table: str, sweeps) -> str:
     """Why ``table`` is missing under the root, and for a derived table the command that writes it."""
     where = r.display(r.base)
@@ -144,10 +157,8 @@ def absent_text(r, table: str, sweeps) -> str:
         target = shlex.quote(r.display(sweeps[0][1])) if len(sweeps) == 1 else "ROOT/SWEEP"
         return (f"no {table!r} table under {where} yet: it is computed from the others, "
                 f"`edgesweep {command} {target}` writes it")
-    stored = [t for t in TABLES if any(r.exists(f"{d}/{t}") for _, d in sweeps)]
-    kept = [t for t in stored if t in DERIVED]
-    if kept and kept == stored:  # a results folder kept without its raw tables (docs/results/grokking-corpus)
-        return (f"no {table!r} table under {where}: it holds {', '.join(kept)} — an aggregation's outputs, "
+    if outputs_only(held := tables_held(r, sweeps)):
+        return (f"no {table!r} table under {where}: it holds {', '.join(held)} — an aggregation's outputs, "
                 "kept without the raw tables they were computed from")
     return f"no {table!r} table under {where}: no sweep there has stored any of its rows yet"
 
