@@ -416,3 +416,53 @@ def test_a_finished_sweep_kept_without_tunes_state_gets_no_note_about_unstarted_
     write_driver_record(SweepPath.parse(path), record)
     assert status_main(path, plain=True) == 0
     assert "no readable Tune state" not in capsys.readouterr().out
+
+
+FULL_DISK_TRIAL = r"""
+import os, sys
+from edgesweep.platform.spec import parse_spec
+from edgesweep.platform.trainable import execute_trial
+from edgesweep.storage import StorageError
+
+root = sys.argv[1]
+spec = parse_spec({"name": "unit", "grid": {"workload": ["mod_add"], "weight_decay": [1.0]},
+                   "train": {"preset": "tiny", "max_steps": 400, "eval_every": 10, "checkpoint_every": 20},
+                   "monitor": {"window": 4, "every": 5, "params": "all"}})
+st = os.statvfs(root)
+with open(os.path.join(root, "filler"), "wb") as f:  # leave room for the first checkpoint's rows only
+    f.write(b"\0" * (st.f_bavail * st.f_frsize - 60_000))
+try:
+    execute_trial(spec.trials[0], "unit", root)
+except StorageError as exc:
+    print("TRIAL ERROR:", exc)
+    sys.exit(3)
+"""
+
+
+def test_status_of_a_trial_stopped_by_a_full_disk_names_the_full_disk(tmp_path):
+    """A real trial on a 4 MiB tmpfs (private mount namespace) that fills up: the trial fails
+    naming the file it could not write, its trials row still says running (that write failed
+    too), and status, once the worker is gone, shows it interrupted — and says the disk is
+    full, the cause nothing in storage could record."""
+    import shutil
+    if not (shutil.which("unshare") and shutil.which("mount")):
+        pytest.skip("no unshare/mount here to make a small file system")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = ('mount -t tmpfs -o size=4m tmpfs "$1" || exit 97; "$2" -c "$3" "$1"; echo "TRIAL RC $?"; '
+              'exec "$2" -m edgesweep status "$1/unit"')
+    out = subprocess.run(["unshare", "-m" if os.geteuid() == 0 else "-rm", "sh", "-c", script, "sh",
+                          str(disk), sys.executable, FULL_DISK_TRIAL],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=180)
+    if "unshare failed" in out.stderr or "TRIAL RC" not in out.stdout:
+        pytest.skip(f"cannot mount a small tmpfs here: {out.stderr.strip()[-300:]}")
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    text = out.stdout
+    assert "TRIAL RC 3" in text, text
+    error = next(ln for ln in text.splitlines() if ln.startswith("TRIAL ERROR:"))
+    assert f"{disk}/unit/" in error and "No space left on device" in error
+    rows = parse_rows(text, ["mod_add-adamw-wd1.0-s42"])
+    assert rows["mod_add-adamw-wd1.0-s42"]["status"] == "interrupted"
+    note = next(ln for ln in text.splitlines() if "free on its disk" in ln)
+    assert note.startswith(f"note: {disk}: only ") and "free space, then resume" in note, note

@@ -152,6 +152,21 @@ def test_gs_roots_resolve_to_pyarrows_gcs_filesystem():
     assert r.uri(r.path("sw", "features")) == "gs://some-bucket/prefix/sw/features"
 
 
+def test_low_space_is_said_of_a_local_root_against_its_disks_free_space(tmp_path):
+    """Checked against the disk's own numbers (statvfs), for a root not created yet too (the
+    disk it will be on); an object store has no such limit to report."""
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    for root in (tmp_path, tmp_path / "not" / "made" / "yet"):
+        r = resolve_root(str(root))
+        assert abs(r.free_bytes() - free) < 64 * 2**20  # other writers on a shared disk move it
+        assert r.low_space(below=free // 2) is None
+        text = r.low_space(below=free * 2)
+        assert text is not None and text.startswith(f"{root}: only ") and text.endswith(" free on its disk")
+    assert resolve_root("s3://bucket/prefix").free_bytes() is None
+    assert resolve_root("s3://bucket/prefix").low_space(below=2**62) is None
+
+
 # --------------------------------------------------------------------------------- writer
 def test_each_flush_seals_one_file_per_table_named_by_trial_attempt_and_steps(tmp_path):
     w = TrialWriter(tmp_path, "sw", "trial-1", 3, P1)
@@ -855,6 +870,41 @@ def test_the_cli_query_of_the_committed_laptop_sweep_counts_the_papers_criterion
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs == ["n,preceded\n12,12\n", "n,preceded\n30,12\n"]
+
+
+def test_a_query_across_sweeps_says_which_sweeps_lack_a_column_it_names(tmp_path, capsys):
+    """A column an older sweep's files lack reads as null there: the query says so when its SQL
+    names the column (and only then), so a count of nulls is not taken for a finding."""
+    write_table(tmp_path, "new", "runs", pl.DataFrame({"trial_id": ["a", "b"], "family": ["modular", "sparse"]}))
+    write_table(tmp_path, "old", "runs", pl.DataFrame({"trial_id": ["c"]}))
+    sql = "SELECT sweep, count(family) AS n FROM runs GROUP BY sweep ORDER BY sweep"
+    with pytest.warns(StorageWarning) as caught:
+        assert query(tmp_path, sql).rows() == [("new", 2), ("old", 0)]
+    assert [str(w.message) for w in caught] == [
+        "column 'family' of table 'runs' is not in the files of sweep(s) old (written before it existed): "
+        "it reads as null there"]
+    assert query_main([str(tmp_path), "SELECT count(*) AS n FROM runs", "--format", "csv"]) == 0
+    assert capsys.readouterr().err == ""  # the SQL names no such column
+
+
+def test_a_query_of_summaries_aggregated_under_the_old_hit_definition_says_so():
+    """The committed grokking-corpus and grokking-eval summaries were aggregated when an alarm at
+    the grok step counted as a hit (they still have hits_with_lead) and have no raw tables to
+    re-derive them from. A query of runs or summary that reads them says so, naming them."""
+    sql = "SELECT sweep, sum(hits) AS hits FROM summary WHERE scope = 'all' GROUP BY sweep ORDER BY sweep"
+    proc = subprocess.run([sys.executable, "-m", "edgesweep", "query", "docs/results", sql, "--format", "csv"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "sweep,hits" and len(proc.stdout.splitlines()) == 6
+    notes = [ln for ln in proc.stderr.splitlines() if "aggregated before 2026-12-07" in ln]
+    assert len(notes) == 1 and notes[0].startswith(
+        "edgesweep query: warning: sweep(s) grokking-corpus, grokking-eval: aggregated before 2026-12-07"), proc.stderr
+    for root, sql, told in (("docs/results/grokking-eval", "SELECT count(*) FROM runs", True),
+                            ("docs/results/grokking-laptop", "SELECT count(*) FROM runs", False),
+                            ("docs/results/grokking-corpus", "SELECT count(*) FROM detection", False)):
+        proc = subprocess.run([sys.executable, "-m", "edgesweep", "query", root, sql, "--format", "csv"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and ("aggregated before 2026-12-07" in proc.stderr) == told, (root, proc.stderr)
 
 
 def test_query_main_takes_the_format_from_the_output_file(tmp_path, capsys, monkeypatch):

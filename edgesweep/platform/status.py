@@ -274,6 +274,11 @@ class SweepWatcher:
             notes.append(f"{settled} trial(s) with stored rows but no trials row (status unknown) are not pending "
                          "or running in Tune's state: the watch does not wait for them")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
+        if any(not t.done or t.status == "failed" for t in trials) and (low := self.sp.root.low_space()):
+            # A full disk leaves no record of itself: the trial's error and the driver's end are
+            # writes that fail too, so its trials show as interrupted. Say the likely cause.
+            notes.append(f"{low}: a trial that cannot store its rows fails, and one that cannot record its end "
+                         "shows as interrupted; free space, then resume")
         gone = driver_gone(driver) if driver is not None else _no_driver_left(trials)
         return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes,
                          driver_gone=gone)

@@ -42,6 +42,7 @@ import io
 import math
 import os
 import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ ENDPOINT_VARS = ("EDGESWEEP_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_U
 #: What :func:`resolve_root` accepts, as its refusal message lists it.
 ACCEPTED = ("a local path", "file:///absolute/path", "s3://bucket/prefix",
             "gs://bucket/prefix (where pyarrow has GCS support)")
+
+#: Below this much free space on a local root, ``run`` warns and ``status`` says so: a trial
+#: that cannot seal its rows fails, and one that cannot write its end stays "running" in the
+#: trials table (shown as interrupted once its worker is gone), so the cause must be said.
+LOW_SPACE_BYTES = 256 * 2**20
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -136,6 +142,28 @@ class Root:
     def display(self, path: str) -> str:
         """How a path is shown in messages: the URI a user can paste."""
         return self.uri(path)
+
+    def free_bytes(self) -> int | None:
+        """Free space for this root's files (bytes an unprivileged writer may use); None for an
+        object store, which has no such limit to report, or where it cannot be asked."""
+        if self.is_object_store:
+            return None
+        d = Path(self.base)
+        while not d.exists() and d != d.parent:  # a root not created yet: the disk it will be on
+            d = d.parent
+        try:
+            return shutil.disk_usage(d).free
+        except OSError:
+            return None
+
+    def low_space(self, below: int = LOW_SPACE_BYTES) -> str | None:
+        """``"<root>: only N MiB free on its disk"`` when a local root has less than ``below``
+        bytes free, else None."""
+        free = self.free_bytes()
+        if free is None or free >= below:
+            return None
+        size = f"{free / 2**20:.0f} MiB" if free >= 2**20 else f"{free // 1024} KiB"
+        return f"{self.display(self.base)}: only {size} free on its disk"
 
     # -- queries -----------------------------------------------------------------------------
     def info(self, path: str) -> pafs.FileInfo:

@@ -36,8 +36,8 @@ from .arguments import path_argument, utf8_argument
 from .checks import holds_a_table, inspect_table, one_level_too_deep, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import resolve_root
-from .scan import scan
-from .schema import DERIVED, PARTITION_KEYS, TABLES
+from .scan import scan_inspected
+from .schema import DERIVED, PARTITION_KEYS, RETIRED_COLUMNS, TABLES
 
 FORMATS = ("table", "csv", "parquet", "json")
 #: The format --output's extension implies when --format is not given.
@@ -108,7 +108,10 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     absent = [t for t in read if t not in held]
     for t in absent:
         warnings.warn(absent_text(r, t, sweeps), StorageWarning, stacklevel=2)
-    frames = {t: scan(r, t, on_error=on_error, verify_content=verify_content) for t in tables}
+    inspected = {t: inspect_table(r, t, sweeps, content=verify_content) for t in tables}
+    frames = {t: scan_inspected(r, t, insp, on_error) for t, insp in inspected.items()}
+    for note in column_notes(r, sweeps, sql, read, inspected):
+        warnings.warn(note, StorageWarning, stacklevel=2)
     if nan_as_null:
         frames = {t: nan_as_null_frame(lf) for t, lf in frames.items()}
     try:
@@ -126,6 +129,34 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
     except OSError as exc:
         _raise_if_damaged(r, tables, sweeps, exc)
         raise
+
+
+def column_notes(r, sweeps, sql: str, read: list[str], inspected: dict) -> list[str]:
+    """What a query over several sweeps would otherwise hide: a column the SQL names that some
+    sweeps' files lack (written before it existed; it reads as null there), and sweeps whose
+    rows of a table mean something else than now (:data:`.schema.RETIRED_COLUMNS`)."""
+    notes = []
+    words = set(re.findall(r"[a-z_][a-z0-9_]*", _COMMENTS.sub(" ", sql).lower()))
+    for table in read:
+        have: dict[str, set[str]] = {}
+        for f in inspected[table].files:
+            for name in f.schema.names if f.schema is not None else ():
+                have.setdefault(name, set()).add(f.sweep)
+        in_table = {f.sweep for f in inspected[table].files}
+        for name in sorted(words & set(have)):
+            lacking = sorted(in_table - have[name])
+            if lacking and name not in PARTITION_KEYS:
+                notes.append(f"column {name!r} of table {table!r} is not in the files of sweep(s) "
+                             f"{', '.join(lacking)} (written before it existed): it reads as null there")
+    for (marker_table, column), (affected, meaning) in RETIRED_COLUMNS.items():
+        if not set(affected) & set(read):
+            continue
+        files = (inspected[marker_table] if marker_table in inspected
+                 else inspect_table(r, marker_table, sweeps, content=False)).files
+        old = sorted({f.sweep for f in files if f.schema is not None and column in f.schema.names})
+        if old:
+            notes.append(f"sweep(s) {', '.join(old)}: {meaning}")
+    return notes
 
 
 def require_tables(r, sweeps, why: str = "") -> None:

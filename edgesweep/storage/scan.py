@@ -43,12 +43,12 @@ import warnings
 import polars as pl
 import pyarrow as pa
 
-from .checks import Problem, StoredFile, inspect_table, sweep_dirs
+from .checks import Inspection, Problem, StoredFile, inspect_table, sweep_dirs
 from .errors import StorageError, StorageWarning
 from .fs import Root, resolve_root
 from .schema import DEDUPE_KEYS, DERIVED, STREAMED, check_table, union_schema
 
-__all__ = ["scan", "sweep_dirs", "ON_ERROR"]
+__all__ = ["scan", "scan_inspected", "sweep_dirs", "ON_ERROR"]
 
 ON_ERROR = ("raise", "skip")
 
@@ -66,7 +66,11 @@ def scan(root, table: str, on_error: str = "raise", *, verify_content: bool = Tr
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     check_table(table)
     r = resolve_root(root)
-    insp = inspect_table(r, table, sweep_dirs(r), content=verify_content)
+    return scan_inspected(r, table, inspect_table(r, table, sweep_dirs(r), content=verify_content), on_error)
+
+
+def scan_inspected(r: Root, table: str, insp: Inspection, on_error: str = "raise") -> pl.LazyFrame:
+    """:func:`scan` of a table already inspected (a caller that also wants the files' schemas)."""
     if insp.damage:
         _report(r, table, insp.damage, on_error)
     files = insp.files

@@ -137,6 +137,17 @@ STREAMED = ("features", "evals")
 DERIVED = ("runs", "summary", "detection")
 PARTITIONED = ("features", "evals", "trials")
 
+#: Columns that older versions wrote and current ones do not: (table, column) → (the tables
+#: whose rows the column's presence reinterprets, how to read them). ``edgesweep query`` says
+#: so when it reads those tables of such a sweep, so a query over a root that mixes old and new
+#: sweeps does not add up counts of two meanings without a word.
+RETIRED_COLUMNS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("summary", "hits_with_lead"): (("summary", "runs"), (
+        "aggregated before 2026-12-07, when summary `hits` and runs' detector_outcome 'hit' counted an "
+        "alarm at the grok step as a hit (now 'late': a hit's alarm is strictly before it); "
+        "`edgesweep aggregate` re-derives them where the raw tables are kept")),
+}
+
 #: Dedupe keys (the newest attempt wins within each).
 DEDUPE_KEYS = {
     "features": ("sweep", "trial_id", "step"),
