@@ -166,3 +166,36 @@ def test_documented_model_and_task_keys_are_the_config_classes_fields():
 @pytest.mark.parametrize("page", ["TABLES.md", "SPEC.md"])
 def test_the_pages_are_linked_from_the_readme(page):
     assert f"docs/{page}" in (DOCS.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_results_pages_untabled_numbers_come_from_the_committed_script():
+    """docs/RESULTS.md quotes numbers of the laptop sweep that no table holds; they come from
+    docs/results/grokking-laptop/untabled_numbers.py, run here over the committed tables. Its
+    output must be the committed untabled_numbers.txt, its controls' median over full windows
+    must equal the one `aggregate` wrote into the summary table (an independent path to it), and
+    every number RESULTS.md takes from it must be in it."""
+    import subprocess
+    import sys
+
+    from edgesweep.storage import query
+
+    here = DOCS / "results" / "grokking-laptop"
+    out = subprocess.run([sys.executable, str(here / "untabled_numbers.py")], capture_output=True, text=True,
+                         cwd=DOCS.parent, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout == (here / "untabled_numbers.txt").read_text(encoding="utf-8")
+    summary = query(here, "SELECT decline_peak_to_final_median AS m FROM summary "
+                          "WHERE scope = 'all' AND weight_decay = 0").item()
+    assert f"controls (all, wd 0, n=15): median peak-to-final g23 decline over full windows: {summary:.0f}x" \
+        in out.stdout
+    results = (DOCS / "RESULTS.md").read_text(encoding="utf-8")
+    for quoted, printed in (("**649×** over all windows", "over every window: 649x"),
+                            ("518× and 475×", "over every window: 518x"),
+                            ("step 500 in 17 of the 24\nmodular runs, 550 in the other 7", "{500: 17, 550: 7}"),
+                            ("61 % of full windows", "= 61 %"),
+                            ("holds in 733 of this sweep's 2,822 feature rows", "2822; lambda_W < lambda_(W-1)/2 in 733"),
+                            ("differs\nin 177", "definition in 177"),
+                            ("0.0668 → 0.0449", "alpha_sub_all_windows 0.0449"),
+                            ("21.9–112× on full windows against 26.9–137×", "21.9-112x on full windows, 26.9-137x")):
+        assert quoted in results, quoted
+        assert printed in out.stdout, printed

@@ -561,7 +561,7 @@ def check_gap_flow_damping(
                     n_negative=n_neg, sign_test_p=p, alpha_level=alpha_level)
     ok = med_r < 0 and p < alpha_level
     return Prediction(name, claim, measured, PASS if ok else FAIL,
-                      f"median r = {med_r:.3f}, {n_neg}/{rs.size} runs negative, sign-test p = {p:.3g}", t)
+                      f"median r = {med_r:.3f}, {n_neg}/{rs.size} runs negative, one-sided sign-test p = {p:.3g}", t)
 
 
 # --------------------------------------------------------------------------------------------
