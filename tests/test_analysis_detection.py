@@ -6,8 +6,8 @@ import math
 import polars as pl
 import pytest
 
-from edgesweep.analysis.detection import (DetectionConfig, auroc, criterion_over_spans, cross_validate, evaluate,
-                                          label_runs)
+from edgesweep.analysis.detection import (DetectionConfig, auroc, criterion_over_spans, cross_validate,
+                                          cross_validate_selection, evaluate, label_runs)
 from edgesweep.analysis.record import AnalysisConfig, TrialRecord, TrialSettings
 
 
@@ -111,6 +111,32 @@ def test_cross_validation_reports_only_the_parameters_no_fold_tunes():
     assert res.params == {"warmup_windows": 2}
     assert all(p["warmup_windows"] == 2 and set(p) == {"warmup_windows", "decline_factor", "persistence",
                                                       "max_rel_std"} for _, p in res.folds), res.folds
+
+
+def test_cross_validating_the_whole_selection_chooses_among_the_families_in_each_fold():
+    """The selection rule (best J, then lead fraction, then the order given) applied per fold
+    across two families, by hand. Fold "mod_add" is tuned on mod_sub (P2, wd 1; N2, wd 0): the
+    weight-decay indicator (above 0) has J = 1 with P2 alarmed at step 0 (lead fraction 1.0),
+    test accuracy ≥ 0.2 also J = 1 but lead 100/1000 — the indicator wins. Fold "mod_sub" is
+    tuned on mod_add, where every run has weight decay (J = 0 at every threshold) and test
+    accuracy ≥ 0.5 has J = 1/2. Held out: P1, P3 hit and N1, N3 false-alarm under the indicator;
+    P2 is late (0.97 at its grok step) and N2 quiet under test accuracy ≥ 0.5."""
+    runs = label_runs(SWEEP)
+    cfg = DetectionConfig(group="workload", boot=0)
+    res = cross_validate_selection(runs, ["weight_decay", "test_accuracy"], cfg)
+    assert res.folds == [["mod_add", "weight_decay", {"above": 0.0}], ["mod_sub", "test_accuracy", {"level": 0.5}]]
+    assert res.detector == "weight_decay|test_accuracy" and res.params == {}
+    assert (res.hits.k, res.hits.n, res.late, res.false_alarms.k, res.false_alarms.n) == (2, 3, 1, 2, 3)
+    held = {a.trial_id: a.outcome for a in res.alarms}
+    assert held == {"P1": "hit", "P3": "hit", "N1": "false_alarm", "N3": "false_alarm", "P2": "late", "N2": "quiet",
+                    **{t: held[t] for t in ("I1", "R1", "L1") if t in held}}
+    # One family alone is that family's cross-validation, under its own name.
+    alone = cross_validate_selection(runs, ["test_accuracy"], cfg)
+    family = cross_validate(runs, "test_accuracy", {}, cfg)
+    assert alone.detector == "test_accuracy" and [f[2] for f in alone.folds] == [p for _, p in family.folds]
+    def without_folds(res):  # repr: the AUROC interval is NaN without bootstrap, and NaN != NaN
+        return repr({k: v for k, v in res.row().items() if k != "folds"})
+    assert without_folds(alone) == without_folds(family)
 
 
 def memorising_run(tid, wd, memo, grok, last, g23):

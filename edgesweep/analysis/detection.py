@@ -42,7 +42,7 @@ from .record import NOT_EVIDENCE, UNFINISHED, TrialRecord, column
 from .stats import Proportion, lead_time_summary, proportion
 
 __all__ = ["DetectionConfig", "LabelledRun", "label_runs", "RunAlarm", "DetectorResult", "evaluate",
-           "cross_validate", "auroc"]
+           "cross_validate", "cross_validate_selection", "auroc"]
 
 POSITIVE, NEGATIVE, EXCLUDED = "positive", "negative", "excluded"
 
@@ -265,23 +265,49 @@ def cross_validate(runs: Sequence[LabelledRun], detector: str, base: dict | None
     group; the held-out alarms of every fold are pooled into one result. The detector's grid
     keys are chosen per fold (``folds``), so the result's ``params`` are only the keys of
     ``base`` that no fold tunes — a ``base`` value of a tuned key is not what was scored."""
-    candidates = _grid(detector, dict(base or {}))
+    base = dict(base or {})
     tuned = set(DETECTORS[detector].grid) if detector in DETECTORS else set()
-    fixed = {k: v for k, v in (base or {}).items() if k not in tuned}
-    alarms = {json.dumps(p, sort_keys=True): [run_alarm(r, detector, p, full_only) for r in runs] for p in candidates}
-    groups = sorted({r.group(cfg.group) for r in runs})
-    held, folds = [], []
-    for g in groups:
-        inside = [i for i, r in enumerate(runs) if r.group(cfg.group) != g]
-        best = max(candidates, key=lambda p: (_objective(score_alarms(
-            [alarms[json.dumps(p, sort_keys=True)][i] for i in inside], detector, p, "fit",
-            DetectionConfig(**{**asdict(cfg), "boot": 0}))), p == dict(base or {})))
-        key = json.dumps(best, sort_keys=True)
-        held += [alarms[key][i] for i, r in enumerate(runs) if r.group(cfg.group) == g]
-        folds.append([g, best])
+    fixed = {k: v for k, v in base.items() if k not in tuned}
+    held, folds = _leave_one_group_out(runs, [(detector, p) for p in _grid(detector, base)], cfg, full_only,
+                                       prefer=lambda candidate: candidate[1] == base)
     res = score_alarms(held, detector, fixed, f"cv:{cfg.group}", cfg)
-    res.folds = folds
+    res.folds = [[g, p] for g, _, p in folds]
     return res
+
+
+def cross_validate_selection(runs: Sequence[LabelledRun], detectors: Sequence[str],
+                             cfg: DetectionConfig = DetectionConfig(), full_only: bool = True) -> DetectorResult:
+    """Leave one ``cfg.group`` out over a whole selection rule: in each fold every configuration
+    of every one of ``detectors``' grids is scored on the other groups, the best (Youden's J,
+    then the median lead fraction, then the order given) is scored on the held-out group, and
+    the held-out alarms are pooled — what choosing among the families is worth, not what one
+    family is. The result is named after the detectors the folds chose (joined by ``|`` when
+    they differ); ``folds`` lists [group, detector, params]."""
+    candidates = [(d, p) for d in detectors for p in _grid(d, {})]
+    held, folds = _leave_one_group_out(runs, candidates, cfg, full_only)
+    chosen = [d for d in detectors if any(d == fold[1] for fold in folds)]
+    res = score_alarms(held, "|".join(chosen), {}, f"cv:{cfg.group}", cfg)
+    res.folds = [list(fold) for fold in folds]
+    return res
+
+
+def _leave_one_group_out(runs: Sequence[LabelledRun], candidates: list[tuple[str, dict]], cfg: DetectionConfig,
+                         full_only: bool, prefer=lambda candidate: False) -> tuple[list[RunAlarm], list[tuple]]:
+    """The held-out alarms of every fold and each fold's (group, detector, params): the candidate
+    with the best objective on the other groups (ties: ``prefer``, then the first given)."""
+    def key(c):
+        return c[0], json.dumps(c[1], sort_keys=True)
+
+    alarms = {key(c): [run_alarm(r, c[0], c[1], full_only) for r in runs] for c in candidates}
+    fit = DetectionConfig(**{**asdict(cfg), "boot": 0})
+    held, folds = [], []
+    for g in sorted({r.group(cfg.group) for r in runs}):
+        inside = [i for i, r in enumerate(runs) if r.group(cfg.group) != g]
+        best = max(candidates, key=lambda c: (_objective(score_alarms(
+            [alarms[key(c)][i] for i in inside], c[0], c[1], "fit", fit)), prefer(c)))
+        held += [alarms[key(best)][i] for i, r in enumerate(runs) if r.group(cfg.group) == g]
+        folds.append((g, best[0], best[1]))
+    return held, folds
 
 
 # --------------------------------------------------------------------------------------------
