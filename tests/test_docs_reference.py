@@ -199,3 +199,34 @@ def test_the_results_pages_untabled_numbers_come_from_the_committed_script():
                             ("21.9–112× on full windows against 26.9–137×", "21.9-112x on full windows, 26.9-137x")):
         assert quoted in results, quoted
         assert printed in out.stdout, printed
+
+
+def _sci(text: str) -> float:
+    """'1.1 × 10⁻⁵' or '0.10' as a float."""
+    sup = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
+    mantissa, _, exponent = text.partition(" × 10")
+    return float(mantissa) * (10 ** int(exponent.translate(sup)) if exponent else 1)
+
+
+def test_the_results_pages_headline_table_is_the_committed_summary():
+    """The headline table of docs/RESULTS.md, row by row, against the summary table `aggregate`
+    wrote for the committed laptop sweep: counts exact, intervals and p to the digits shown."""
+    from edgesweep.storage import query
+
+    summary = {(r["scope"], r["weight_decay"]): r for r in query(
+        DOCS / "results" / "grokking-laptop", "SELECT * FROM summary").iter_rows(named=True)}
+    text = (DOCS / "RESULTS.md").read_text(encoding="utf-8")
+    table = text[text.index("| scope | wd | runs | grokked | preceded | 95 % CI | Fisher p vs wd 0 |"):]
+    rows = [ln.strip("|").split("|") for ln in table.split("\n\n")[0].splitlines()[2:]]
+    assert len(rows) == 6 == len(summary)
+    for cells in rows:
+        scope, wd, n, grokked, preceded, ci, p = (c.strip() for c in cells)
+        r = summary[({"Dyck-1": "dyck"}.get(scope, scope), float(wd))]
+        assert (int(n), int(grokked)) == (r["n_runs"], r["n_grokked"]), cells
+        assert preceded.strip("*") == f"{r['n_preceded']}/{r['n_runs']}", cells
+        assert ci == f"[{r['preceded_lo']:.2f}, {r['preceded_hi']:.2f}]", cells
+        if p == "—":
+            assert r["fisher_p_preceded"] is None, cells
+        else:
+            digits = len(p.partition(" ")[0].replace(".", "").lstrip("0"))
+            assert float(f"{r['fisher_p_preceded']:.{digits}g}") == pytest.approx(_sci(p)), cells
