@@ -45,9 +45,30 @@ def test_a_run_into_a_started_sweep_and_a_resume_of_nothing_are_refused(tmp_path
     spec = _spec(tmp_path)
     with pytest.raises(SpecError, match="--resume: no sweep state at .* to resume"):
         run_sweep(spec, resume=True)
-    (tmp_path / "results" / "synth" / "_tune").mkdir(parents=True)
+    assert not (tmp_path / "results").exists()  # a refusal leaves no folder behind
+    tune = tmp_path / "results" / "synth" / "_tune"
+    tune.mkdir(parents=True)
+    (tune / "experiment_state-2026-12-07_16-59-01.json").write_text('{"trial_data": []}')
     with pytest.raises(SpecError, match="already holds this sweep's state; use --resume"):
         run_sweep(spec)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["run", "resume"])
+def test_a_tune_folder_without_an_experiment_state_is_no_sweep_to_resume(tmp_path, synth, resume):
+    """Tune writes tuner.pkl, then its experiment state seconds later. A driver stopped in between
+    left a folder that Tune "can restore": the resume then died on a KeyError in the trial names,
+    and a plain run said "use --resume". Both now say what it is, and what to do."""
+    spec = _spec(tmp_path)
+    tune = tmp_path / "results" / "synth" / "_tune"
+    tune.mkdir(parents=True)
+    (tune / "tuner.pkl").write_bytes(b"\x80\x05N.")
+    with pytest.raises(SpecError, match=r"synth/_tune holds no experiment state \(its driver stopped before Tune "
+                                        r"saved any\), so there is nothing to resume: remove that folder and run "
+                                        r"again without --resume$"):
+        run_sweep(spec, resume=resume)
+    synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])  # rows stored before the stop
+    with pytest.raises(SpecError, match=r"the rows already stored \(trials, features, evals\) stay"):
+        run_sweep(spec, resume=resume)
 
 
 def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_plan(tmp_path, synth, capsys):
@@ -182,7 +203,8 @@ def test_a_sweep_that_another_driver_is_running_is_refused(tmp_path, resume):
         proc.kill()
         proc.wait()
     # the driver is gone: what is left is the ordinary answer for this folder
-    with pytest.raises(SpecError, match="no sweep state at .* to resume" if resume else "use --resume"):
+    # (here a _tune folder Tune never saved an experiment state into)
+    with pytest.raises(SpecError, match="holds no experiment state .* nothing to resume"):
         run_sweep(_spec(tmp_path), resume=resume)
 
 
@@ -476,3 +498,62 @@ def test_a_driver_record_that_cannot_be_closed_is_a_warning_not_the_runs_last_wo
     shutil.rmtree(record)
     heartbeat.end("finished", {"finished": 2})  # and once storage works again, it is closed
     assert json.loads(record.read_text())["outcome"] == "finished"
+
+
+def test_a_cut_experiment_state_names_the_intact_copy_in_rays_session_folder(tmp_path, monkeypatch):
+    """Tune writes its experiment state in the driver's Ray session folder and copies it into
+    storage in place: a disk that fills during the copy cuts the stored file while the session's
+    copy is whole (seen on a full tmpfs). The refusal names that copy and the `cp` that lets the
+    resume continue; once copied, the check passes."""
+    import shlex
+    import shutil
+
+    from edgesweep.platform.driver import check_tune_state
+    from edgesweep.storage.fs import resolve_root
+
+    name = "experiment_state-2026-12-07_16-59-32.json"
+    state = json.dumps({"trial_data": [["{}", "{}"]]}).encode()
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    copy = tmp_path / "raytmp" / "ray" / "session_2026-12-07_16-59-30_1_1" / "artifacts" / "2026-12-07_16-59-31" / \
+        "_tune" / "driver_artifacts" / name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(state)
+    spec = _spec(tmp_path)
+    stored = tmp_path / "results" / "synth" / "_tune" / name
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(state[:20])
+    (stored.parent / "tuner.pkl").write_bytes(b"\x80\x05N.")  # whole (None): Tune "can restore"
+    with pytest.raises(SpecError) as refused:
+        run_sweep(spec, resume=True)
+    assert f"An intact copy Tune kept on this machine: {copy}; `cp {shlex.quote(str(copy))} {stored}`, then " \
+           "--resume again, continues it." in str(refused.value)
+    shutil.copy(copy, stored)
+    root = resolve_root(str(tmp_path / "results"))
+    check_tune_state(load_spec(spec), root, root.path("synth", "_tune"))
+
+
+def test_tunes_log_of_a_checkpoint_folder_gone_after_a_kill_becomes_one_line():
+    """Seen in a double kill-and-resume: Tune logs ERROR "Error handling checkpoint" with a whole
+    FileNotFoundError traceback and the trial goes on to finish. The driver's filter turns that
+    record into one note; any other record, and this message with another error, pass unchanged."""
+    import logging
+
+    from edgesweep.platform.driver import GoneCheckpointNote
+
+    def record(exc, msg="Trial %s: Error handling checkpoint %s", args=("t1", "TrainingResult(…)")):
+        try:
+            raise exc
+        except Exception:
+            import sys
+            return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "x.py", 1, msg, args,
+                                     sys.exc_info())
+
+    gone = record(FileNotFoundError("Path not found: /r/_tune/t1/checkpoint_000000"))
+    assert GoneCheckpointNote().filter(gone) and gone.exc_info is None
+    assert logging.Formatter().format(gone) == (
+        "note: Tune could not tidy the checkpoints of trial t1 (Path not found: /r/_tune/t1/checkpoint_000000: "
+        "an older checkpoint folder removed before the driver stopped); the trial goes on")
+    for other in (record(PermissionError("denied")), record(FileNotFoundError("x"), "Trial %s failed", ("t1",))):
+        text = logging.Formatter().format(other)
+        assert GoneCheckpointNote().filter(other) and logging.Formatter().format(other) == text
+        assert "Traceback" in text

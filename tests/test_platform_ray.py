@@ -7,6 +7,7 @@ network namespace that scripts/test.sh creates, and stops only the processes it 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,6 +195,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(head, reference
     resumed = run_driver(spec, head.address, "--resume")
     out, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, out[-4000:]
+    # The progress view counts the trials that finished before the kill as done, too.
+    progress = re.findall(r"\] trials (\d+)/(\d+) done", out)
+    assert progress and progress[-1][0] == progress[-1][1], progress
     trials, _, feats = check_tables(sweep_dir, set(scan(ref_dir, "trials").collect()["trial_id"]))
     # finished trials were not rerun: same start time and worker pid as before the kill
     again = trials.filter(pl.col("trial_id").is_in(done_before["trial_id"].to_list())).select(

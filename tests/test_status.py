@@ -466,3 +466,45 @@ def test_status_of_a_trial_stopped_by_a_full_disk_names_the_full_disk(tmp_path):
     assert rows["mod_add-adamw-wd1.0-s42"]["status"] == "interrupted"
     note = next(ln for ln in text.splitlines() if "free on its disk" in ln)
     assert note.startswith(f"note: {disk}: only ") and "free space, then resume" in note, note
+
+
+def test_without_tunes_state_the_spec_record_lists_the_trials_without_rows_and_a_cut_state_is_named(
+        tmp_path, synth, capsys):
+    """A full disk can cut Tune's experiment state: the trials that never stored a row then went
+    unlisted (2 of 4 shown as the whole sweep), and the hint said `--resume` would continue a
+    sweep that resume refuses. The driver's _spec.json lists them as pending; the hint names the
+    cut file, and says the resume command says what can still be done."""
+    import polars as pl
+
+    from edgesweep.platform.spec_record import SPEC_RECORD
+    from edgesweep.storage import write_table
+
+    root = tmp_path / "results"
+    a, b = synth.BY_ID["A_add_wd1_s42"], synth.BY_ID["B_sub_wd1_s137"]
+    synth.write_trial(root, a, upto=1000, compact=False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # the worker of A is gone
+    import socket
+    write_table(root, synth.SWEEP, "trials", pl.DataFrame([
+        {**a.trial_row(status="running", steps=0), "pid": dead.pid, "hostname": socket.gethostname()}]))
+    sweep = root / synth.SWEEP
+    planned = [{"trial_id": s.trial_id, "workload": s.workload, "weight_decay": s.weight_decay, "seed": s.seed,
+                "train": {"max_steps": 3000}} for s in (a, b)]
+    (sweep / SPEC_RECORD).write_text(json.dumps({"format": 1, "name": synth.SWEEP, "source": "x.yaml",
+                                                 "trials": planned}))
+    (sweep / "_tune").mkdir()
+    (sweep / "_tune" / "experiment_state-2026-12-07_00-00-00.json").write_text('{"trial_data": [["{\\"sta')
+    from edgesweep.storage import SweepPath
+    from edgesweep.storage.liveness import DriverRecord, write_driver_record
+    record = DriverRecord.start()  # left open by a driver that died (its close failed on the full disk)
+    record.pid, record.pid_start = dead.pid, "gone"
+    write_driver_record(SweepPath.parse(str(sweep)), record)
+    assert status_main(str(sweep), plain=True) == 0
+    out = capsys.readouterr().out
+    rows = parse_rows(out, [a.trial_id, b.trial_id])
+    assert (rows[a.trial_id]["status"], rows[b.trial_id]["status"]) == ("interrupted", "pending"), out
+    assert "note: no readable Tune state in _tune/: the trials without rows are listed from _spec.json as pending" in out
+    assert "is not running, and 2 trial(s) are not finished" in out, out
+    assert (f"but Tune's state {sweep}/_tune/experiment_state-2026-12-07_00-00-00.json is damaged (JSONDecodeError: "
+            in out and "`edgesweep run SPEC.yaml --resume --storage " in out
+            and "cannot continue it as it is, and says what can still be done" in out), out

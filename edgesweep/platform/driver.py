@@ -8,8 +8,10 @@ are recorded in the ``trials`` table with their error, and the aggregation + rep
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
+import posixpath
 import shlex
 import signal
 import socket
@@ -32,7 +34,7 @@ from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autosc
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 from .spec_record import SPEC_RECORD, parse_spec_record, spec_changes, spec_record
-from .tune_state import tune_state_problem
+from .tune_state import TUNE_STATE, local_state_copies, newest_state_files, tune_state_problem
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 #: Seconds between writing this driver's record and reading it back. Two drivers started on one
@@ -179,10 +181,16 @@ def _progress_callback(total: int, every_s: float, heartbeat=None):
             self.status = {}
             self.t_print = 0.0
             self.t_start = time.time()
+            self.seeded = False
 
         def on_step_end(self, iteration, trials, **info):
             if heartbeat is not None:
                 heartbeat()
+            if not self.seeded:  # a resumed run's trials that finished before it: counted as done
+                self.seeded = True
+                for trial in trials:
+                    if trial.status == "TERMINATED":
+                        self.status.setdefault(self._id(trial), "done")
 
         @staticmethod
         def _id(trial):
@@ -343,6 +351,46 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
                         "under another name or storage")
 
 
+class GoneCheckpointNote:
+    """A logging filter for Tune's controller: after a driver was killed and its sweep resumed,
+    Tune's restored state can list a checkpoint folder that was deleted before the kill (it
+    keeps ``num_to_keep``), and registering the trial's next checkpoint then logs an ERROR with
+    a whole FileNotFoundError traceback — while the trial goes on and finishes (seen in a
+    double kill-and-resume). The record becomes one line that says so; any other record passes
+    unchanged."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        if isinstance(exc, FileNotFoundError) and "Error handling checkpoint" in message:
+            trial = message.partition(":")[0].removeprefix("Trial ").strip()
+            record.msg = (f"note: Tune could not tidy the checkpoints of trial {trial} ({exc}: an older "
+                          "checkpoint folder removed before the driver stopped); the trial goes on")
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def install_tune_log_filters() -> None:
+    import logging
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, GoneCheckpointNote) for f in logger.filters):
+        logger.addFilter(GoneCheckpointNote())
+
+
+def trial_errors_from_tune(root: Root, exp_path: str, spec: SweepSpec) -> list[tuple[TrialSpec, str]]:
+    """The error Tune wrote for each failed trial of ``spec`` (``<exp>/<trial_id>/error.txt``), for
+    when its result grid cannot be built; an unreadable or empty file counts as no error."""
+    out = []
+    for trial in spec.trials:
+        try:
+            text = root.read_bytes(posixpath.join(exp_path, trial.trial_id, "error.txt")).decode("utf-8", "replace")
+        except (OSError, StorageError):
+            continue
+        if text.strip():
+            out.append((trial, text))
+    return out
+
+
 def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
     """Refuse a resume whose Tune state is damaged or was written by other code
     (:mod:`.tune_state`) before a cluster starts, naming the file and what can still be done."""
@@ -350,8 +398,13 @@ def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
     if problem is None:
         return
     advice = "Resume it with the edgesweep and Ray that started it. " if problem.foreign else ""
+    if not problem.foreign and not root.is_object_store and fnmatch.fnmatch(problem.path.rpartition("/")[2], TUNE_STATE):
+        copies = local_state_copies(problem.path.rpartition("/")[2])
+        if copies:  # Tune's own copy in the Ray session folder, whole where the stored one was cut
+            advice = (f"An intact copy Tune kept on this machine: {copies[0]}; `cp {shlex.quote(copies[0])} "
+                      f"{shlex.quote(root.display(problem.path))}`, then --resume again, continues it. ")
     raise SpecError(f"{spec.source}: --resume: Tune's state {root.display(problem.path)} {problem.why}, so this "
-                    f"sweep cannot be resumed here. {advice}Its stored rows are intact (`edgesweep verify` checks them, "
+                    f"sweep cannot be resumed from it. {advice}Its stored rows are intact (`edgesweep verify` checks them, "
                     "`edgesweep aggregate` summarises what finished; `edgesweep status` lists the unfinished "
                     "trials, which a new sweep under another name can run)")
 
@@ -365,7 +418,6 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     except StorageError as exc:
         raise SpecError(f"{spec.source}: storage: {exc}") from None
     check_storage_root(spec, storage_uri)
-    check_storage_writable(spec, storage_uri)
     root = resolve_root(storage_uri)
     exp_path = root.path(spec.name, TUNE_DIR)
     _log(f"sweep {spec.name!r}: {len(spec.trials)} trials → {storage_uri}/{spec.name}")
@@ -376,6 +428,15 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     if (other := live_driver(sweep_path)) is not None:  # before "use --resume": that is no answer now
         raise another_driver(spec, sweep_path, other, resume)
     exists = root.exists(exp_path)
+    if exists and TUNE_STATE not in newest_state_files(root, exp_path):
+        # Tune writes tuner.pkl first and its experiment state seconds later: a driver stopped in
+        # between leaves a folder Tune "can restore" and then fails on (KeyError 'trial').
+        tables = stored_tables(root, spec.name)
+        raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name}/{TUNE_DIR} holds no experiment state "
+                        "(its driver stopped before Tune saved any), so there is nothing to resume: remove that "
+                        "folder and run again without --resume" + (
+                            f"; the rows already stored ({', '.join(tables)}) stay, and `edgesweep aggregate` "
+                            "summarises them" if tables else ""))
     fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
     # User errors first: nothing below may start a cluster before these are settled.
     from ray import tune  # importing Tune starts nothing
@@ -395,6 +456,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     else:
         check_tune_state(spec, root, exp_path)
         _check_resumed_spec(spec, sweep_path)
+    check_storage_writable(spec, storage_uri)  # after the refusals, which must leave no folder behind
 
     # Settings from the environment, checked before a cluster starts (a NaN would wait forever).
     if resource_timeout is None:
@@ -416,6 +478,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         # trial; the driver reads only errors and configs from it (the tables hold the rest).
         import logging
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    install_tune_log_filters()
     ray = connect_ray(address)
     check_trial_resources(ray, spec, resource_timeout, log=_log)  # never wait on the impossible
     if not root.is_s3 and len(ray.nodes()) > 1:
@@ -478,10 +541,20 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     # Ray's own handler would exit mid-loop with a native stack dump and no summary.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c) if main else None
+    fit_error = None
     try:
         grid = tuner.fit()  # Tune turns the first Ctrl-C into a graceful stop and returns
+        errors = [(TrialSpec.from_dict(r.config["trial"]), str(r.error)) for r in grid if r.error is not None]
     except KeyboardInterrupt:  # a second Ctrl-C
-        grid = []
+        errors = []
+    except Exception as exc:  # noqa: BLE001 — Tune's own failure: what is stored still says what ran
+        # E.g. on a full disk: Tune wrote empty error.pkl files and fails reading them back
+        # while building its result grid (EOFError), after every trial ended. The outcome
+        # below is read from storage and the trials' errors from their error.txt files.
+        fit_error = exc
+        _log(f"ERROR: Tune stopped with {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1][:300]}; "
+             "the outcome below is read from storage")
+        errors = trial_errors_from_tune(root, exp_path, spec)
     except BaseException as exc:
         heartbeat.end(f"error: {type(exc).__name__}", {})
         raise
@@ -491,13 +564,10 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     wall = time.time() - t0
 
     failed = []
-    for result in grid:
-        if result.error is None:
-            continue
-        trial = TrialSpec.from_dict(result.config["trial"])
+    for trial, error in errors:
         # Python's caret lines (`^^^^`, `~~~^~~`) point into source the reader does not have
-        text = [ln for ln in str(result.error).strip().splitlines() if ln.strip(" ^~")]
-        failed.append((trial.trial_id, text[-1] if text else repr(result.error)))
+        text = [ln for ln in error.strip().splitlines() if ln.strip(" ^~")]
+        failed.append((trial.trial_id, text[-1] if text else repr(error)))
         # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
         try:
             row = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition) or trial_row(
@@ -516,12 +586,16 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"  failed: {tid}: {err}")
     for line in tracker_failures(trackers):
         _log(line)
+    if (low := root.low_space()) is not None and (failed or fit_error or not outcome.complete):
+        _log(f"storage: {low} — the likely cause; free space before resuming")
+    if fit_error is not None and outcome.complete:
+        return 1
     if not outcome.complete:
         _log(f"the sweep did not finish: {len(outcome.interrupted)} trial(s) stopped midway "
              f"({', '.join(outcome.interrupted[:5]) or 'none'}) and {len(outcome.never_started)} never "
              f"started; `{resume_command(spec.source, storage)}` continues it, "
              f"`edgesweep aggregate {shlex.quote(f'{storage_uri}/{spec.name}')}` summarises what is stored")
-        return 130
+        return 1 if fit_error is not None else 130
 
     if aggregate:
         from ..storage import scan

@@ -46,7 +46,8 @@ from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
-from .tune_state import TUNE_STATE, newest_state_files
+from .spec_record import SPEC_RECORD, parse_spec_record
+from .tune_state import TUNE_STATE, newest_state_files, tune_state_problem
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
@@ -189,6 +190,20 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
         return None  # Ray's internal format: never more than an addition (module docstring)
 
 
+def recorded_plan(sp: SweepPath) -> dict[str, dict] | None:
+    """The trials the driver started the sweep with (``_spec.json``), shaped like
+    :func:`read_tune_state`'s answer with every trial pending; None without a readable record."""
+    try:
+        raw = sp.read_bytes(SPEC_RECORD)  # None when there is none
+        doc = parse_spec_record(raw) if raw is not None else None
+    except (OSError, StorageError, ValueError):
+        return None
+    if doc is None:
+        return None
+    return {t["trial_id"]: {"status": "PENDING", "config": t, "step": None, "steps_per_s": None}
+            for t in doc["trials"]} or None
+
+
 def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -> int:
     """Marks ``unknown`` trials that nothing will change as settled; returns how many. Such a
     trial has rows but no trials row: left by a garbage or foreign part file, or by a trial
@@ -258,14 +273,18 @@ class SweepWatcher:
                         views[tid].status = DAMAGED
         elif not tune:
             raise missing  # and no Tune state either
-        for tid, t in (tune or {}).items():
+        planned = tune if tune is not None else recorded_plan(self.sp)
+        for tid, t in (planned or {}).items():
             if tid not in views:  # planned, or started but has written nothing yet
                 views[tid] = TrialView(tid, TUNE_STATUS.get(t["status"], str(t["status"]).lower()),
                                        workload=t["config"].get("workload"),
                                        weight_decay=t["config"].get("weight_decay"),
                                        seed=t["config"].get("seed"), max_steps=_target(t["config"], None),
                                        step=t["step"], steps_per_s=t["steps_per_s"])
-        if tune is None and not (driver is not None and driver.outcome == "finished"):
+        if tune is None and planned:
+            notes.append("no readable Tune state in _tune/: the trials without rows are listed from _spec.json "
+                         "as pending (whether Tune had started or failed them is not known)")
+        elif tune is None and not (driver is not None and driver.outcome == "finished"):
             # (a finished sweep copied without Tune's state has no trial left to start)
             notes.append("no readable Tune state in _tune/ (not written yet, or not kept): trials that have "
                          "not started are not shown")
@@ -280,7 +299,7 @@ class SweepWatcher:
             notes.append(f"{low}: a trial that cannot store its rows fails, and one that cannot record its end "
                          "shows as interrupted; free space, then resume")
         gone = driver_gone(driver) if driver is not None else _no_driver_left(trials)
-        return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(tune) if tune else None, notes=notes,
+        return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(planned) if planned else None, notes=notes,
                          driver_gone=gone)
 
     def _from_tables(self, now: float, tune: dict, driver) -> dict[str, TrialView]:
@@ -541,8 +560,17 @@ def resume_hint(view: SweepView) -> str:
     the sweep lies in (status knows the root, not which spec file started it, nor whether that
     spec's own storage points here: a sweep moved, or started with --storage, needs it)."""
     root = view.uri.rsplit("/", 1)[0] or "/"
-    return (f"`edgesweep run SPEC.yaml --resume --storage {shlex.quote(root)}` continues it "
-            f"(SPEC.yaml: the spec sweep {view.sweep!r} was started with)")
+    command = f"`edgesweep run SPEC.yaml --resume --storage {shlex.quote(root)}`"
+    spec = f"(SPEC.yaml: the spec sweep {view.sweep!r} was started with)"
+    try:
+        sp = SweepPath.parse(view.uri)
+        problem = tune_state_problem(sp.root, sp.file("_tune"))
+    except (OSError, StorageError, ValueError):
+        problem = None
+    if problem is not None:
+        return (f"but Tune's state {sp.root.display(problem.path)} {problem.why}: {command} cannot continue it "
+                f"as it is, and says what can still be done {spec}")
+    return f"{command} continues it {spec}"
 
 
 def _stalled(view: SweepView, out) -> int:

@@ -30,7 +30,7 @@ import torch
 
 from ..analysis import Detector, make_detector
 from ..spectral import SpectralMonitor
-from ..storage import TrialWriter, next_attempt, recorded_trial, write_table
+from ..storage import StorageError, TrialWriter, next_attempt, recorded_trial, write_table
 from ..storage.liveness import process_identity
 from ..storage.schema import DECLARED, FINISHED
 from ..workloads import compute_environment, family, resolve_device, train
@@ -369,10 +369,16 @@ def run_trial(config: dict) -> None:
     for path in remove_orphaned_scratch():
         _warn(f"edgesweep: removed {path}, a checkpoint scratch directory of a killed worker")
 
+    sweep = config["sweep"]
+
     def save_checkpoint(step, state, metrics):
         with checkpoint_scratch() as tmp:
             torch.save(state, Path(tmp) / "state.pt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            try:
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            except OSError as exc:  # Tune's copy into storage names no file (a full disk: errno 28)
+                where = f"{sweep['storage'].rstrip('/')}/{sweep['name']}/_tune/{trial.trial_id}"
+                raise StorageError(f"{where}: cannot store the checkpoint of step {step}: {exc}", where) from exc
 
     # The state is loaded inline, not kept in a local: execute_trial hands it on to train(),
     # which frees it once restored.

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import _compat_pickle
 import fnmatch
+import glob
 import importlib
 import json
+import os
 import pickletools
 import posixpath
 import re
+import tempfile
 from dataclasses import dataclass
 
 from ..storage.fs import Root
@@ -222,3 +225,26 @@ def tune_state_problem(root: Root, exp_path: str) -> StateProblem | None:
             if (problem := _pickle_problem(payload)) is not None:
                 return StateProblem(path, problem, foreign=True)
     return None
+
+
+def local_state_copies(name: str) -> list[str]:
+    """Intact copies of Tune's experiment state ``name`` on this machine, newest first.
+
+    Tune writes its experiment state into the driver's Ray session folder and then copies it
+    into storage, in place: a disk that fills during the copy leaves the stored file cut short
+    while the session folder's copy is whole (seen on a full tmpfs; copying it back let the
+    resume finish). Session folders live under ``$RAY_TMPDIR/ray`` or the temp dir's ``ray/``."""
+    bases = dict.fromkeys(os.path.join(d, "ray") for d in (os.environ.get("RAY_TMPDIR"), tempfile.gettempdir(), "/tmp")
+                          if d)
+    found = [p for b in bases for p in glob.glob(os.path.join(glob.escape(b), "session_*", "artifacts", "*", "*",
+                                                              "driver_artifacts", glob.escape(name)))]
+    intact = []
+    for path in found:
+        try:
+            with open(path, "rb") as f:
+                if unreadable(f.read(), pickled=False) is None:
+                    intact.append(path)
+        except OSError:
+            continue
+    return sorted(intact, key=os.path.getmtime, reverse=True)
+
