@@ -100,7 +100,16 @@ def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_pla
     assert plan_main(_spec(tmp_path)) == 0
     assert (f"note: {tmp_path / 'results' / 'synth'} already holds tables (trials, features, evals) but no sweep "
             "state: `run` refuses to mix its trials with them") in capsys.readouterr().out
-    (tmp_path / "results" / "fresh" / "_tune").mkdir(parents=True)
+    tune = tmp_path / "results" / "fresh" / "_tune"
+    tune.mkdir(parents=True)
+    assert plan_main(_spec(tmp_path, name="fresh")) == 0
+    assert "fresh/_tune holds no experiment state (its driver stopped before Tune saved any): `run` and " \
+        "`run --resume` refuse it until that folder is removed" in capsys.readouterr().out
+    state = tune / "experiment_state-2026-12-07_16-59-01.json"
+    state.write_text('{"trial_data": [')  # cut short by a full disk
+    assert plan_main(_spec(tmp_path, name="fresh")) == 0
+    assert f"already holds this sweep's state, but {state} is damaged (JSONDecodeError" in capsys.readouterr().out
+    state.write_text('{"trial_data": []}')
     assert plan_main(_spec(tmp_path, name="fresh")) == 0
     assert "already holds this sweep's state: `run` refuses to start it again; `run --resume` continues it" in \
         capsys.readouterr().out
@@ -557,3 +566,18 @@ def test_tunes_log_of_a_checkpoint_folder_gone_after_a_kill_becomes_one_line():
         text = logging.Formatter().format(other)
         assert GoneCheckpointNote().filter(other) and logging.Formatter().format(other) == text
         assert "Traceback" in text
+
+
+def test_tunes_own_resume_advice_is_dropped_for_the_drivers_command():
+    import logging
+
+    from edgesweep.platform.driver import TunesResumeAdvice
+
+    def record(msg):
+        return logging.LogRecord("ray.tune.tune", logging.WARNING, "tune.py", 1, msg, (), None)
+
+    assert not TunesResumeAdvice().filter(record(
+        "Experiment has been interrupted, but the most recent state was saved.\nResume experiment with: "
+        "Tuner.restore(path=\"/r/sw/_tune\", trainable=...)"))
+    assert TunesResumeAdvice().filter(record("Trials did not complete: [a, b]"))
+

@@ -109,7 +109,14 @@ def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
     tables — said before it is tried; None when the folder is new or empty."""
     root = resolve_root(storage)
     where = f"{storage}/{spec.name}"
-    if root.exists(root.path(spec.name, TUNE_DIR)):
+    exp_path = root.path(spec.name, TUNE_DIR)
+    if root.exists(exp_path):
+        if TUNE_STATE not in newest_state_files(root, exp_path):
+            return (f"{where}/{TUNE_DIR} holds no experiment state (its driver stopped before Tune saved any): "
+                    "`run` and `run --resume` refuse it until that folder is removed")
+        if (problem := tune_state_problem(root, exp_path)) is not None:
+            return (f"{where} already holds this sweep's state, but {root.display(problem.path)} {problem.why}: "
+                    "`run --resume` refuses it, saying what can still be done")
         return (f"{where} already holds this sweep's state: `run` refuses to start it again; `run --resume` "
                 "continues it")
     tables = stored_tables(root, spec.name)
@@ -370,11 +377,21 @@ class GoneCheckpointNote:
         return True
 
 
+class TunesResumeAdvice:
+    """A logging filter for ``ray.tune.tune``: on Ctrl-C or SIGTERM Tune advises
+    ``Tuner.restore(path=…, trainable=…)``, Python a user of the CLI cannot run as it stands;
+    the driver prints the `edgesweep run … --resume` that does it. That record is dropped."""
+
+    def filter(self, record) -> bool:
+        return "Resume experiment with:" not in record.getMessage()
+
+
 def install_tune_log_filters() -> None:
     import logging
-    logger = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, GoneCheckpointNote) for f in logger.filters):
-        logger.addFilter(GoneCheckpointNote())
+    for name, kind in (("ray.tune.execution.tune_controller", GoneCheckpointNote), ("ray.tune.tune", TunesResumeAdvice)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 def trial_errors_from_tune(root: Root, exp_path: str, spec: SweepSpec) -> list[tuple[TrialSpec, str]]:
