@@ -126,6 +126,7 @@ def test_cross_validating_the_whole_selection_chooses_among_the_families_in_each
     res = cross_validate_selection(runs, ["weight_decay", "test_accuracy"], cfg)
     assert res.folds == [["mod_add", "weight_decay", {"above": 0.0}], ["mod_sub", "test_accuracy", {"level": 0.5}]]
     assert res.detector == "weight_decay|test_accuracy" and res.params == {}
+    assert math.isnan(res.auroc)  # two detectors' scores: no one ranking to pool
     assert (res.hits.k, res.hits.n, res.late, res.false_alarms.k, res.false_alarms.n) == (2, 3, 1, 2, 3)
     held = {a.trial_id: a.outcome for a in res.alarms}
     assert held == {"P1": "hit", "P3": "hit", "N1": "false_alarm", "N3": "false_alarm", "P2": "late", "N2": "quiet",

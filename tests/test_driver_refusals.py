@@ -67,7 +67,9 @@ def test_a_tune_folder_without_an_experiment_state_is_no_sweep_to_resume(tmp_pat
                                         r"again without --resume$"):
         run_sweep(spec, resume=resume)
     synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])  # rows stored before the stop
-    with pytest.raises(SpecError, match=r"the rows already stored \(trials, features, evals\) stay"):
+    with pytest.raises(SpecError, match=r"nothing to resume: the rows it stored \(trials, features, evals\) stay there "
+                                        r"\(`edgesweep aggregate` summarises them\); run the sweep again under another "
+                                        r"name or storage$"):
         run_sweep(spec, resume=resume)
 
 
@@ -104,7 +106,7 @@ def test_a_storage_root_that_is_a_sweep_or_lies_in_one_is_refused_by_run_and_pla
     tune.mkdir(parents=True)
     assert plan_main(_spec(tmp_path, name="fresh")) == 0
     assert "fresh/_tune holds no experiment state (its driver stopped before Tune saved any): `run` and " \
-        "`run --resume` refuse it until that folder is removed" in capsys.readouterr().out
+        "`run --resume` refuse it, saying what can be done" in capsys.readouterr().out
     state = tune / "experiment_state-2026-12-07_16-59-01.json"
     state.write_text('{"trial_data": [')  # cut short by a full disk
     assert plan_main(_spec(tmp_path, name="fresh")) == 0
@@ -547,7 +549,7 @@ def test_tunes_log_of_a_checkpoint_folder_gone_after_a_kill_becomes_one_line():
     record into one note; any other record, and this message with another error, pass unchanged."""
     import logging
 
-    from edgesweep.platform.driver import GoneCheckpointNote
+    from edgesweep.platform.tune_logs import GoneCheckpointNote
 
     def record(exc, msg="Trial %s: Error handling checkpoint %s", args=("t1", "TrainingResult(…)")):
         try:
@@ -561,8 +563,9 @@ def test_tunes_log_of_a_checkpoint_folder_gone_after_a_kill_becomes_one_line():
     assert GoneCheckpointNote().filter(gone) and gone.exc_info is None
     assert logging.Formatter().format(gone) == (
         "note: Tune could not tidy the checkpoints of trial t1 (Path not found: /r/_tune/t1/checkpoint_000000: "
-        "an older checkpoint folder removed before the driver stopped); the trial goes on")
-    for other in (record(PermissionError("denied")), record(FileNotFoundError("x"), "Trial %s failed", ("t1",))):
+        "most likely an older checkpoint folder removed before the driver stopped); the trial goes on")
+    for other in (record(PermissionError("denied")), record(FileNotFoundError("x"), "Trial %s failed", ("t1",)),
+                  record(FileNotFoundError("Path not found: /r/_tune/t1/state.pt"))):
         text = logging.Formatter().format(other)
         assert GoneCheckpointNote().filter(other) and logging.Formatter().format(other) == text
         assert "Traceback" in text
@@ -571,7 +574,7 @@ def test_tunes_log_of_a_checkpoint_folder_gone_after_a_kill_becomes_one_line():
 def test_tunes_own_resume_advice_is_dropped_for_the_drivers_command():
     import logging
 
-    from edgesweep.platform.driver import TunesResumeAdvice
+    from edgesweep.platform.tune_logs import TunesResumeAdvice
 
     def record(msg):
         return logging.LogRecord("ray.tune.tune", logging.WARNING, "tune.py", 1, msg, (), None)

@@ -416,6 +416,11 @@ def test_a_finished_sweep_kept_without_tunes_state_gets_no_note_about_unstarted_
     write_driver_record(SweepPath.parse(path), record)
     assert status_main(path, plain=True) == 0
     assert "no readable Tune state" not in capsys.readouterr().out
+    # nor with the driver's _spec.json beside it, which lists only trials that have rows here
+    (tmp_path / "results" / synth.SWEEP / "_spec.json").write_text(json.dumps(
+        {"format": 1, "name": synth.SWEEP, "source": "x.yaml", "trials": [{"trial_id": s.trial_id} for s in done]}))
+    assert status_main(path, plain=True) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 FULL_DISK_TRIAL = r"""
@@ -508,3 +513,7 @@ def test_without_tunes_state_the_spec_record_lists_the_trials_without_rows_and_a
     assert (f"but Tune's state {sweep}/_tune/experiment_state-2026-12-07_00-00-00.json is damaged (JSONDecodeError: "
             in out and "`edgesweep run SPEC.yaml --resume --storage " in out
             and "cannot continue it as it is, and says what can still be done" in out), out
+    (sweep / "_tune" / "experiment_state-2026-12-07_00-00-00.json").unlink()  # a driver stopped before Tune saved it
+    assert status_main(str(sweep), plain=True) == 0
+    assert (f"but {sweep}/_tune holds no experiment state: `edgesweep run SPEC.yaml --resume --storage "
+            in capsys.readouterr().out)

@@ -289,3 +289,28 @@ def test_rows_an_abandoned_attempt_sealed_past_the_trials_end_are_dropped(tmp_pa
         assert raw["step"].max() == 50, name  # the stale parts are gone, not just hidden
     trials = scan(tmp_path / "run" / "unit", "trials").collect()
     assert trials["steps"].to_list() == [50] and trials["status"].to_list() == ["completed"]
+
+
+def test_a_failure_is_recorded_over_a_started_trial_but_never_over_a_finished_one(tmp_path):
+    """The driver marks the trials Tune reports failed. When Tune's result grid cannot be built
+    (a full disk) their errors come from Tune's error.txt, which keeps the failures of a trial
+    that then finished on a retry: a trial the table records as finished stays finished."""
+    from edgesweep.platform.driver import record_failures
+    from edgesweep.storage import write_table
+    from edgesweep.platform.trainable import trial_row
+
+    spec = parse_spec({
+        "name": "unit", "grid": {"workload": ["mod_add"], "weight_decay": [1.0, 0.0]},
+        "train": {"preset": "tiny", "max_steps": 40, "eval_every": 10, "checkpoint_every": 20},
+        "monitor": {"window": 4, "every": 5, "params": "all"},
+    })
+    done, started = spec.trials
+    execute_trial(done, "unit", str(tmp_path))  # finished on its retry
+    write_table(str(tmp_path), "unit", "trials", pl.DataFrame([trial_row(started, "unit", 0, "running")]))
+    error = "Traceback (most recent call last):\n  File \"x.py\", line 1\n    ^^^^\nValueError: boom"
+    failed = record_failures(spec, str(tmp_path), [(done, error), (started, error)])
+    assert failed == [(started.trial_id, "ValueError: boom")]
+    rows = {r["trial_id"]: r for r in scan(tmp_path, "trials").collect().iter_rows(named=True)}
+    assert rows[done.trial_id]["status"] == "completed" and rows[done.trial_id]["error"] is None
+    assert rows[started.trial_id]["status"] == "failed"
+    assert rows[started.trial_id]["error"] == "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom"

@@ -193,7 +193,7 @@ class DetectorResult:
     auroc_lo: float
     auroc_hi: float
     delta: int
-    folds: list = field(default_factory=list)     # cv: (group, chosen params) per fold
+    folds: list = field(default_factory=list)     # cv: [group, chosen params] per fold ([group, detector, params] for a selection)
     alarms: list = field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, Any]:
@@ -282,11 +282,14 @@ def cross_validate_selection(runs: Sequence[LabelledRun], detectors: Sequence[st
     then the median lead fraction, then the order given) is scored on the held-out group, and
     the held-out alarms are pooled — what choosing among the families is worth, not what one
     family is. The result is named after the detectors the folds chose (joined by ``|`` when
-    they differ); ``folds`` lists [group, detector, params]."""
+    they differ; the pooled AUROC is then NaN, as their scores are not on one scale); ``folds``
+    lists [group, detector, params]."""
     candidates = [(d, p) for d in detectors for p in _grid(d, {})]
     held, folds = _leave_one_group_out(runs, candidates, cfg, full_only)
     chosen = [d for d in detectors if any(d == fold[1] for fold in folds)]
     res = score_alarms(held, "|".join(chosen), {}, f"cv:{cfg.group}", cfg)
+    if len(chosen) > 1:  # scores of different detectors are on different scales: no pooled ranking
+        res.auroc = res.auroc_lo = res.auroc_hi = math.nan
     res.folds = [list(fold) for fold in folds]
     return res
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
-import posixpath
 import shlex
 import signal
 import socket
@@ -34,7 +33,9 @@ from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autosc
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
 from .spec_record import SPEC_RECORD, parse_spec_record, spec_changes, spec_record
-from .tune_state import TUNE_STATE, local_state_copies, newest_state_files, tune_state_problem
+from .tune_logs import install_tune_log_filters
+from .tune_state import (TUNE_STATE, local_state_copies, newest_state_files, trial_errors_from_tune,
+                         tune_state_problem)
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
 #: Seconds between writing this driver's record and reading it back. Two drivers started on one
@@ -113,7 +114,7 @@ def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
     if root.exists(exp_path):
         if TUNE_STATE not in newest_state_files(root, exp_path):
             return (f"{where}/{TUNE_DIR} holds no experiment state (its driver stopped before Tune saved any): "
-                    "`run` and `run --resume` refuse it until that folder is removed")
+                    "`run` and `run --resume` refuse it, saying what can be done")
         if (problem := tune_state_problem(root, exp_path)) is not None:
             return (f"{where} already holds this sweep's state, but {root.display(problem.path)} {problem.why}: "
                     "`run --resume` refuses it, saying what can still be done")
@@ -358,54 +359,36 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
                         "under another name or storage")
 
 
-class GoneCheckpointNote:
-    """A logging filter for Tune's controller: after a driver was killed and its sweep resumed,
-    Tune's restored state can list a checkpoint folder that was deleted before the kill (it
-    keeps ``num_to_keep``), and registering the trial's next checkpoint then logs an ERROR with
-    a whole FileNotFoundError traceback — while the trial goes on and finishes (seen in a
-    double kill-and-resume). The record becomes one line that says so; any other record passes
-    unchanged."""
+def record_failures(spec: SweepSpec, storage_uri: str, errors: list[tuple[TrialSpec, str]]) -> list[tuple[str, str]]:
+    """Mark each trial of ``errors`` failed in the trials table, with its error; returns (trial
+    id, the error's last line) for the log. A trial the table records as finished is left as it
+    is: its error is from an earlier attempt (Tune's error.txt keeps every failure, also of a
+    trial that then finished on a retry). A write that fails is a warning: one trial's
+    bookkeeping must not cost the others their outcome, aggregation and report."""
+    import polars as pl
 
-    def filter(self, record) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        message = record.getMessage()
-        if isinstance(exc, FileNotFoundError) and "Error handling checkpoint" in message:
-            trial = message.partition(":")[0].removeprefix("Trial ").strip()
-            record.msg = (f"note: Tune could not tidy the checkpoints of trial {trial} ({exc}: an older "
-                          "checkpoint folder removed before the driver stopped); the trial goes on")
-            record.args, record.exc_info, record.exc_text = (), None, None
-        return True
+    from ..storage import next_attempt, recorded_trial, write_table
+    from ..storage.schema import FINISHED
+    from .trainable import trial_row
 
-
-class TunesResumeAdvice:
-    """A logging filter for ``ray.tune.tune``: on Ctrl-C or SIGTERM Tune advises
-    ``Tuner.restore(path=…, trainable=…)``, Python a user of the CLI cannot run as it stands;
-    the driver prints the `edgesweep run … --resume` that does it. That record is dropped."""
-
-    def filter(self, record) -> bool:
-        return "Resume experiment with:" not in record.getMessage()
-
-
-def install_tune_log_filters() -> None:
-    import logging
-    for name, kind in (("ray.tune.execution.tune_controller", GoneCheckpointNote), ("ray.tune.tune", TunesResumeAdvice)):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, kind) for f in logger.filters):
-            logger.addFilter(kind())
-
-
-def trial_errors_from_tune(root: Root, exp_path: str, spec: SweepSpec) -> list[tuple[TrialSpec, str]]:
-    """The error Tune wrote for each failed trial of ``spec`` (``<exp>/<trial_id>/error.txt``), for
-    when its result grid cannot be built; an unreadable or empty file counts as no error."""
-    out = []
-    for trial in spec.trials:
+    failed = []
+    for trial, error in errors:
+        # Python's caret lines (`^^^^`, `~~~^~~`) point into source the reader does not have
+        text = [ln for ln in error.strip().splitlines() if ln.strip(" ^~")]
         try:
-            text = root.read_bytes(posixpath.join(exp_path, trial.trial_id, "error.txt")).decode("utf-8", "replace")
-        except (OSError, StorageError):
-            continue
-        if text.strip():
-            out.append((trial, text))
-    return out
+            recorded = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition)
+            if recorded is not None and recorded["status"] in FINISHED:
+                continue
+            failed.append((trial.trial_id, text[-1] if text else repr(error)))
+            # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
+            row = recorded or trial_row(
+                trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
+            row.update(status="failed", error="\n".join(text[-20:])[:4000])
+            write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
+        except (StorageError, OSError, ValueError) as exc:
+            _log(f"WARNING: trial {trial.trial_id}: its failure could not be recorded in the trials table "
+                 f"({type(exc).__name__}: {exc})")
+    return failed
 
 
 def check_tune_state(spec: SweepSpec, root: Root, exp_path: str) -> None:
@@ -450,10 +433,10 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         # between leaves a folder Tune "can restore" and then fails on (KeyError 'trial').
         tables = stored_tables(root, spec.name)
         raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name}/{TUNE_DIR} holds no experiment state "
-                        "(its driver stopped before Tune saved any), so there is nothing to resume: remove that "
-                        "folder and run again without --resume" + (
-                            f"; the rows already stored ({', '.join(tables)}) stay, and `edgesweep aggregate` "
-                            "summarises them" if tables else ""))
+                        "(its driver stopped before Tune saved any), so there is nothing to resume: " + (
+                            f"the rows it stored ({', '.join(tables)}) stay there (`edgesweep aggregate` "
+                            "summarises them); run the sweep again under another name or storage"
+                            if tables else "remove that folder and run again without --resume"))
     fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
     # User errors first: nothing below may start a cluster before these are settled.
     from ray import tune  # importing Tune starts nothing
@@ -502,10 +485,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"WARNING: storage {storage_uri} is a local path and the cluster has {len(ray.nodes())} "
              "nodes; every node must see it as the same shared filesystem, otherwise use s3://")
 
-    import polars as pl
-
-    from ..storage import next_attempt, recorded_trial, write_table
-    from .trainable import run_trial, trial_row
+    from .trainable import run_trial
 
     trainable = tune.with_resources(run_trial, {"cpu": spec.trial_resources["cpu"],
                                                 "gpu": spec.trial_resources["gpu"]})
@@ -571,7 +551,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         fit_error = exc
         _log(f"ERROR: Tune stopped with {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1][:300]}; "
              "the outcome below is read from storage")
-        errors = trial_errors_from_tune(root, exp_path, spec)
+        written = trial_errors_from_tune(root, exp_path, [t.trial_id for t in spec.trials])
+        errors = [(t, written[t.trial_id]) for t in spec.trials if t.trial_id in written]
     except BaseException as exc:
         heartbeat.end(f"error: {type(exc).__name__}", {})
         raise
@@ -580,21 +561,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
             signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
 
-    failed = []
-    for trial, error in errors:
-        # Python's caret lines (`^^^^`, `~~~^~~`) point into source the reader does not have
-        text = [ln for ln in error.strip().splitlines() if ln.strip(" ^~")]
-        failed.append((trial.trial_id, text[-1] if text else repr(error)))
-        # Keep what the trial recorded (start time, node, pid); mark it failed with the error.
-        try:
-            row = recorded_trial(storage_uri, spec.name, trial.trial_id, trial.partition) or trial_row(
-                trial, spec.name, next_attempt(storage_uri, spec.name, trial.trial_id, trial.partition), "failed")
-            row.update(status="failed", error="\n".join(text[-20:])[:4000])
-            write_table(storage_uri, spec.name, "trials", pl.DataFrame([row]))
-        except (StorageError, OSError, ValueError) as exc:
-            # One trial's bookkeeping must not cost the others their outcome, aggregation and report.
-            _log(f"WARNING: trial {trial.trial_id}: its failure could not be recorded in the trials table "
-                 f"({type(exc).__name__}: {exc})")
+    failed = record_failures(spec, storage_uri, errors)
     # What is stored, not what Tune's grid implies: after Ctrl-C unstarted trials have no error.
     outcome = sweep_outcome(spec, storage_uri)
     heartbeat.end(outcome.verdict, outcome.counts())
@@ -605,8 +572,6 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(line)
     if (low := root.low_space()) is not None and (failed or fit_error or not outcome.complete):
         _log(f"storage: {low} — the likely cause; free space before resuming")
-    if fit_error is not None and outcome.complete:
-        return 1
     if not outcome.complete:
         _log(f"the sweep did not finish: {len(outcome.interrupted)} trial(s) stopped midway "
              f"({', '.join(outcome.interrupted[:5]) or 'none'}) and {len(outcome.never_started)} never "
@@ -627,4 +592,4 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
         _log(f"aggregated: {out}/runs, {out}/summary, {out}/scorecard.json; report: {out}/report.md")
     _log(f"results: {storage_uri}/{spec.name}  (query: python -m edgesweep query {shlex.quote(f'{storage_uri}/{spec.name}')} "
          "\"SELECT * FROM runs\")")
-    return 1 if outcome.failed else 0
+    return 1 if outcome.failed or fit_error is not None else 0

@@ -274,6 +274,7 @@ class SweepWatcher:
         elif not tune:
             raise missing  # and no Tune state either
         planned = tune if tune is not None else recorded_plan(self.sp)
+        unlisted = [tid for tid in (planned or {}) if tid not in views]
         for tid, t in (planned or {}).items():
             if tid not in views:  # planned, or started but has written nothing yet
                 views[tid] = TrialView(tid, TUNE_STATUS.get(t["status"], str(t["status"]).lower()),
@@ -281,10 +282,11 @@ class SweepWatcher:
                                        weight_decay=t["config"].get("weight_decay"),
                                        seed=t["config"].get("seed"), max_steps=_target(t["config"], None),
                                        step=t["step"], steps_per_s=t["steps_per_s"])
-        if tune is None and planned:
+        finished = driver is not None and driver.outcome == "finished"
+        if tune is None and planned and unlisted and not finished:
             notes.append("no readable Tune state in _tune/: the trials without rows are listed from _spec.json "
                          "as pending (whether Tune had started or failed them is not known)")
-        elif tune is None and not (driver is not None and driver.outcome == "finished"):
+        elif tune is None and not planned and not finished:
             # (a finished sweep copied without Tune's state has no trial left to start)
             notes.append("no readable Tune state in _tune/ (not written yet, or not kept): trials that have "
                          "not started are not shown")
@@ -564,12 +566,16 @@ def resume_hint(view: SweepView) -> str:
     spec = f"(SPEC.yaml: the spec sweep {view.sweep!r} was started with)"
     try:
         sp = SweepPath.parse(view.uri)
-        problem = tune_state_problem(sp.root, sp.file("_tune"))
+        exp_path = sp.file("_tune")
+        if sp.root.exists(exp_path) and TUNE_STATE not in newest_state_files(sp.root, exp_path):
+            why = f"but {sp.root.display(exp_path)} holds no experiment state"
+        else:
+            problem = tune_state_problem(sp.root, exp_path)
+            why = f"but Tune's state {sp.root.display(problem.path)} {problem.why}" if problem else None
     except (OSError, StorageError, ValueError):
-        problem = None
-    if problem is not None:
-        return (f"but Tune's state {sp.root.display(problem.path)} {problem.why}: {command} cannot continue it "
-                f"as it is, and says what can still be done {spec}")
+        why = None
+    if why is not None:
+        return f"{why}: {command} cannot continue it as it is, and says what can still be done {spec}"
     return f"{command} continues it {spec}"
 
 

@@ -33,6 +33,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 
+from ..storage.errors import StorageError
 from ..storage.fs import Root
 
 #: What a resume reads from Tune's experiment folder, newest file of each pattern: the
@@ -233,7 +234,8 @@ def local_state_copies(name: str) -> list[str]:
     Tune writes its experiment state into the driver's Ray session folder and then copies it
     into storage, in place: a disk that fills during the copy leaves the stored file cut short
     while the session folder's copy is whole (seen on a full tmpfs; copying it back let the
-    resume finish). Session folders live under ``$RAY_TMPDIR/ray`` or the temp dir's ``ray/``."""
+    resume finish). Session folders live under ``$RAY_TMPDIR/ray`` or the temp dir's ``ray/``;
+    a head started with ``ray start --temp-dir X`` keeps them in X, which is not searched."""
     bases = dict.fromkeys(os.path.join(d, "ray") for d in (os.environ.get("RAY_TMPDIR"), tempfile.gettempdir(), "/tmp")
                           if d)
     found = [p for b in bases for p in glob.glob(os.path.join(glob.escape(b), "session_*", "artifacts", "*", "*",
@@ -243,8 +245,24 @@ def local_state_copies(name: str) -> list[str]:
         try:
             with open(path, "rb") as f:
                 if unreadable(f.read(), pickled=False) is None:
-                    intact.append(path)
+                    intact.append((os.path.getmtime(path), path))
         except OSError:
-            continue
-    return sorted(intact, key=os.path.getmtime, reverse=True)
+            continue  # gone meanwhile, or not readable
+    return [path for _, path in sorted(intact, reverse=True)]
 
+
+def trial_errors_from_tune(root: Root, exp_path: str, trial_ids: list[str]) -> dict[str, str]:
+    """{trial_id: the error Tune wrote for it} from ``<exp>/<trial_id>/error.txt``, for when
+    Tune's result grid cannot be built; an unreadable or empty file counts as no error. Tune
+    appends to that file on every failure and never removes it: a trial that failed once and
+    then finished on a retry has one too, so the caller must skip the trials storage records
+    as finished."""
+    out = {}
+    for tid in trial_ids:
+        try:
+            raw = root.read_bytes(posixpath.join(exp_path, tid, "error.txt"))
+        except (OSError, StorageError):
+            continue
+        if raw and raw.strip():
+            out[tid] = raw.decode("utf-8", "replace")
+    return out

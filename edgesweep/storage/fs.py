@@ -149,11 +149,11 @@ class Root:
         if self.is_object_store:
             return None
         d = Path(self.base)
-        while not d.exists() and d != d.parent:  # a root not created yet: the disk it will be on
-            d = d.parent
         try:
+            while not d.exists() and d != d.parent:  # a root not created yet: the disk it will be on
+                d = d.parent
             return shutil.disk_usage(d).free
-        except OSError:
+        except OSError:  # (exists() raises on a folder it may not search, in Python 3.11)
             return None
 
     def low_space(self, below: int = LOW_SPACE_BYTES) -> str | None:

@@ -134,7 +134,9 @@ def query(root, sql: str, *, on_error: str = "raise", verify_content: bool = Tru
 def column_notes(r, sweeps, sql: str, read: list[str], inspected: dict) -> list[str]:
     """What a query over several sweeps would otherwise hide: a column the SQL names that some
     sweeps' files lack (written before it existed; it reads as null there), and sweeps whose
-    rows of a table mean something else than now (:data:`.schema.RETIRED_COLUMNS`)."""
+    rows of a table mean something else than now (:data:`.schema.RETIRED_COLUMNS`). Which
+    columns the SQL names is read off its words, not parsed: a word in a string literal, or a
+    column of another table of the same name, can bring a note that does not apply."""
     notes = []
     words = set(re.findall(r"[a-z_][a-z0-9_]*", _COMMENTS.sub(" ", sql).lower()))
     for table in read:

@@ -71,6 +71,8 @@ def scan(root, table: str, on_error: str = "raise", *, verify_content: bool = Tr
 
 def scan_inspected(r: Root, table: str, insp: Inspection, on_error: str = "raise") -> pl.LazyFrame:
     """:func:`scan` of a table already inspected (a caller that also wants the files' schemas)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if insp.damage:
         _report(r, table, insp.damage, on_error)
     files = insp.files
