@@ -470,14 +470,14 @@ def test_query_names_a_file_that_went_bad_after_the_scan(tmp_path, monkeypatch):
     f = part(tmp_path, "t", 0, 0, 40)
     good = f.read_bytes()
     q = sys.modules["edgesweep.storage.query"]
-    real_scan = q.scan
+    real_scan = q.scan_inspected
 
     def scan_then_damage(*args, **kwargs):
         lf = real_scan(*args, **kwargs)
         f.write_bytes(good[:100] + bytes(len(good) - 100))  # zeroes after the scan checked it
         return lf
 
-    monkeypatch.setattr(q, "scan", scan_then_damage)
+    monkeypatch.setattr(q, "scan_inspected", scan_then_damage)
     with pytest.raises(StorageError) as err:
         query(tmp_path, "SELECT sum(g23) AS s FROM features")
     assert err.value.paths == [str(f)] and "reading failed" in str(err.value)

@@ -438,6 +438,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
                             "summarises them); run the sweep again under another name or storage"
                             if tables else "remove that folder and run again without --resume"))
     fs = root.fs if root.is_s3 else None  # the same S3 client settings as our tables
+    if not resume:  # (a resume's refusals below come first: they must leave no folder behind)
+        check_storage_writable(spec, storage_uri)
     # User errors first: nothing below may start a cluster before these are settled.
     from ray import tune  # importing Tune starts nothing
     if resume and (not exists or not tune.Tuner.can_restore(exp_path, storage_filesystem=fs)):
@@ -456,7 +458,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     else:
         check_tune_state(spec, root, exp_path)
         _check_resumed_spec(spec, sweep_path)
-    check_storage_writable(spec, storage_uri)  # after the refusals, which must leave no folder behind
+        check_storage_writable(spec, storage_uri)
 
     # Settings from the environment, checked before a cluster starts (a NaN would wait forever).
     if resource_timeout is None:
