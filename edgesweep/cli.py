@@ -12,7 +12,7 @@ import sys
 
 from .platform.spec import DEFAULT_MAX_TRIALS  # torch- and Ray-free
 from .storage.arguments import path_argument as _path
-from .storage.arguments import utf8_argument as _utf8
+from .storage.query import DESCRIPTION as QUERY_DESCRIPTION, add_query_arguments
 
 
 def _run(args) -> int:
@@ -56,17 +56,8 @@ def _status(args) -> int:
 
 
 def _query(args) -> int:
-    from .storage.query import query_main
-    argv = [args.root, args.sql] + (["--format", args.format] if args.format else [])
-    if args.output:
-        argv += ["--output", args.output]
-    if args.skip_bad_files:
-        argv += ["--skip-bad-files"]
-    if args.keep_nan:
-        argv += ["--keep-nan"]
-    if args.max_rows is not None:
-        argv += ["--max-rows", str(args.max_rows)]
-    return query_main(argv)
+    from .storage.query import query_command
+    return query_command(args, args.usage_error)
 
 
 def _verify(args) -> int:
@@ -172,20 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary, detection)")
-    p.add_argument("root", type=_path, help="a storage root or one sweep folder")
-    p.add_argument("sql", type=_utf8("SQL"))
-    p.add_argument("--format", choices=("table", "csv", "parquet", "json"),
-                   help="default: from --output's extension (.csv, .parquet, .json, .txt), else table; "
-                        "json writes ±inf and NaN as null")
-    p.add_argument("--output", "-o", type=_path, help="file to write; default stdout (table, csv, json)")
-    p.add_argument("--skip-bad-files", action="store_true", help="skip unreadable files (with a warning) instead of failing")
-    p.add_argument("--keep-nan", action="store_true",
-                   help="read NaN in float columns as stored (default: as NULL, which comparisons and "
-                        "aggregates skip; NaN orders above every number)")
-    p.add_argument("--max-rows", type=int, default=None,
-                   help="rows shown by --format table (default 50 on stdout, all in --output; -1: all)")
-    p.set_defaults(func=_query)
+    p = sub.add_parser("query", help="run SQL over the tables (trials, evals, features, runs, summary, detection)",
+                       description=QUERY_DESCRIPTION)
+    add_query_arguments(p)  # the storage command's own arguments: one definition
+    p.set_defaults(func=_query, usage_error=p.error)
 
     p = sub.add_parser("verify", help="check every stored file of a root against its seal records; exit 1 on damage")
     p.add_argument("root", type=_path, help="a storage root or one sweep folder (local or s3://)")

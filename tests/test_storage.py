@@ -870,6 +870,15 @@ def test_the_cli_query_of_the_committed_laptop_sweep_counts_the_papers_criterion
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs == ["n,preceded\n12,12\n", "n,preceded\n30,12\n"]
+    # The CLI's sub-command is the storage command's own parser: its checks and messages too.
+    proc = subprocess.run([sys.executable, "-m", "edgesweep", "query", "docs/results/grokking-laptop", "SELECT 1",
+                           "--format", "parquet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == \
+        "edgesweep query: error: --format parquet needs --output FILE", proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "edgesweep", "query", "docs/results/grokking-laptop",
+                           "SELECT trial_id FROM runs ORDER BY trial_id", "--max-rows", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "shape: (30, 1)" in proc.stdout and proc.stdout.count("adamw") == 2, proc.stdout
 
 
 def test_a_query_across_sweeps_says_which_sweeps_lack_a_column_it_names(tmp_path, capsys):

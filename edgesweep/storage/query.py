@@ -208,11 +208,19 @@ def _raise_if_damaged(r, tables: list[str], sweeps, exc: Exception) -> None:
 SCREEN_ROWS = 50
 
 
+#: What ``edgesweep query --help`` says the command does (also the CLI's sub-command).
+DESCRIPTION = ("Run SQL (Polars dialect) over an edgesweep storage root. Tables: " + ", ".join(TABLES)
+               + "; every table has a 'sweep' column.")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edgesweep query",
-        description="Run SQL (Polars dialect) over an edgesweep storage root. Tables: "
-                    + ", ".join(TABLES) + "; every table has a 'sweep' column.")
+    return add_query_arguments(argparse.ArgumentParser(prog="edgesweep query", description=DESCRIPTION))
+
+
+def add_query_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command's arguments, on ``p``: the one definition for ``edgesweep query`` and
+    ``python -m edgesweep.storage query`` (it used to be written twice, and a flag added to one
+    had to be forwarded by hand from the other)."""
     p.add_argument("root", metavar="ROOT", type=path_argument,
                    help="storage root (path, file://, s3:// or gs:// URI), or one sweep's folder")
     p.add_argument("sql", metavar="SQL", type=utf8_argument("SQL"),
@@ -266,25 +274,30 @@ def _string_width(df: pl.DataFrame, least: int = 60, most: int = 120) -> int:
 def query_main(argv: list[str] | None = None) -> int:
     """``edgesweep query``; returns the exit status (0 ok, 2 usage/data error)."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    return query_command(parser.parse_args(argv), parser.error)
+
+
+def query_command(args: argparse.Namespace, error) -> int:
+    """Run the command for parsed ``args`` (:func:`add_query_arguments`); ``error(message)`` is
+    the parser's, for a usage error it exits with."""
     if args.output:
         args.output = os.path.expanduser(args.output)  # quoted '~/x.csv' reaches us unexpanded
     if args.format is None:
         # The screen table written into data.csv or data.parquet would be a file no reader takes.
         args.format = SUFFIX_FORMATS.get(os.path.splitext(args.output)[1].lower()) if args.output else "table"
         if args.format is None:
-            parser.error(f"--output {args.output}: its extension does not say the format "
-                         f"({', '.join(SUFFIX_FORMATS)}); give --format {'|'.join(FORMATS)}")
+            error(f"--output {args.output}: its extension does not say the format "
+                  f"({', '.join(SUFFIX_FORMATS)}); give --format {'|'.join(FORMATS)}")
     if args.format == "parquet" and not args.output:
-        parser.error("--format parquet needs --output FILE")
+        error("--format parquet needs --output FILE")
     if args.output and _clobbers_storage(args.output, args.root):
-        parser.error(f"--output {args.output}: inside the tables or outputs of a sweep (of {args.root} or "
-                     f"another), where it could replace or shadow the sweep's own files — write it elsewhere")
+        error(f"--output {args.output}: inside the tables or outputs of a sweep (of {args.root} or "
+              f"another), where it could replace or shadow the sweep's own files — write it elsewhere")
     if args.max_rows is None:
         # A screen shows a sample; a file asked for by name is the result, not a sample of it.
         args.max_rows = -1 if args.output else SCREEN_ROWS
     if args.max_rows < -1:
-        parser.error(f"--max-rows {args.max_rows}: a row count, or -1 for all")
+        error(f"--max-rows {args.max_rows}: a row count, or -1 for all")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StorageWarning)
