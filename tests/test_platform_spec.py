@@ -346,7 +346,7 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["plan", "sweeps/smoke.yaml", "--storage", ""], "argument --storage: '' is not a path"),
     (["query", "docs/results/grokking-laptop", "SELECT 1", "-o", ""], "argument --output/-o: '' is not a path"),
     (["query", "docs/results/grokking-laptop", "SELECT \udcff FROM runs"],
-     "argument sql: the SQL is not UTF-8 text (byte 0xff at character 8)"),
+     "argument SQL: the SQL is not UTF-8 text (byte 0xff at character 8)"),
     (["status", "docs/results/grokking-corpus"], "it holds detection, runs, summary: the aggregation's outputs, "
                                                  "without the raw tables"),
 ])
