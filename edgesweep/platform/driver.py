@@ -32,9 +32,9 @@ from .outcome import sweep_outcome
 from .resources import RESOURCE_TIMEOUT_ENV, check_trial_resources, looks_autoscaling, reuse_workers
 from .secrets import keep_credentials_out_of_runtime_envs
 from .spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, TrialSpec, load_spec
-from .spec_record import SPEC_RECORD, parse_spec_record, spec_changes, spec_record
+from .spec_record import SPEC_RECORD, read_spec_record, spec_changes, spec_record
 from .tune_logs import install_tune_log_filters
-from .tune_state import (TUNE_STATE, local_state_copies, newest_state_files, trial_errors_from_tune,
+from .tune_state import (TUNE_STATE, has_experiment_state, local_state_copies, trial_errors_from_tune,
                          tune_state_problem)
 
 TUNE_DIR = "_tune"  # Tune's experiment state inside the sweep folder (hidden from scans)
@@ -112,7 +112,7 @@ def stored_sweep_note(spec: SweepSpec, storage: str) -> str | None:
     where = f"{storage}/{spec.name}"
     exp_path = root.path(spec.name, TUNE_DIR)
     if root.exists(exp_path):
-        if TUNE_STATE not in newest_state_files(root, exp_path):
+        if not has_experiment_state(root, exp_path):
             return (f"{where}/{TUNE_DIR} holds no experiment state (its driver stopped before Tune saved any): "
                     "`run` and `run --resume` refuse it, saying what can be done")
         if (problem := tune_state_problem(root, exp_path)) is not None:
@@ -341,8 +341,7 @@ def _check_resumed_spec(spec: SweepSpec, sp: SweepPath) -> None:
     a spec that differs from ``_spec.json`` is refused, naming what changed. A sweep started
     before the record existed cannot be compared: said, not refused."""
     try:
-        raw = sp.read_bytes(SPEC_RECORD)
-        recorded = parse_spec_record(raw) if raw is not None else None
+        recorded = read_spec_record(sp)
     except (StorageError, OSError, ValueError) as exc:
         _log(f"WARNING: {sp.uri}/{SPEC_RECORD} is unreadable ({exc}); the spec is not compared with the "
              "one the sweep was started with, and Tune continues the trials it was started with")
@@ -428,9 +427,7 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     if (other := live_driver(sweep_path)) is not None:  # before "use --resume": that is no answer now
         raise another_driver(spec, sweep_path, other, resume)
     exists = root.exists(exp_path)
-    if exists and TUNE_STATE not in newest_state_files(root, exp_path):
-        # Tune writes tuner.pkl first and its experiment state seconds later: a driver stopped in
-        # between leaves a folder Tune "can restore" and then fails on (KeyError 'trial').
+    if exists and not has_experiment_state(root, exp_path):
         tables = stored_tables(root, spec.name)
         raise SpecError(f"{spec.source}: storage: {storage_uri}/{spec.name}/{TUNE_DIR} holds no experiment state "
                         "(its driver stopped before Tune saved any), so there is nothing to resume: " + (

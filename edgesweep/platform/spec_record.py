@@ -13,7 +13,7 @@ import json
 
 from .spec import SweepSpec
 
-__all__ = ["SPEC_RECORD", "spec_record", "spec_changes", "parse_spec_record"]
+__all__ = ["SPEC_RECORD", "spec_record", "spec_changes", "parse_spec_record", "read_spec_record"]
 
 SPEC_RECORD = "_spec.json"  # hidden from scans (leading '_'), like _driver.json
 FORMAT = 1
@@ -38,6 +38,14 @@ def parse_spec_record(raw: bytes) -> dict:
                                                for t in trials):
         raise ValueError('"trials" is not a list of trials with a "trial_id" each')
     return doc
+
+
+def read_spec_record(sp) -> dict | None:
+    """The ``_spec.json`` document of the sweep folder ``sp`` (a :class:`SweepPath`); None when
+    there is none. An unreadable one raises (StorageError, OSError, or ValueError naming what is
+    wrong): the caller decides whether that is a warning or a reason to list nothing."""
+    raw = sp.read_bytes(SPEC_RECORD)
+    return parse_spec_record(raw) if raw is not None else None
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:

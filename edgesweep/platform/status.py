@@ -46,8 +46,8 @@ from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
-from .spec_record import SPEC_RECORD, parse_spec_record
-from .tune_state import TUNE_STATE, newest_state_files, tune_state_problem
+from .spec_record import read_spec_record
+from .tune_state import TUNE_STATE, has_experiment_state, newest_state_files, tune_state_problem
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
 
@@ -194,8 +194,7 @@ def recorded_plan(sp: SweepPath) -> dict[str, dict] | None:
     """The trials the driver started the sweep with (``_spec.json``), shaped like
     :func:`read_tune_state`'s answer with every trial pending; None without a readable record."""
     try:
-        raw = sp.read_bytes(SPEC_RECORD)  # None when there is none
-        doc = parse_spec_record(raw) if raw is not None else None
+        doc = read_spec_record(sp)
     except (OSError, StorageError, ValueError):
         return None
     if doc is None:
@@ -567,7 +566,7 @@ def resume_hint(view: SweepView) -> str:
     try:
         sp = SweepPath.parse(view.uri)
         exp_path = sp.file("_tune")
-        if sp.root.exists(exp_path) and TUNE_STATE not in newest_state_files(sp.root, exp_path):
+        if sp.root.exists(exp_path) and not has_experiment_state(sp.root, exp_path):
             why = f"but {sp.root.display(exp_path)} holds no experiment state"
         else:
             problem = tune_state_problem(sp.root, exp_path)

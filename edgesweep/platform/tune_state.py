@@ -192,6 +192,13 @@ def newest_state_files(root: Root, exp_path: str) -> dict[str, str]:
     return newest
 
 
+def has_experiment_state(root: Root, exp_path: str) -> bool:
+    """Whether Tune saved an experiment state into its folder. It writes ``tuner.pkl`` first and
+    the state seconds later: a driver stopped in between leaves a folder Tune "can restore" and
+    then fails on (KeyError 'trial'), with nothing in it to resume."""
+    return TUNE_STATE in newest_state_files(root, exp_path)
+
+
 @dataclass(frozen=True)
 class StateProblem:
     """Why a resume cannot use ``path``: ``why`` completes "Tune's state PATH …"; ``foreign``
