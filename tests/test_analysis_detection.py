@@ -77,6 +77,9 @@ def test_weight_decay_baseline_alarms_at_the_start_of_every_weight_decay_run():
 def test_auroc_by_hand():
     assert auroc([3, 2], [1, 2]) == pytest.approx(3.5 / 4)  # 3 wins, one tie
     assert auroc([-math.inf], [1.0]) == 0.0
+    # no score (NaN) and a detector that saw nothing (−inf) rank alike: a tie, either way round
+    assert auroc([-math.inf], [math.nan]) == 0.5 and auroc([math.nan], [-math.inf]) == 0.5
+    assert auroc([math.nan, 1.0], [-math.inf, 0.0]) == pytest.approx((0.5 + 0 + 1 + 1) / 4)
     assert math.isnan(auroc([], [1.0]))
 
 

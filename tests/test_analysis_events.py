@@ -259,3 +259,9 @@ def test_classify_delayed_immediate_censored_diverged_by_hand():
     assert cg(steps, train, test, diverged=True).outcome == "grokked"
     # the threshold is the grok criterion's: at 0.99 the 0.97 plateau never crosses
     assert cg(*_curve(fit=300, grok=1500), threshold=0.99).outcome == "censored"
+    # the fit step's evaluation lacks a test accuracy: the last one measured before it counts
+    # (a NaN there made the run "immediate", leaving a delayed generalisation out of the positives)
+    assert cg([0, 500, 1000, 1500], [.1, .95, 1, 1], [0.05, math.nan, .1, .99]).outcome == "grokked"
+    assert cg([0, 500, 1000, 1500], [.1, .95, 1, 1], [0.5, math.nan, .1, .99]).test_acc_at_fit == 0.5
+    nothing_known = cg([0, 500, 1000, 1500], [.95, .95, 1, 1], [math.nan, math.nan, .1, .99])
+    assert nothing_known.outcome == "immediate" and math.isnan(nothing_known.test_acc_at_fit)

@@ -156,12 +156,13 @@ def run_alarm(run: LabelledRun, name: str, params: dict | None = None, full_only
 
 def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     """P(score of a random positive > that of a random negative) + ½ P(tie); NaN without both.
-    −inf (a detector that saw nothing) ranks lowest."""
+    −inf (a detector that saw nothing) ranks lowest; a NaN score (no score) ties with it."""
     p = np.asarray(pos, dtype=float)
     n = np.asarray(neg, dtype=float)
     if not p.size or not n.size:
         return math.nan
-    p, n = np.nan_to_num(p, nan=-np.inf), np.nan_to_num(n, nan=-np.inf)
+    # np.nan_to_num would also turn a real −inf into −1.8e308, above the NaNs it maps to −inf.
+    p, n = np.where(np.isnan(p), -np.inf, p), np.where(np.isnan(n), -np.inf, n)
     gt = (p[:, None] > n[None, :]).sum()
     eq = (p[:, None] == n[None, :]).sum()
     return float((gt + 0.5 * eq) / (p.size * n.size))

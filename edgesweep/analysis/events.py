@@ -119,13 +119,16 @@ def classify_generalisation(steps: Sequence[int], memo_acc: Sequence[float], gro
     grokked: test accuracy crosses ``threshold`` at least ``delay`` steps after the fit step
     and was below ``near_chance`` at the fit step. immediate: it crosses, but not so. diverged:
     no crossing and the run diverged. censored: no crossing by the run's last evaluation — a
-    negative only up to that step.
+    negative only up to that step. The test accuracy "at the fit step" is the last one measured
+    at or before it: an evaluation there without a test accuracy (NaN) must not turn a delayed
+    generalisation into an immediate one.
     """
     s, train = _sorted_columns(steps, memo_acc)
     _, test = _sorted_columns(steps, grok_acc)
     gs = first_step_at_or_above(s, test, threshold)
     fit = first_step_at_or_above(s, train, fit_acc)
-    at_fit = float(test[np.flatnonzero(s == fit)[0]]) if fit is not None else math.nan
+    known = np.flatnonzero((s <= fit) & ~np.isnan(test)) if fit is not None else np.array([], dtype=int)
+    at_fit = float(test[known[-1]]) if known.size else math.nan
     lag = gs - fit if gs is not None and fit is not None else None
     if gs is None:
         outcome = DIVERGED if diverged else CENSORED

@@ -111,8 +111,8 @@ def roc_figure(results: list[DetectorResult]) -> bytes:
     fig = Figure(figsize=(5.5, 5.0), layout="tight")
     ax = fig.subplots()
     for res, color in zip(_in_sample(results), COLORS):
-        pos = np.nan_to_num([a.score for a in res.alarms if a.label == "positive"], nan=-np.inf, neginf=-1e300)
-        neg = np.nan_to_num([a.score for a in res.alarms if a.label == "negative"], nan=-np.inf, neginf=-1e300)
+        pos = np.nan_to_num([a.score for a in res.alarms if a.label == "positive"], nan=-1e300, neginf=-1e300)
+        neg = np.nan_to_num([a.score for a in res.alarms if a.label == "negative"], nan=-1e300, neginf=-1e300)
         if not (pos.size and neg.size):
             continue
         cuts = np.unique(np.concatenate([pos, neg, [np.inf]]))[::-1]

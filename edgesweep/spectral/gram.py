@@ -220,6 +220,8 @@ def exact_operator_change(union_gram: np.ndarray, old_rows: list[int],
     d[list(new_rows)] += 1.0
     d[list(old_rows)] -= 1.0
     val = float(d @ (union_gram**2) @ d)
+    if not math.isfinite(val):
+        return math.nan  # K² overflowed (‖δ‖ ≳ 1e77): say so rather than let max() make it 0
     return math.sqrt(max(0.0, val))
 
 
