@@ -72,6 +72,10 @@ BAD_SPECS = {
     "non-string key in a block": (ADD + "blocks:\n  - name: x\n    train: {1: 2}\n", "blocks[0].train[1] (line 7)",
                                   "must be a string"),
     "unknown resource": (ADD + "trial_resources: {tpu: 1}\n", "trial_resources.tpu", "unknown key; allowed: cpu, gpu"),
+    "unknown block key": (ADD + "blocks:\n  - name: x\n    method: random\n", "blocks[0].method (line 7)",
+                          "unknown key; allowed: name, samples, grid, train, optimizer, monitor, stop, per_workload"),
+    "option of a logger that takes none": (ADD + "loggers: {tensorboard: {logdir: x}}\n", "loggers.tensorboard.logdir",
+                                           "unknown key; allowed: none (it takes no options"),
     "no resources": (ADD + "trial_resources: {cpu: 0, gpu: 0}\n", "trial_resources", "a trial needs some cpu or gpu"),
     "bad grok threshold": (ADD + "stop: {grok_threshold: 1.5}\n", "stop.grok_threshold", "must be ≤ 1"),
     "no grid": ("train: {max_steps: 10}\n", "grid", "is required"),
@@ -220,6 +224,35 @@ def test_any_key_path_is_an_axis_and_axis_values_win():
     assert t.optim["lr"] == 0.001 and t.monitor["window"] == 4  # axis > per_workload > section
     assert t.axes == {"optimizer.lr": 0.001, "train.task.train_frac": 0.5, "monitor.window": 4}
     assert t.train_config().task_overrides == {"p": 13, "train_frac": 0.5}
+
+
+def test_per_workload_model_and_task_merge_key_by_key_like_a_block():
+    """A workload's ``train.model`` / ``train.task`` override changes the keys it names and keeps
+    the section's others (it used to replace the whole mapping, silently training another
+    model); per_workload wins over a block's own sections; an axis wins over both."""
+    raw = {"name": "m", "grid": {"workload": ["mod_add", "mod_sub"]},
+           "train": {"preset": "tiny", "model": {"d_model": 32, "d_ff": 64}, "task": {"p": 23, "train_frac": 0.5}},
+           "per_workload": {"mod_add": {"train": {"model": {"n_layers": 1}, "task": {"train_frac": 0.4}},
+                                        "monitor": {"window": 3}}}}
+    add, sub = parse_spec(raw).trials
+    assert add.train["model"] == {"d_model": 32, "d_ff": 64, "n_layers": 1}
+    assert add.train["task"] == {"p": 23, "train_frac": 0.4}
+    assert sub.train["model"] == {"d_model": 32, "d_ff": 64} and sub.train["task"] == {"p": 23, "train_frac": 0.5}
+    assert add.train_config().task_overrides == {"p": 23, "train_frac": 0.4}
+    blocks = parse_spec(dict(raw, blocks=[{"name": "b", "monitor": {"window": 7}, "train": {"model": {"d_ff": 48}},
+                                           "grid": {"train.task.p": [29]}}])).trials
+    add = next(t for t in blocks if t.workload == "mod_add")
+    assert add.monitor["window"] == 3  # per_workload > the block's sections (SPEC.md's precedence)
+    assert add.train["model"] == {"d_model": 32, "d_ff": 48, "n_layers": 1}
+    assert add.train["task"] == {"p": 29, "train_frac": 0.4}  # the axis > per_workload
+    # an error in a merged key is located where the value came from
+    bad = dict(raw, per_workload={"mod_add": {"train": {"model": {"n_layers": 0}}}})
+    with pytest.raises(SpecError, match=r"per_workload\.mod_add\.train\.model\.n_layers"):
+        parse_spec(bad)
+    bad = dict(raw, train={**raw["train"], "model": {"d_model": 33, "d_ff": 64}},
+               per_workload={"mod_add": {"train": {"model": {"n_layers": 1}}}})
+    with pytest.raises(SpecError, match=r": train\.model\.d_model: .*33 is not divisible"):
+        parse_spec(bad)
 
 
 def test_random_search_is_deterministic_and_draws_from_the_distributions():

@@ -246,6 +246,21 @@ class SweepDoc(BaseModel):
         return check_name("sweep", v)  # a table name or `_tune` would hide other sweeps' data
 
 
+#: Section keys whose values are mappings merged key by key (an override of ``train.model``
+#: changes the keys it names and keeps the rest), not replaced whole.
+NESTED_KEYS = ("model", "task")
+
+
+def merge_section(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys on top, one level deeper for :data:`NESTED_KEYS` — the one
+    rule for a block's sections and for ``per_workload`` overrides."""
+    out = dict(base)
+    for k, v in over.items():
+        nested = k in NESTED_KEYS and isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = {**out[k], **v} if nested else v
+    return out
+
+
 def _merge_block(raw: dict, block: Block) -> dict:
     """The spec a block stands for: the top level with the block's axes, section keys (one
     level deeper for ``train.model`` / ``train.task``), workload overrides and samples."""
@@ -254,10 +269,7 @@ def _merge_block(raw: dict, block: Block) -> dict:
     for sec in SECTIONS:
         over = getattr(block, sec)
         if over:
-            base = dict(raw.get(sec) or {})
-            for k, v in over.items():
-                base[k] = {**base.get(k, {}), **v} if k in ("model", "task") and isinstance(v, dict) else v
-            out[sec] = base
+            out[sec] = merge_section(raw.get(sec) or {}, over)
     out["per_workload"] = {**raw.get("per_workload", {}), **block.per_workload}
     if block.samples is not None:
         out["samples"] = block.samples
@@ -371,7 +383,10 @@ def _message(err: dict, model: type[BaseModel], parent: tuple) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     got = f"; got {err['input']!r}" if "input" in err and kind != "missing" else ""
     if kind == "extra_forbidden":
-        return f"unknown key; allowed: {', '.join(_fields_at(model, parent))}"
+        allowed = _fields_at(model, parent)
+        if allowed == []:
+            return "unknown key; allowed: none (it takes no options: write it with no value)"
+        return f"unknown key; allowed: {', '.join(allowed)}" if allowed else "unknown key"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '?').replace(' or ', ', ')}{got}"
     if kind in _PHRASES:
@@ -386,14 +401,22 @@ def _path_text(path: tuple) -> str:
     return out
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: X itself, or inside ``X | None``, ``list[X]``…"""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, getattr(annotation, "__args__", ())) if m is not None), None)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The keys allowed at ``loc`` under ``model``; None where that is not a model's mapping."""
     for key in loc:
-        ann = model.model_fields.get(key) if isinstance(key, str) else None
-        sub = getattr(ann, "annotation", None)
-        # an optional section (`X | None`, e.g. a logger's options) names X's keys
-        sub = next((a for a in getattr(sub, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), sub)
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return []
+        if isinstance(key, int):
+            continue  # an item of a list: the list's model, e.g. blocks[0] → Block
+        info = model.model_fields.get(key)
+        sub = _model_in(info.annotation) if info is not None else None
+        if sub is None:
+            return None
         model = sub
     return list(model.model_fields)
 
@@ -654,7 +677,7 @@ def _validated(raw: dict, at: _Located) -> SweepDoc:
     for wl, over in doc.per_workload.items():
         for sec, values in over.items():
             try:
-                SECTIONS[sec].model_validate({**getattr(doc, sec).model_dump(), **values})
+                SECTIONS[sec].model_validate(merge_section(getattr(doc, sec).model_dump(), values))
             except ValidationError as exc:
                 raise at.from_validation(exc, ("per_workload", wl, sec), SECTIONS[sec]) from None
     return doc
@@ -679,7 +702,7 @@ def _expand(doc: SweepDoc, at: _Located, max_trials: int, block: str | None,
     for cond in conditions:
         ident = _identity(at, cond, doc.grid)
         over = doc.per_workload.get(ident["workload"], {})
-        sections = {s: {**getattr(doc, s).model_dump(), **over.get(s, {})} for s in SECTIONS}
+        sections = {s: merge_section(getattr(doc, s).model_dump(), over.get(s, {})) for s in SECTIONS}
         axes = {a: cond[a] for a in extra_axes}
         for axis, value in axes.items():
             sec, path = _axis_target(axis)
@@ -727,7 +750,10 @@ def _where(key: str, axes: dict, doc: SweepDoc, workload: str) -> tuple:
             i = _value_index({axis: axes[axis]}, doc.grid)[axis]
             return ("grid", axis) + ((i,) if i is not None else ())
     sec, _, rest = key.partition(".")
-    if rest and rest.split(".")[0] in doc.per_workload.get(workload, {}).get(sec, {}):
+    over = doc.per_workload.get(workload, {}).get(sec, {})
+    head, _, tail = rest.partition(".")
+    if head in over and (not tail or head not in NESTED_KEYS or not isinstance(over[head], dict)
+                         or tail.split(".")[0] in over[head]):
         return ("per_workload", workload, sec, *rest.split("."))
     return tuple(key.split("."))
 
