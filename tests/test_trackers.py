@@ -87,6 +87,39 @@ def test_tracker_setup_errors_come_before_any_cluster(monkeypatch, tmp_path):
         trackers.tracker_callbacks(creds, str(tmp_path))
 
 
+def test_plan_and_submit_refuse_what_run_refuses_in_loggers(monkeypatch, tmp_path, capsys):
+    """`plan` validates the spec as `run` does, `loggers:` included (it used to list the trials
+    of a spec whose tracking URI carries a password, which `run` refuses); a tracker not
+    installed here is a note in `plan` (it may run elsewhere) and no concern of `submit`'s (the
+    cluster installs it). Neither imports Ray for this."""
+    from edgesweep.platform.plan import plan_main
+    from edgesweep.platform.submit import submit_sweep
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    creds = tmp_path / "creds.yaml"
+    creds.write_text(f"name: c\nstorage: {tmp_path / 'r'}\ngrid: {{workload: [mod_add]}}\ntrain: {{preset: tiny}}\n"
+                     "loggers: {mlflow: {tracking_uri: 'http://u:pw@h:5000'}}\n")
+    for call in (lambda: plan_main(str(creds)), lambda: submit_sweep(str(creds), "http://127.0.0.1:9")):
+        with pytest.raises(SpecError, match=r"creds\.yaml: loggers\.mlflow\.tracking_uri: carries credentials"):
+            call()
+    on_gs = tmp_path / "gs.yaml"
+    on_gs.write_text("name: g\nstorage: gs://bucket/prefix\ngrid: {workload: [mod_add]}\ntrain: {preset: tiny}\n"
+                     "loggers: [mlflow]\n")
+    with pytest.raises(SpecError, match=r"tracking_uri: needed when the storage is s3:// or gs://"):
+        plan_main(str(on_gs))
+    fine = tmp_path / "fine.yaml"
+    fine.write_text(f"name: f\nstorage: file://{tmp_path / 'r'}\ngrid: {{workload: [mod_add]}}\n"
+                    "train: {preset: tiny}\nloggers: [mlflow, wandb]\n")
+    monkeypatch.setitem(trackers._PACKAGES, "wandb", "no_such_module_edgesweep")
+    assert plan_main(str(fine)) == 0
+    out = capsys.readouterr().out
+    assert "1 trials" in out or "1 trial" in out
+    assert "note: " in out and "loggers: wandb not installed" in out and "`run` refuses to start" in out
+    # a file:// root keeps MLflow's default store in the sweep's folder, as a local path does
+    uri, artifacts = trackers._mlflow_store({}, parse_spec(dict(BASE, loggers=["mlflow"])), f"file://{tmp_path}")
+    assert uri == f"sqlite:///{tmp_path}/x/_mlflow/mlflow.db" and artifacts == f"{tmp_path}/x/_mlflow/artifacts"
+
+
 # ------------------------------------------------------------------------------ real sweeps
 
 

@@ -78,9 +78,22 @@ def plan_text(spec: SweepSpec) -> str:
 
 def plan_main(path: str, storage: str | None = None, max_trials: int = DEFAULT_MAX_TRIALS) -> int:
     spec = load_spec(path, storage=storage, max_trials=max_trials)
-    note = _storage_note(spec)
-    sys.stdout.write(plan_text(spec) + "\n" + (f"note: {note}\n" if note else ""))
+    notes = [_storage_note(spec), _tracker_note(spec)]
+    sys.stdout.write(plan_text(spec) + "\n" + "".join(f"note: {n}\n" for n in notes if n))
     return 0
+
+
+def _tracker_note(spec: SweepSpec) -> str | None:
+    """`run`'s checks of ``loggers:``: a configuration it refuses is refused here too; a
+    tracker not installed here is a note (the sweep may be planned here and run elsewhere)."""
+    from .driver import resolve_storage
+    from .trackers import check_trackers, missing_trackers
+
+    if not spec.loggers:
+        return None
+    check_trackers(spec, resolve_storage(spec.storage))
+    missing = missing_trackers(spec)
+    return f"{missing}: `run` refuses to start on this Python without it" if missing else None
 
 
 def _storage_note(spec: SweepSpec) -> str | None:

@@ -43,9 +43,11 @@ import os
 import time
 from urllib.parse import urlsplit
 
+import pyarrow.fs as pafs
+
 from .spec import SpecError, SweepSpec
 
-__all__ = ["TRACKED", "tracker_callbacks", "tracker_failures"]
+__all__ = ["TRACKED", "check_trackers", "tracker_callbacks", "tracker_failures"]
 
 #: The keys of the trainable's reports that trackers get (everything else Tune adds — pid,
 #: hostname, config, timings — stays out of the charts).
@@ -119,19 +121,24 @@ def _guarded(cls: type, name: str) -> type:
 
 
 def _local_sweep_dir(storage_uri: str, sweep: str) -> str | None:
-    return None if storage_uri.startswith("s3://") else os.path.join(storage_uri, sweep)
+    """The sweep's folder as a local path (a ``file://`` root's too); None on an object store."""
+    from ..storage.fs import resolve_root
+
+    root = resolve_root(storage_uri)
+    return os.path.join(root.base, sweep) if isinstance(root.fs, pafs.LocalFileSystem) else None
 
 
-def _mlflow(opts: dict, spec: SweepSpec, storage_uri: str):
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
+def _mlflow_store(opts: dict, spec: SweepSpec, storage_uri: str) -> tuple[str, str | None]:
+    """(tracking URI, artifact folder of our default store or None); SpecError for a URI that
+    cannot work or would write a credential into Tune's files."""
     sweep_dir = _local_sweep_dir(storage_uri, spec.name)
     uri = opts.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = None
     if not uri:
         if sweep_dir is None:
             raise SpecError(f"{spec.source}: loggers.mlflow.tracking_uri: needed when the storage is "
-                            "s3:// (or set MLFLOW_TRACKING_URI); a local default store would stay on the driver")
+                            "s3:// or gs:// (or set MLFLOW_TRACKING_URI); a local default store would stay on the "
+                            "driver")
         store = os.path.join(sweep_dir, "_mlflow")
         uri, artifacts = f"sqlite:///{os.path.join(store, 'mlflow.db')}", os.path.join(store, "artifacts")
     parts = urlsplit(uri)
@@ -139,6 +146,13 @@ def _mlflow(opts: dict, spec: SweepSpec, storage_uri: str):
         raise SpecError(f"{spec.source}: loggers.mlflow.tracking_uri: carries credentials; give them as "
                         "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
                         "instead, so they never land in a file Tune writes")
+    return uri, artifacts
+
+
+def _mlflow(opts: dict, spec: SweepSpec, storage_uri: str):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    uri, artifacts = _mlflow_store(opts, spec, storage_uri)
     experiment = opts.get("experiment_name") or spec.name
 
     class MLflowTracker(MLflowLoggerCallback):
@@ -221,14 +235,32 @@ def _wandb(opts: dict, spec: SweepSpec, storage_uri: str):
 _BUILDERS = {"mlflow": _mlflow, "tensorboard": _tensorboard, "wandb": _wandb}
 
 
+def missing_trackers(spec: SweepSpec) -> str | None:
+    """What ``spec.loggers`` needs that this Python cannot import, as the error's text; None
+    when every chosen tracker is installed."""
+    missing = [n for n in spec.loggers if importlib.util.find_spec(_PACKAGES[n]) is None]
+    if not missing:
+        return None
+    return (f"{spec.source}: loggers: {', '.join(missing)} not installed "
+            f"(pip install 'edgesweep[trackers]', or {' '.join(_PACKAGES[n] for n in missing)})")
+
+
+def check_trackers(spec: SweepSpec, storage_uri: str) -> None:
+    """The checks of ``spec.loggers`` that need neither the tracker's package nor Ray (for
+    ``plan`` and ``submit``, which import neither): :class:`SpecError` for a configuration
+    ``run`` would refuse."""
+    if "mlflow" in spec.loggers:
+        _mlflow_store(spec.loggers["mlflow"], spec, storage_uri)
+
+
 def tracker_callbacks(spec: SweepSpec, storage_uri: str) -> list:
     """The guarded Tune callbacks of ``spec.loggers`` (empty when none are chosen). Raises
     :class:`SpecError` for a tracker that is not installed or cannot be configured — before
     any cluster starts."""
-    missing = [n for n in spec.loggers if importlib.util.find_spec(_PACKAGES[n]) is None]
+    missing = missing_trackers(spec)
     if missing:
-        raise SpecError(f"{spec.source}: loggers: {', '.join(missing)} not installed "
-                        f"(pip install 'edgesweep[trackers]', or {' '.join(_PACKAGES[n] for n in missing)})")
+        raise SpecError(missing)
+    check_trackers(spec, storage_uri)
     out = []
     for name, opts in spec.loggers.items():
         cb, where = _BUILDERS[name](opts, spec, storage_uri)
