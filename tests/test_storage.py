@@ -831,6 +831,21 @@ def test_the_storage_entry_point_refuses_what_the_cli_refuses(argv, says):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+def test_the_storage_entry_points_help_lists_every_query_option():
+    """Its usage came from a hand-written string that had fallen behind (no --keep-nan); now
+    from query's own parser. --help exits 0, no command exits 2 with the same text."""
+    from edgesweep.storage.query import _parser
+
+    helped = subprocess.run([sys.executable, "-m", "edgesweep.storage", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    bare = subprocess.run([sys.executable, "-m", "edgesweep.storage"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert helped.returncode == 0 and bare.returncode == 2 and bare.stderr == helped.stdout
+    options = [o for a in _parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert len(options) >= 5 and all(o in helped.stdout for o in options), (options, helped.stdout)
+    assert "verify ROOT [--quick] [--quiet]" in helped.stdout
+
+
 def test_query_reads_an_undefined_float_as_null_so_sql_skips_it(tmp_path, capsys):
     """Undefined floats are stored as NaN (CONTRACTS.md), and Polars orders NaN above every
     number: `WHERE g23 > 15` kept the undefined rows, ORDER BY … DESC put them first, COUNT
