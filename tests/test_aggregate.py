@@ -158,9 +158,33 @@ def test_run_row_of_an_empty_trial():
     f = pl.DataFrame(schema={"step": pl.Int64, "g23": pl.Float64, "gap_ratio": pl.Float64,
                              "k_star": pl.Int32, "window": pl.Int32})
     e = pl.DataFrame(schema={"step": pl.Int64, "grok_acc": pl.Float64, "memo_acc": pl.Float64})
-    row = run_row(TrialRecord(trial, TrialSettings.parse("not json", AnalysisConfig()), f, e), AnalysisConfig())
+    row = run_row(TrialRecord(dict(trial, config=None), TrialSettings.parse(None, AnalysisConfig()), f, e),
+                  AnalysisConfig())
     assert row["grok_step"] is None and row["alarm_step"] is None
     assert row["detector_outcome"] == "quiet" and row["n_windows"] == 0 and row["steps"] == 0
+
+
+@pytest.mark.parametrize("config, why", [
+    ("not json", "its trials row's config is not valid JSON"),
+    ("[1, 2, 3]", "its trials row's config is a JSON list, not an object"),
+    ('{"stop": {"grok_threshold": "x"}, "monitor": {"window": 0}}',
+     "unusable values: monitor.window = 0, stop.grok_threshold = 'x'"),
+])
+def test_a_trial_whose_config_cannot_be_read_is_incomplete_not_analysed_with_defaults(config, why):
+    """A present but unreadable config used to fall back to the default criterion silently
+    (a trial configured with grok_threshold 0.9 was analysed at 0.95): now the trial is
+    incomplete, with the reason; a row with no config at all (older writers) keeps the defaults."""
+    trial = {"trial_id": "x", "workload": "dyck", "optimizer": "adamw", "weight_decay": 0.0,
+             "seed": 1, "status": "completed", "steps": 0, "config": config}
+    f = pl.DataFrame(schema={"step": pl.Int64, "g23": pl.Float64, "gap_ratio": pl.Float64,
+                             "k_star": pl.Int32, "window": pl.Int32})
+    e = pl.DataFrame(schema={"step": pl.Int64, "grok_acc": pl.Float64, "memo_acc": pl.Float64})
+    settings = TrialSettings.parse(config, AnalysisConfig())
+    assert settings.grok_threshold == AnalysisConfig().grok_threshold and why in settings.problem
+    row = run_row(TrialRecord(trial, settings, f, e), AnalysisConfig())
+    assert row["status"] == "incomplete" and why in row["error"] and row["detector_outcome"] is None
+    assert TrialSettings.parse('{"stop": {"grok_threshold": 1}, "monitor": {"window": 10}}',
+                               AnalysisConfig()).problem is None  # an integral threshold is a number
 
 
 def test_filling_windows_are_out_of_the_precedence_by_default_and_in_beside_it(synth):

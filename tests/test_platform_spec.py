@@ -255,6 +255,18 @@ def test_per_workload_model_and_task_merge_key_by_key_like_a_block():
         parse_spec(bad)
 
 
+def test_settings_that_do_nothing_are_noted():
+    """Valid, but silently without effect: an override for a workload no trial trains, and a
+    snapshot interval so long that a trial never completes a window (no features rows at all)."""
+    spec = parse_spec({"name": "n", "grid": {"workload": ["mod_add"], "train.max_steps": [100, 300]},
+                       "train": {"preset": "tiny"}, "monitor": {"every": 60},
+                       "per_workload": {"dyck": {"monitor": {"window": 3}}, "mod_add": {"monitor": {"window": 4}}}})
+    assert spec.notes == ("per_workload.dyck: no trial trains dyck, so this override is unused",
+                          "1 trial(s) will write no features rows: monitor.every = 60 with train.max_steps = 100 "
+                          "(the first window ends at step 2·every = 120)")
+    assert load_spec(REPO / "sweeps" / "grokking.yaml").notes == ()
+
+
 def test_random_search_is_deterministic_and_draws_from_the_distributions():
     raw = {"name": "r", "method": "random", "samples": 40, "seed": 7, "train": {"preset": "tiny"},
            "grid": {"workload": ["mod_add", "mod_sub"],

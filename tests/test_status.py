@@ -287,10 +287,64 @@ def test_status_reads_on_past_a_damaged_part_and_names_it(tmp_path, synth):
     assert buf.getvalue().startswith(f"{synth.SWEEP}: 2/2 done (1 incomplete)"), buf.getvalue()
 
 
-def test_status_errors_name_the_path(tmp_path, capsys):
+def test_status_shows_what_aggregate_counts_for_rows_it_cannot_use(tmp_path, synth):
+    """Bookkeeping that no writer leaves, as aggregate handles it, instead of a traceback or a
+    `completed` row with blanks: a finished trial whose features went with their seal record,
+    or whose trials row's config is not JSON, is `incomplete` with the reason in a note; a
+    trials row without a status is `unknown` (it was a TypeError)."""
+    import polars as pl
+
+    from edgesweep.storage import write_table
+
+    ids = ["A_add_wd1_s42", "B_sub_wd1_s137", "C_dyck_wd1_s42", "D_dyck_wd1_s137"]
+    root = tmp_path / "results"
+    for tid in ids:
+        synth.write_trial(root, synth.BY_ID[tid])
+    rows = [synth.BY_ID[tid].trial_row() for tid in ids]
+    rows[2]["config"] = rows[2]["config"][:-1]  # C: one closing brace short
+    rows[3]["status"] = None                    # D
+    write_table(root, synth.SWEEP, "trials", pl.DataFrame(rows))
+    for gone in (root / synth.SWEEP / "features").rglob("B_sub_wd1_s137*"):
+        gone.unlink()  # the part and its seal record: only the trials row says rows are missing
+    buf = io.StringIO()
+    assert status_main(str(root / synth.SWEEP), out=buf) == 0
+    text = buf.getvalue()
+    got = parse_rows(text, set(ids))
+    assert {tid: got[tid]["status"] for tid in ids} == {
+        "A_add_wd1_s42": "completed", "B_sub_wd1_s137": "incomplete", "C_dyck_wd1_s42": "incomplete",
+        "D_dyck_wd1_s137": "unknown"}, text
+    [note] = [ln for ln in text.splitlines() if "finished trial(s) incomplete" in ln]
+    assert note.startswith("note: 2 finished trial(s) incomplete, as `aggregate` counts them: B_sub_wd1_s137: ")
+    assert "no features rows" in note and "(and 1 more)" in note, note
+
+
+def test_a_spec_record_of_another_sweep_is_named_not_listed(tmp_path, synth):
+    """A `_spec.json` copied from another sweep's folder listed that sweep's trials as pending
+    here ("9/1 done"); its name is checked, and the note says why its trials are not shown."""
+    sweep = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
+    (tmp_path / "results" / synth.SWEEP / "_spec.json").write_text(
+        json.dumps({"format": 1, "name": "other", "source": "o.yaml", "trials": [{"trial_id": "zzz"}]}))
+    buf = io.StringIO()
+    assert status_main(sweep, out=buf) == 0
+    text = buf.getvalue()
+    assert "zzz" not in text and text.startswith(f"{synth.SWEEP}: 1/1 done"), text
+    assert "note: _spec.json is unreadable (it records sweep 'other', not 'synth'" in text, text
+
+
+def test_status_errors_name_the_path(tmp_path, capsys, synth):
     missing = tmp_path / "results" / "nothing"
     assert status_main(str(missing), out=io.StringIO()) == 2
     assert f"no sweep at {missing}" in capsys.readouterr().err
+    # a folder inside a sweep: give the sweep's folder (it said to rename the folder, which
+    # for features/ would break the sweep); a renamed copy still gets the rename advice
+    sweep = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
+    for inside in ("features", "_sealed"):
+        (tmp_path / "results" / synth.SWEEP / inside).mkdir(exist_ok=True)
+        assert status_main(f"{sweep}/{inside}", out=io.StringIO()) == 2
+        assert f"it is the {inside!r} folder inside sweep {sweep}: give that sweep's folder" in capsys.readouterr().err
+    (tmp_path / "copy" / "_old").mkdir(parents=True)
+    assert status_main(str(tmp_path / "copy" / "_old"), out=io.StringIO()) == 2
+    assert "copy or rename the folder to a valid one" in capsys.readouterr().err
 
 
 def test_status_of_a_sweep_whose_driver_started_but_stored_nothing_yet(tmp_path, capsys):

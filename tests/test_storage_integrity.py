@@ -252,6 +252,65 @@ def test_a_part_replaced_by_another_trials_part_is_reported_by_name(tmp_path):
     assert verify_main([str(tmp_path), "--quiet"]) == 1
 
 
+def rewrite_and_reseal(path: Path, change) -> None:
+    """What a writer bug (or a hand edit) would leave: the part rewritten with ``change(table)``
+    and its record updated to match, so sizes and hashes verify and only the rows are wrong."""
+    from edgesweep.storage.records import Record, replace
+
+    table = pq.read_table(path)
+    new = change(table).replace_schema_metadata(table.schema.metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(new, sink)
+    data = sink.getvalue().to_pybytes()
+    path.write_bytes(data)
+    for rec_path in (path.parent / "_sealed").glob("*.json"):
+        rec = Record.from_bytes(rec_path.read_bytes())
+        if path.name in rec.entries:
+            rec.entries[path.name] = replace(rec.entries[path.name], bytes=len(data),
+                                             sha256=hashlib.sha256(data).hexdigest(), rows=new.num_rows)
+            rec_path.write_bytes(rec.to_bytes())
+
+
+def _set(column: str, value):
+    def change(t: pa.Table) -> pa.Table:
+        values = t.column(column).to_pylist()
+        values[1] = value
+        return t.set_column(t.schema.get_field_index(column), column, pa.array(values, t.schema.field(column).type))
+    return change
+
+
+@pytest.mark.parametrize("change, says", [
+    (_set("step", None), "1 row(s) without a step"),
+    (_set("trial_id", "u"), "rows of trial 'u' in a file of trial 't'"),
+    (_set("attempt", 3), "rows of attempt 0..3 in a file of attempt 0"),
+])
+def test_rows_that_do_not_belong_to_their_part_are_named_though_the_record_matches(tmp_path, change, says):
+    """The part's rows are checked against its name from the footer's statistics (free): rows
+    of another trial used to be merged into that trial, a row without a step crashed `status`
+    and `detect` — while `verify` said OK."""
+    sweep_of_two(tmp_path)
+    f = part(tmp_path, "t", 0, 0, 40)
+    rewrite_and_reseal(f, change)
+    [p] = check_sweep(tmp_path, "sw").problems
+    assert (p.path, p.kind, p.trial_id) == (str(f), "corrupt", "t") and says in p.detail, p
+    with pytest.raises(StorageError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        scan(tmp_path, "features")
+    with pytest.warns(StorageWarning, match=str(f)):
+        assert scan(tmp_path, "features", on_error="skip").collect()["trial_id"].to_list().count("u") == 3
+
+
+def test_a_part_that_repeats_a_step_is_named_by_the_deep_check(tmp_path):
+    """A file that overlaps no other is read without deduplication (the fast path): a step in it
+    twice would count twice. The deep check (`verify`) decodes the file and names it."""
+    sweep_of_two(tmp_path)
+    f = part(tmp_path, "t", 0, 0, 40)
+    rewrite_and_reseal(f, lambda t: pa.concat_tables([t, t.slice(0, 2)]))
+    assert check_sweep(tmp_path, "sw").problems == []  # sizes, hashes, statistics: all as recorded
+    [p] = check_sweep(tmp_path, "sw", deep=True).problems
+    assert (p.path, p.kind, p.detail) == (str(f), "corrupt", "2 row(s) repeat a step")
+    assert verify_main([str(tmp_path), "--quiet"]) == 1
+
+
 def test_a_stray_part_no_record_lists_is_reported_unrecorded(tmp_path):
     # A copy of t's part under a newer attempt number (metadata made to match) would win the
     # dedupe with whatever it holds; no record lists it.

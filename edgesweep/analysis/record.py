@@ -87,20 +87,30 @@ class TrialSettings:
     grok_threshold: float
     memo_threshold: float
     block: str | None = None      # the spec block the trial was drawn in (its design, not its outcome)
+    #: Why the trials row's config cannot be read (None: it can, or there is none — a row
+    #: written before configs were recorded). Defaults in its place would be another criterion
+    #: than the trial ran with, so such a trial is incomplete (:meth:`TrialRecord.incompleteness`).
+    problem: str | None = None
 
     @classmethod
     def parse(cls, config_json: str | None, cfg: AnalysisConfig) -> "TrialSettings":
+        problem = None
         try:
             conf = json.loads(config_json) if config_json else {}
-        except (TypeError, ValueError):
-            conf = {}
-        conf = conf if isinstance(conf, dict) else {}
+        except (TypeError, ValueError) as exc:
+            conf, problem = {}, f"its trials row's config is not valid JSON ({exc})"
+        if not isinstance(conf, dict):
+            conf, problem = {}, f"its trials row's config is a JSON {type(conf).__name__}, not an object"
         stop = conf.get("stop") if isinstance(conf.get("stop"), dict) else {}
         mon = conf.get("monitor") if isinstance(conf.get("monitor"), dict) else {}
         w = mon.get("window")
-        return cls(window=w if isinstance(w, int) and not isinstance(w, bool) and w >= 2 else None,
-                   grok_threshold=_number(stop.get("grok_threshold"), cfg.grok_threshold),
-                   memo_threshold=_number(stop.get("memo_threshold"), cfg.memo_threshold),
+        window = w if isinstance(w, int) and not isinstance(w, bool) and w >= 2 else None
+        thresholds = {k: _number(stop.get(k), getattr(cfg, k)) for k in ("grok_threshold", "memo_threshold")}
+        given = {"monitor.window": (w, window), **{f"stop.{k}": (stop.get(k), v) for k, v in thresholds.items()}}
+        bad = [f"{k} = {v!r}" for k, (v, used) in given.items() if v is not None and v != used]
+        if problem is None and bad:
+            problem = f"its trials row's config holds unusable values: {', '.join(bad)}"
+        return cls(window=window, **thresholds, problem=problem,
                    block=conf.get("block") if isinstance(conf.get("block"), str) else None)
 
 
@@ -181,6 +191,8 @@ class TrialRecord:
         evaluations to that step, features to its last snapshot), and the grok step it saw live
         must be the one its evaluations give. A deleted or truncated part shows up here even when
         its seal record went with it."""
+        if self.settings.problem is not None:
+            return self.settings.problem
         if self.trial.get("status") not in FINISHED or self.trial.get("steps") is None:
             return None
         f = self.features
@@ -234,6 +246,8 @@ def read_trials(sp: SweepPath, plan: pl.LazyFrame | None = None, *, driver=READ_
     names = plan.collect_schema().names()
     owner = [c for c in OWNER_COLUMNS if c in names]
     trials = plan.select(TRIAL_COLUMNS + owner).collect().rename({"grok_step": "live_grok_step"})
+    # A row without a status (no writer leaves one) is no evidence of anything: "unknown".
+    trials = trials.with_columns(pl.col("status").fill_null("unknown"))
     trials = _mark_interrupted(sp, trials, driver).drop(owner)
     known = set(trials.get_column("trial_id").to_list())
     orphans = [{"trial_id": tid, "sweep": sp.sweep, **part, "seed": None, "status": "unknown",

@@ -420,6 +420,8 @@ def run_sweep(spec_path: str, storage: str | None = None, resume: bool = False,
     root = resolve_root(storage_uri)
     exp_path = root.path(spec.name, TUNE_DIR)
     _log(f"sweep {spec.name!r}: {len(spec.trials)} trials → {storage_uri}/{spec.name}")
+    for note in spec.notes:
+        _log(f"note: {note}")
     if (low := root.low_space()) is not None:
         _log(f"warning: {low}; a trial that cannot store its rows fails (`edgesweep status` says so)")
 

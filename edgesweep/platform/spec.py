@@ -658,6 +658,7 @@ def parse_spec(raw: Any, source: str = "<memory>", lines: dict[tuple, int] | Non
             raise at.fail(("train", "device"), "cuda needs trial_resources.gpu > 0 (a trial without a "
                           "GPU share sees no CUDA device); allowed here: auto, cpu")
     _check_components(at, trials, doc)
+    notes += _unused_settings(doc, trials)
     return SweepSpec(name=doc.name, storage=doc.storage, trial_resources={"cpu": res.cpu, "gpu": res.gpu},
                      max_failures=doc.max_failures, trials=tuple(trials), method=doc.method,
                      source=source, notes=tuple(notes), loggers=doc.loggers.chosen())
@@ -730,6 +731,25 @@ def _expand(doc: SweepDoc, at: _Located, max_trials: int, block: str | None,
         trials.append(TrialSpec(tid, **ident, train=resolved["train"], optim=resolved["optimizer"],
                                 monitor=resolved["monitor"], stop=resolved["stop"], axes=axes, block=block))
     return trials, notes
+
+
+def _unused_settings(doc: SweepDoc, trials: list[TrialSpec]) -> list[str]:
+    """Notes on settings that are valid but do nothing: a ``per_workload`` entry for a workload
+    no trial trains, and a snapshot interval that leaves a trial without a single window (the
+    first is at step 2·every: snapshots at 0, every and 2·every make its two updates)."""
+    notes = []
+    used = {t.workload for t in trials}
+    for wl in sorted(set(doc.per_workload) - used):
+        notes.append(f"per_workload.{wl}: no trial trains {wl}, so this override is unused")
+    empty: dict[tuple[int, int], int] = {}
+    for t in trials:  # the resolved sections, as train_config() passes them on (building that costs ms)
+        every, steps = t.monitor["every"], t.train["max_steps"]
+        if 2 * every > steps:
+            empty[(every, steps)] = empty.get((every, steps), 0) + 1
+    for (every, steps), n in sorted(empty.items()):
+        notes.append(f"{n} trial(s) will write no features rows: monitor.every = {every} with train.max_steps = "
+                     f"{steps} (the first window ends at step 2·every = {2 * every})")
+    return notes
 
 
 def _value_index(axes: dict, grid: dict) -> dict[str, int | None]:

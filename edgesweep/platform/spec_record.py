@@ -42,10 +42,16 @@ def parse_spec_record(raw: bytes) -> dict:
 
 def read_spec_record(sp) -> dict | None:
     """The ``_spec.json`` document of the sweep folder ``sp`` (a :class:`SweepPath`); None when
-    there is none. An unreadable one raises (StorageError, OSError, or ValueError naming what is
-    wrong): the caller decides whether that is a warning or a reason to list nothing."""
+    there is none. An unreadable one, or one of another sweep (copied into this folder), raises
+    (StorageError, OSError, or ValueError naming what is wrong): the caller decides whether that
+    is a warning or a reason to list nothing."""
     raw = sp.read_bytes(SPEC_RECORD)
-    return parse_spec_record(raw) if raw is not None else None
+    if raw is None:
+        return None
+    doc = parse_spec_record(raw)
+    if doc.get("name") not in (None, sp.sweep):
+        raise ValueError(f"it records sweep {doc['name']!r}, not {sp.sweep!r} (copied from another sweep's folder?)")
+    return doc
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:

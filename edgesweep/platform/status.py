@@ -43,10 +43,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ..analysis import AnalysisConfig, read_records, read_trials, run_row
+from ..analysis.record import INCOMPLETE
+from ..analysis.runs import incomplete_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from ..storage.liveness import driver_gone, read_driver_record
 from ..storage.schema import FINISHED
-from .spec_record import read_spec_record
+from .spec_record import SPEC_RECORD, read_spec_record
 from .tune_state import TUNE_STATE, has_experiment_state, newest_state_files, tune_state_problem
 
 __all__ = ["TrialView", "SweepView", "SweepWatcher", "status_main"]
@@ -190,12 +192,15 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
         return None  # Ray's internal format: never more than an addition (module docstring)
 
 
-def recorded_plan(sp: SweepPath) -> dict[str, dict] | None:
+def recorded_plan(sp: SweepPath, notes: list[str] | None = None) -> dict[str, dict] | None:
     """The trials the driver started the sweep with (``_spec.json``), shaped like
-    :func:`read_tune_state`'s answer with every trial pending; None without a readable record."""
+    :func:`read_tune_state`'s answer with every trial pending; None without a readable record
+    (why it is unreadable goes to ``notes``)."""
     try:
         doc = read_spec_record(sp)
-    except (OSError, StorageError, ValueError):
+    except (OSError, StorageError, ValueError) as exc:
+        if notes is not None:
+            notes.append(f"{SPEC_RECORD} is unreadable ({exc}): the trials it lists are not shown")
         return None
     if doc is None:
         return None
@@ -239,6 +244,7 @@ class SweepWatcher:
         self._done_rows: dict[str, dict] = {}
         self._first_seen: dict[str, tuple[int, float]] = {}   # trial → (step, time) first seen
         self._changed: dict[str, tuple[int, float]] = {}      # trial → (step, time) it last changed
+        self.incomplete: dict[str, str] = {}  # finished trial → why its rows are not its record
 
     def _missing_tables(self) -> StorageError | None:
         """Why the folder has no trials/features/evals tables yet; None when it has them."""
@@ -270,9 +276,14 @@ class SweepWatcher:
                 for tid in {m.trial_id for m in warned}:
                     if tid in views and views[tid].status in FINISHED + ("failed",):
                         views[tid].status = DAMAGED
+            if self.incomplete:
+                tid, why = next(iter(sorted(self.incomplete.items())))
+                more = f" (and {len(self.incomplete) - 1} more)" if len(self.incomplete) > 1 else ""
+                notes.append(f"{len(self.incomplete)} finished trial(s) incomplete, as `aggregate` counts them: "
+                             f"{tid}: {why}{more}")
         elif not tune:
             raise missing  # and no Tune state either
-        planned = tune if tune is not None else recorded_plan(self.sp)
+        planned = tune if tune is not None else recorded_plan(self.sp, notes)
         unlisted = [tid for tid in (planned or {}) if tid not in views]
         for tid, t in (planned or {}).items():
             if tid not in views:  # planned, or started but has written nothing yet
@@ -316,7 +327,11 @@ class SweepWatcher:
         latest: dict[str, dict] = {}
         if todo:
             for rec in read_records(plans, todo, self.cfg):
-                run = run_row(rec, self.cfg)
+                try:
+                    run = run_row(rec, self.cfg)
+                except Exception as exc:  # noqa: BLE001 — as aggregate: one bad trial, not the view
+                    run = incomplete_row(rec.trial, self.cfg, f"its stored rows cannot be analysed "
+                                         f"({type(exc).__name__}: {exc})")
                 full = rec.windows(full_only=True)
                 last_f = full.tail(1).to_dicts()[0] if full.height else {}
                 last_e = rec.evals.tail(1).to_dicts()[0] if rec.evals.height else {}
@@ -326,6 +341,7 @@ class SweepWatcher:
                 if rec.trial.get("status") in FINAL:
                     self._done_rows[rec.trial_id] = run
         out = {}
+        self.incomplete = {}
         for t in rows:
             tid = t["trial_id"]
             run = latest.get(tid) or self._done_rows[tid]
@@ -333,6 +349,7 @@ class SweepWatcher:
                 config = json.loads(t["config"]) if t.get("config") else {}
             except ValueError:
                 config = {}
+            config = config if isinstance(config, dict) else {}
             live = tune.get(tid, {})
             config = config or live.get("config") or {}
             step = run["steps"]
@@ -343,6 +360,9 @@ class SweepWatcher:
                           test_acc=_finite(run["_acc"]), g23=_finite(run["_g23"]), gap_ratio=_finite(run["_r"]),
                           memo_step=run["memorization_step"], grok_step=run["grok_step"],
                           alarm_step=run["alarm_step"])
+            if run.get("status") == INCOMPLETE and v.status in FINISHED + ("failed",):
+                v.status = DAMAGED  # its rows cannot be its whole record: aggregate says the same
+                self.incomplete[tid] = run.get("error") or "stored data incomplete"
             v.steps_per_s = self._rate(v, extra.get(tid, {}), live, now)
             if v.status == "running" and v.steps_per_s and v.max_steps is not None and v.step is not None:
                 v.eta_s = max(0, v.max_steps - v.step) / v.steps_per_s

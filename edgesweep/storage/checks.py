@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -358,11 +359,16 @@ def _check_files(r: Root, table: str, files: list[StoredFile],
             owned = arrow_owned(data) if data is not None else None  # fs.arrow_owned: why
             source = pa.BufferReader(owned) if owned is not None else f.path
             md = pq.read_metadata(source, filesystem=None if owned is not None else r.fs)
-            if deep:
-                read_parquet_buffer(owned)
+            decoded = read_parquet_buffer(owned) if deep else None
         except (OSError, pa.ArrowException, ValueError) as exc:
             return None, ("corrupt" if e is not None else "invalid"), \
                 f"unreadable Parquet file ({type(exc).__name__}: {exc})"
+        if decoded is not None and table in STREAMED and "step" in decoded.column_names:
+            # A writer never repeats a step within one file; scan reads a file that overlaps no
+            # other without deduplicating, so a repeated step would count twice.
+            repeated = decoded.num_rows - pc.count_distinct(decoded["step"], mode="all").as_py()
+            if repeated:
+                return None, ("corrupt" if e is not None else "invalid"), f"{repeated} row(s) repeat a step"
         if keep_bytes:
             f.data = data
         return md, None, None
@@ -402,6 +408,8 @@ def _check_footer(table: str, f: StoredFile, md: pq.FileMetaData, records,
         if f.steps is not None and not (f.part.lo <= f.steps[0] and f.steps[1] <= f.part.hi):
             reason = (f"steps {f.steps[0]}..{f.steps[1]} in the file lie outside the range "
                       f"{f.part.lo}..{f.part.hi} its name claims")
+    if reason is None:
+        reason = _row_key_problem(table, f, md)
     if reason:
         return ("corrupt" if f.entry else "invalid"), reason
     f.schema = columns
@@ -434,6 +442,42 @@ def _check_metadata(table: str, f: StoredFile, meta: dict | None, problems: list
         return f"trial_id {meta.get('trial_id')!r} in metadata does not match the file name"
     if f.part is not None and meta.get("attempt") != f.part.attempt:
         return f"attempt {meta.get('attempt')!r} in metadata does not match the file name"
+    return None
+
+
+def _column_stats(md: pq.FileMetaData, name: str) -> list:
+    """The statistics of column ``name`` in each non-empty row group (None where absent)."""
+    out = []
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        if rg.num_rows:
+            col = next((rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema == name), None)
+            out.append(col.statistics if col is not None else None)
+    return out
+
+
+def _row_key_problem(table: str, f: StoredFile, md: pq.FileMetaData) -> str | None:
+    """What the row-group statistics say is wrong with the key columns of a trial's file (free:
+    footer only): rows without a trial, step or attempt, or rows of another trial or attempt
+    than the file's name — which scan would file under that other trial or step, silently."""
+    if f.trial_id is None:
+        return None
+    keys = ("trial_id", "attempt", "step") if table in STREAMED else ("trial_id",)
+    for name in keys:
+        for st in _column_stats(md, name):
+            if st is not None and st.null_count:
+                return f"{st.null_count} row(s) without a {name}"
+    for st in _column_stats(md, "trial_id"):
+        if st is not None and st.has_min_max and not (st.min == st.max == f.trial_id):
+            other = st.min if st.min != f.trial_id else st.max
+            return f"rows of trial {other!r} in a file of trial {f.trial_id!r}"
+    if f.part is not None:
+        # A part holds its own attempt's rows; a compacted file those of every attempt up to its own.
+        lowest = 0 if f.part.compacted else f.part.attempt
+        for st in _column_stats(md, "attempt"):
+            if st is not None and st.has_min_max and not (lowest <= st.min and st.max <= f.part.attempt):
+                return (f"rows of attempt {st.min}..{st.max} in a file of attempt "
+                        f"{'≤ ' if f.part.compacted else ''}{f.part.attempt}")
     return None
 
 

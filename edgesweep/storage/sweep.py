@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .checks import holds_a_table
 from .errors import StorageError
 from .fs import Root, resolve_root
 from .layout import (check_name, is_hidden, parse_part_name, parse_partition_dirs, table_dir,
@@ -46,6 +47,10 @@ class SweepPath:
         try:
             check_name("sweep", sweep)
         except ValueError as exc:
+            if parent and holds_a_table(folder, parent):
+                # …/SWEEP/features or …/SWEEP/_tune: renaming it would break the sweep
+                raise StorageError(f"{text}: it is the {sweep!r} folder inside sweep {folder.display(parent)}: "
+                                   "give that sweep's folder", text) from None
             # A renamed copy ("grokking (copy)") is the usual case: the folder's name is the
             # sweep's name, written into its tables and paths, so the folder must carry a valid one.
             raise StorageError(f"{text}: {exc}; a sweep folder's name is its sweep's name — copy or rename "
