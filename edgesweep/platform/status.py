@@ -329,12 +329,13 @@ class SweepWatcher:
             for rec in read_records(plans, todo, self.cfg):
                 try:
                     run = run_row(rec, self.cfg)
+                    full = rec.windows(full_only=True)
+                    last_f = full.tail(1).to_dicts()[0] if full.height else {}
+                    last_e = rec.evals.tail(1).to_dicts()[0] if rec.evals.height else {}
                 except Exception as exc:  # noqa: BLE001 — as aggregate: one bad trial, not the view
                     run = incomplete_row(rec.trial, self.cfg, f"its stored rows cannot be analysed "
                                          f"({type(exc).__name__}: {exc})")
-                full = rec.windows(full_only=True)
-                last_f = full.tail(1).to_dicts()[0] if full.height else {}
-                last_e = rec.evals.tail(1).to_dicts()[0] if rec.evals.height else {}
+                    last_f = last_e = {}
                 run.update(_key=(rec.trial.get("status"), rec.trial.get("steps")),
                            _g23=last_f.get("g23"), _r=last_f.get("gap_ratio"), _acc=last_e.get("grok_acc"))
                 latest[rec.trial_id] = run
