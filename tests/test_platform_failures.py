@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.ray]
 
 # The language-model trial's corpus file does not exist on the worker: the trial raises when it
 # builds its data, every time (a deterministic failure that passes spec validation — the file
-# is the workers' business, a driver cannot check it).
+# is the workers' business; the driver only notes that it is missing on its own machine).
 SPEC = """\
 name: failing
 storage: {storage}
@@ -40,6 +40,7 @@ def test_failed_trial_is_recorded_and_the_sweep_completes(local_ray, tmp_path, c
     assert run_sweep(str(spec)) == 1
     out = capsys.readouterr().out
     assert "FAIL  tinystories-adamw-wd1.0-s42" in out and "corpus file not found" in out
+    assert "train.task.corpus: /nonexistent/corpus.txt is not a file on this machine" in out
     trials = scan(tmp_path / "results" / "failing", "trials").collect().sort("trial_id")
     assert trials["status"].to_list() == ["completed", "failed"]
     failed = trials.filter(pl.col("status") == "failed")

@@ -46,6 +46,7 @@ BAD_SPECS = {
     "huge seed": ("grid:\n  workload: [mod_add]\n  seed: [1180591620717411303424]\n", "grid.seed[0]",
                   "must be ≤ 9223372036854775807"),
     "cuda without a GPU": (ADD + "train: {device: cuda}\n", "train.device", "allowed here: auto, cpu"),
+    "amp as a number": (ADD + "train: {amp: 1}\n", "train.amp", "must be true or false; got 1"),
     "selector matches nothing": (ADD + TINY + "monitor: {params: 'q_prj'}\n", "monitor.params",
                                  "matches no parameter of the mod_add model; closest names:"),
     "bad regex": (ADD + "monitor: {params: '(['}\n", "monitor", "not a valid regex"),
@@ -265,6 +266,31 @@ def test_settings_that_do_nothing_are_noted():
                           "1 trial(s) will write no features rows: monitor.every = 60 with train.max_steps = 100 "
                           "(the first window ends at step 2·every = 120)")
     assert load_spec(REPO / "sweeps" / "grokking.yaml").notes == ()
+
+
+def test_a_text_corpus_path_is_checked_where_it_can_be(tmp_path):
+    """A trial reads its corpus in its own working directory (Tune changes into it), so a
+    relative path is an error naming its key; an absolute path missing here is a note (the
+    training node may have it); one that exists here gives no note."""
+    def spec(corpus, where="per_workload"):
+        raw = {"name": "c", "grid": {"workload": ["tinystories", "mod_add"]}, "train": {"preset": "tiny"}}
+        if where == "per_workload":
+            raw["per_workload"] = {"tinystories": {"train": {"task": {"corpus": corpus}}}}
+        else:
+            raw["grid"]["train.task.corpus"] = [corpus]
+            raw["grid"]["workload"] = ["tinystories"]
+        return parse_spec(raw, "c.yaml")
+
+    with pytest.raises(SpecError, match=r"^c\.yaml: per_workload\.tinystories\.train\.task\.corpus: 'data/x\.txt' is "
+                                        r"a relative path; a trial runs in its own working directory"):
+        spec("data/x.txt")
+    with pytest.raises(SpecError, match=r"^c\.yaml: grid\.train\.task\.corpus\[0\]: 'x\.txt' is a relative path"):
+        spec("x.txt", where="grid")
+    missing = str(tmp_path / "absent.txt")
+    assert spec(missing).notes == (f"train.task.corpus: {missing} is not a file on this machine; trials of "
+                                   "tinystories fail unless it exists on the node that trains them",)
+    (tmp_path / "absent.txt").write_text("Once upon a time. " * 100)
+    assert spec(missing).notes == ()
 
 
 def test_random_search_is_deterministic_and_draws_from_the_distributions():

@@ -28,12 +28,14 @@ import copy
 import difflib
 import itertools
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields as dc_fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 from ..analysis.events import GROK_THRESHOLD, MEMORIZATION_THRESHOLD
 from ..spectral.config import MAX_WINDOW, MonitorConfig
@@ -100,7 +102,7 @@ class TrainSection(_Section):
     batch_size: Int | None = Field(_TRAIN["batch_size"], ge=1, le=1 << 24)
     data_seed: Int = Field(_TRAIN["data_seed"], ge=0, le=SEED_MAX)
     device: Literal[DEVICES] = _TRAIN["device"]
-    amp: bool = _TRAIN["amp"]
+    amp: StrictBool = _TRAIN["amp"]  # YAML true/false only: 1 or "yes" is a typo, not a choice
     model: dict[str, Any] = Field(default_factory=dict)
     task: dict[str, Any] = Field(default_factory=dict)
 
@@ -658,6 +660,7 @@ def parse_spec(raw: Any, source: str = "<memory>", lines: dict[tuple, int] | Non
             raise at.fail(("train", "device"), "cuda needs trial_resources.gpu > 0 (a trial without a "
                           "GPU share sees no CUDA device); allowed here: auto, cpu")
     _check_components(at, trials, doc)
+    notes += _corpus_notes(at, trials, doc)
     notes += _unused_settings(doc, trials)
     return SweepSpec(name=doc.name, storage=doc.storage, trial_resources={"cpu": res.cpu, "gpu": res.gpu},
                      max_failures=doc.max_failures, trials=tuple(trials), method=doc.method,
@@ -749,6 +752,25 @@ def _unused_settings(doc: SweepDoc, trials: list[TrialSpec]) -> list[str]:
     for (every, steps), n in sorted(empty.items()):
         notes.append(f"{n} trial(s) will write no features rows: monitor.every = {every} with train.max_steps = "
                      f"{steps} (the first window ends at step 2·every = {2 * every})")
+    return notes
+
+
+def _corpus_notes(at: _Located, trials: list[TrialSpec], doc: SweepDoc) -> list[str]:
+    """A text corpus is read by each trial on its own node, in the trial's own working
+    directory (Tune changes into it), so a relative path cannot work there: an error now, not
+    a failure in every retry of every trial. A missing absolute path is only a note: the node
+    that trains may have a file this machine lacks."""
+    notes = []
+    for corpus in sorted({t.train["task"].get("corpus") for t in trials} - {None}, key=str):
+        t = next(t for t in trials if t.train["task"].get("corpus") == corpus)
+        path = str(corpus)
+        if not (path.startswith("~") or os.path.isabs(path)):
+            raise at.fail(_where("train.task.corpus", t.axes, doc, t.workload),
+                          f"{path!r} is a relative path; a trial runs in its own working directory, so give "
+                          "an absolute path (or one that starts with ~)")
+        if not os.path.isfile(os.path.expanduser(path)):
+            notes.append(f"train.task.corpus: {path} is not a file on this machine; trials of "
+                         f"{t.workload} fail unless it exists on the node that trains them")
     return notes
 
 
