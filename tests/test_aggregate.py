@@ -25,6 +25,7 @@ from scipy import stats as sps
 
 from edgesweep.analysis import (AnalysisConfig, TrialRecord, TrialSettings, delayed_precedence, run_row,
                                 summary_table)
+from edgesweep.analysis.runs import RUNS_SCHEMA
 from edgesweep.platform.aggregate import AggregateConfig, aggregate_main, aggregate_sweep
 from edgesweep.storage import StorageError, StorageWarning, scan
 from edgesweep.workloads.catalog import family
@@ -169,6 +170,7 @@ def test_run_row_of_an_empty_trial():
     ("[1, 2, 3]", "its trials row's config is a JSON list, not an object"),
     ('{"stop": {"grok_threshold": "x"}, "monitor": {"window": 0}}',
      "unusable values: monitor.window = 0, stop.grok_threshold = 'x'"),
+    ('{"stop": "x", "monitor": 7}', "unusable values: stop = 'x', monitor = 7 (not an object)"),
 ])
 def test_a_trial_whose_config_cannot_be_read_is_incomplete_not_analysed_with_defaults(config, why):
     """A present but unreadable config used to fall back to the default criterion silently
@@ -185,6 +187,23 @@ def test_a_trial_whose_config_cannot_be_read_is_incomplete_not_analysed_with_def
     assert row["status"] == "incomplete" and why in row["error"] and row["detector_outcome"] is None
     assert TrialSettings.parse('{"stop": {"grok_threshold": 1}, "monitor": {"window": 10}}',
                                AnalysisConfig()).problem is None  # an integral threshold is a number
+
+
+@pytest.mark.parametrize("wd", [math.nan, -0.1, None, math.inf])
+def test_a_trial_without_a_usable_weight_decay_is_incomplete_not_counted_in_an_arm(wd):
+    """The spec allows only finite numbers ≥ 0; a trials row with anything else (damaged or
+    foreign) had no consistent arm: Polars put NaN in "wd>0" (NaN sorts above every number,
+    and made the arm's value null) while the detectors read it as not > 0, and −0.1 or null
+    fell out of every arm, the "all" scope's included, without a word."""
+    trial = {"trial_id": "x", "workload": "mod_add", "optimizer": "adamw", "weight_decay": wd,
+             "seed": 1, "status": "completed", "steps": 0, "config": '{"monitor": {"window": 4}}'}
+    f = pl.DataFrame(schema={"step": pl.Int64, "g23": pl.Float64, "gap_ratio": pl.Float64,
+                             "k_star": pl.Int32, "window": pl.Int32})
+    e = pl.DataFrame(schema={"step": pl.Int64, "grok_acc": pl.Float64, "memo_acc": pl.Float64})
+    rec = TrialRecord(trial, TrialSettings.parse(trial["config"], AnalysisConfig()), f, e)
+    row = run_row(rec, AnalysisConfig())
+    assert row["status"] == "incomplete" and f"weight_decay is {wd!r}, not a number ≥ 0" in row["error"]
+    assert summary_table(pl.DataFrame([row], schema=RUNS_SCHEMA, orient="row")).height == 0  # no arm, no scope
 
 
 def test_filling_windows_are_out_of_the_precedence_by_default_and_in_beside_it(synth):

@@ -187,3 +187,46 @@ def test_the_papers_criterion_over_a_comparable_span_by_hand():
     assert got["NC"]["reference_step"] == 1550 and not got["NC"]["observed"]
     assert criterion_rows(list(got.values())) == [["grokked", 2, 1, 1], ["not grokked, weight decay > 0", 1, 1, 0],
                                                   ["not grokked, weight decay 0", 1, 0, 0]]
+
+
+def test_a_gap_that_closes_to_zero_is_the_largest_decline_everywhere():
+    """g23 = σ2² − σ3² reaches 0 when the window's second and third directions coincide (or
+    only one direction is left): a complete collapse. The runs table reads peak/0 as +inf
+    (events.decline_ratio); the comparable-span criterion and the g23 detectors' scores read it
+    the same way — they had left the run undefined (NaN, not met) and the score at its last
+    finite value, so a total collapse ranked below a 2× decline."""
+    from edgesweep.analysis.detectors import make_detector
+    from edgesweep.analysis.runs import run_row
+
+    closes = memorising_run("PZ", 1.0, 300, 2000, 3000, {100: 8.0, 1500: 0.0})
+    halves = memorising_run("PH", 1.0, 300, 2000, 3000, {100: 8.0, 1500: 4.0})
+    runs = label_runs([closes, halves])
+    got = {c["trial_id"]: c for c in criterion_over_spans(runs)}
+    assert got["PZ"]["peak_decline"] == math.inf and got["PZ"]["peak_met"]
+    assert got["PH"]["peak_decline"] == 2.0 and got["PH"]["peak_met"]
+    row = run_row(closes, AnalysisConfig())
+    assert row["g23_decline"] == math.inf and row["preceded"]  # the runs table: the same verdict
+    for name in ("paper_g23", "g23_collapse"):
+        scores = {}
+        for rec in (closes, halves):
+            det = make_detector(name, {"warmup_windows": 0} if name == "g23_collapse" else {}, window=10)
+            for f in rec.features.iter_rows(named=True):
+                det.update(feature=f)
+            scores[rec.trial_id] = det.score
+        assert scores == {"PZ": math.inf, "PH": 2.0}, name
+    # the AUROC ranks the closed gap above the halved one
+    assert auroc([scores["PZ"]], [scores["PH"]]) == 1.0
+
+
+def test_cross_validation_needs_two_groups_and_breaks_ties_towards_the_given_parameters():
+    runs = label_runs(SWEEP)
+    cfg = DetectionConfig(group="workload", boot=0)
+    # Fold "mod_add" (tuned on mod_sub) ties at 0.2 and 0.3: the given level wins the tie.
+    res = cross_validate(runs, "test_accuracy", {"level": 0.3}, cfg)
+    assert [p for _, p in res.folds] == [{"level": 0.3}, {"level": 0.5}]
+    one = [r for r in runs if r.record.trial["workload"] == "mod_add"]
+    with pytest.raises(ValueError, match=r"leave-one-workload-out needs runs of at least two workload values; "
+                                         r"got 1 \(mod_add\)"):
+        cross_validate(one, "test_accuracy", {}, cfg)
+    with pytest.raises(ValueError, match="got 1"):
+        cross_validate_selection(one, ["test_accuracy"], cfg)

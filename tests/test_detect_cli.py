@@ -80,6 +80,22 @@ def test_detect_on_a_sweep_without_positives_says_so_and_stays_quiet(tmp_path, s
     assert roc.startswith(PNG)
 
 
+def test_detect_on_one_workload_reports_no_cross_validation_rather_than_untuned_folds(tmp_path, synth):
+    """With one workload, leaving it out leaves nothing to tune on: every fold was "tuned" on
+    no runs (each grid point J = 0, the first taken) and still shown as cross-validated. Now
+    the in-sample rows stand alone and a line says why."""
+    path = synth.build_sweep(tmp_path / "results", [synth.BY_ID[t] for t in
+                                                     ("A_add_wd1_s42", "E_add_wd0_s42", "J_add_wd1_s2024")])
+    res = _detect(path)
+    assert res.returncode == 0, res.stderr
+    assert ("no cross-validation: leaving one workload out needs runs of at least two (this sweep's runs "
+            "have mod_add); the rows below are in-sample only") in res.stdout, res.stdout
+    assert _row(res.stdout, "g23_collapse", "in-sample")
+    assert not [ln for ln in res.stdout.splitlines() if "cv:" in ln], res.stdout
+    doc = json.loads((tmp_path / "results" / synth.SWEEP / "detection.json").read_text())
+    assert doc["cv_groups"] == ["mod_add"] and {r["evaluation"] for r in doc["results"]} == {"in-sample"}
+
+
 def test_detect_reads_past_a_damaged_part_and_leaves_its_trial_out(tmp_path, synth):
     """One truncated part (A's evaluations): named once on stderr, A excluded (incomplete), the
     rest scored — where detect used to stop with a hint to a flag it does not have. And a part

@@ -246,6 +246,14 @@ def test_per_workload_model_and_task_merge_key_by_key_like_a_block():
     assert add.monitor["window"] == 3  # per_workload > the block's sections (SPEC.md's precedence)
     assert add.train["model"] == {"d_model": 32, "d_ff": 48, "n_layers": 1}
     assert add.train["task"] == {"p": 29, "train_frac": 0.4}  # the axis > per_workload
+    # A block's own per_workload entry changes only the keys it names: the top level's
+    # max_steps and model key for mod_add survive it (it used to replace the whole entry).
+    raw_steps = dict(raw, per_workload={"mod_add": {"train": {"max_steps": 300, "model": {"n_layers": 1}}}})
+    blocks = parse_spec(dict(raw_steps, blocks=[{"name": "b", "per_workload": {
+        "mod_add": {"monitor": {"window": 5}, "train": {"model": {"d_ff": 48}}}}}])).trials
+    add = next(t for t in blocks if t.workload == "mod_add")
+    assert (add.train["max_steps"], add.monitor["window"]) == (300, 5)
+    assert add.train["model"] == {"d_model": 32, "d_ff": 48, "n_layers": 1}
     # an error in a merged key is located where the value came from
     bad = dict(raw, per_workload={"mod_add": {"train": {"model": {"n_layers": 0}}}})
     with pytest.raises(SpecError, match=r"per_workload\.mod_add\.train\.model\.n_layers"):

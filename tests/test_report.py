@@ -340,3 +340,23 @@ def test_the_precedence_sentence_says_when_no_run_grokked(reported):
                                             "without (no run grokked: the count tests nothing; 2 trial(s) still "
                                             "running: provisional)")
     assert precedence_sentence(summary, 1).endswith("1/4 without (1 trial(s) still running: provisional)")
+
+
+def test_grokked_runs_without_a_computable_criterion_are_named(reported):
+    """A grokked run with no usable window before its grok step counts as not preceded (the
+    paper's denominator holds it); the report says which runs that is, so a lower count is
+    not read as a measured absence of a decline."""
+    import polars as pl
+
+    from edgesweep.platform.report import untestable_sentence
+
+    runs = scan(reported, "runs").collect()
+    assert untestable_sentence(runs) is None  # every grokked run of the hand-built sweep has windows
+    md = (reported / "report.md").read_text()
+    assert "criterion could not be computed" not in md
+    grokked = runs.filter(pl.col("grok_step").is_not_null() & pl.col("error").is_null())["trial_id"].sort()
+    blank = runs.with_columns(pl.when(pl.col("trial_id").is_in(grokked[:2].to_list())).then(float("nan"))
+                              .otherwise(pl.col("g23_decline")).alias("g23_decline"))
+    assert untestable_sentence(blank) == (
+        f"2 grokked run(s) had no window with a usable g23 before or at the grok step, so the criterion could "
+        f"not be computed for them; they count as not preceded: {grokked[0]}, {grokked[1]}.")

@@ -106,6 +106,16 @@ def test_duplicate_rows_give_exact_zero_and_inf_ratio():
     assert feats["k_star_weighted"] == 3
 
 
+def test_a_window_whose_gram_overflows_is_refused_by_name():
+    """Finite rows of norm ~1e160 square past float64: the Gram holds inf and the eigensolver
+    failed with numpy's LinAlgError ("did not converge"); the documented error is ValueError."""
+    rows = np.random.default_rng(5).standard_normal((4, 50)) * 1e160
+    with pytest.raises(ValueError, match="Gram overflows float64"):
+        window_features(rows)
+    feats = window_features(rows / 1e150)  # the same directions at 1e10 are fine
+    assert feats["k_star"] is not None and math.isfinite(feats["g23"])
+
+
 def test_zero_rows_and_all_zero_window():
     rng = np.random.default_rng(4)
     rows = np.vstack([rng.standard_normal((2, 300)), np.zeros((2, 300))])
@@ -541,12 +551,13 @@ def test_precision_limits_are_as_documented():
                 assert err <= 1e-6, (c, err)
     u, _ = np.linalg.qr(rng.standard_normal((5, 5)))
     v, _ = np.linalg.qr(rng.standard_normal((p, 5)))
-    floor = math.sqrt(64 * 5 * eps)
-    assert floor == pytest.approx(2.7e-7, rel=0.02)
+    floor = math.sqrt(64 * 5 * eps)  # TABLES.md's √(64wε), w = 5: 2.7e-7
     below = window_features((u * [1, .5, .2, .1, 0.9 * floor]) @ v.T)
     assert below["sigma"][4] == 0.0 and below["gap_ratio"] == math.inf and below["bbp_ratio"] == 0.0
+    above = window_features((u * [1, .5, .2, .1, 1.2 * floor]) @ v.T)  # the code's cut is where the doc says
+    assert above["sigma"][4] > 0.0 and math.isfinite(above["gap_ratio"])
     # ‖ΔG‖ exact: relative error up to about 10·ε·(m/‖ΔG‖)², m the larger squared norm of the
-    # rows entering and leaving
+    # rows entering and leaving ("about": the bound checked is twice that, for rounding's spread)
     for e in (1e-2, 1e-4, 1e-5, 1e-6):
         r = rng.standard_normal(p)
         x = np.array([r + e * rng.standard_normal(p) for _ in range(6)])
@@ -594,7 +605,9 @@ def test_committed_results_stay_far_from_the_precision_limits():
     assert len(mins) >= 3
     smallest = [min(m[1][i] for m in mins if m[1][i] is not None) for i in range(3)]
     doc = (repo / "docs" / "TABLES.md").read_text()
-    for value, (quoted, number) in zip(smallest, (("7·10⁻⁴", 7e-4), ("3.6·10⁻⁴", 3.6e-4), ("3.8·10⁻⁵", 3.8e-5))):
-        assert quoted in doc and abs(value / number - 1) < 0.05, (value, quoted)
+    for i, (quoted, number) in enumerate((("7·10⁻⁴", 7e-4), ("3.6·10⁻⁴", 3.6e-4), ("3.8·10⁻⁵", 3.8e-5))):
+        assert quoted in doc and abs(smallest[i] / number - 1) < 0.05, (smallest[i], quoted)
+        # TABLES.md names the folder they come from
+        assert [m[0] for m in mins if m[1][i] == smallest[i]] == ["grokking-corpus-rerun"], (quoted, mins)
     # far from the limits: σ resolved to < 1e-9, ‖ΔG‖ to < 1e-8, the rotation to < 1e-2 relative
     assert smallest[0] > 1e-4 and smallest[1] > 1e-4 and smallest[2] > 1e-5

@@ -258,7 +258,7 @@ def test_watch_does_not_wait_for_an_unknown_trial_that_tune_does_not_run(tmp_pat
         _write_tune_state(sweep, tune)
         view, by_id = look()
         assert by_id[x.trial_id].status == "unknown" and by_id[x.trial_id].settled and view.finished, tune
-        assert any("1 trial(s) with stored rows but no trials row" in n for n in view.notes)
+        assert any("1 trial(s) of status unknown (stored rows without a trials row" in n for n in view.notes)
 
     res = subprocess.run(_command(sweep, "--watch", "--interval", "0.2", "--plain"), capture_output=True,
                          text=True, cwd=REPO, timeout=TIMEOUT)
@@ -313,8 +313,8 @@ def test_status_shows_what_aggregate_counts_for_rows_it_cannot_use(tmp_path, syn
     assert {tid: got[tid]["status"] for tid in ids} == {
         "A_add_wd1_s42": "completed", "B_sub_wd1_s137": "incomplete", "C_dyck_wd1_s42": "incomplete",
         "D_dyck_wd1_s137": "unknown"}, text
-    [note] = [ln for ln in text.splitlines() if "finished trial(s) incomplete" in ln]
-    assert note.startswith("note: 2 finished trial(s) incomplete, as `aggregate` counts them: B_sub_wd1_s137: ")
+    [note] = [ln for ln in text.splitlines() if "left out of the counts" in ln]
+    assert note.startswith("note: 2 trial(s) left out of the counts, as `aggregate` leaves them out: B_sub_wd1_s137: ")
     assert "no features rows" in note and "(and 1 more)" in note, note
 
 

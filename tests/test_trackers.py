@@ -107,13 +107,17 @@ def test_plan_and_submit_refuse_what_run_refuses_in_loggers(monkeypatch, tmp_pat
                      "loggers: [mlflow]\n")
     with pytest.raises(SpecError, match=r"tracking_uri: needed when the storage is s3:// or gs://"):
         plan_main(str(on_gs))
+    # ... but `submit` leaves that to the job: the cluster's MLFLOW_TRACKING_URI is the one it
+    # will use, not this machine's (it got as far as the cluster's address, here closed).
+    with pytest.raises(ConnectionError, match=r"Failed to connect to Ray at address: http://127\.0\.0\.1:9"):
+        submit_sweep(str(on_gs), "http://127.0.0.1:9")
     fine = tmp_path / "fine.yaml"
     fine.write_text(f"name: f\nstorage: file://{tmp_path / 'r'}\ngrid: {{workload: [mod_add]}}\n"
                     "train: {preset: tiny}\nloggers: [mlflow, wandb]\n")
     monkeypatch.setitem(trackers._PACKAGES, "wandb", "no_such_module_edgesweep")
     assert plan_main(str(fine)) == 0
     out = capsys.readouterr().out
-    assert "1 trials" in out or "1 trial" in out
+    assert out.startswith("sweep 'f' (grid): 1 trials → file://")
     assert "note: " in out and "loggers: wandb not installed" in out and "`run` refuses to start" in out
     # a file:// root keeps MLflow's default store in the sweep's folder, as a local path does
     uri, artifacts = trackers._mlflow_store({}, parse_spec(dict(BASE, loggers=["mlflow"])), f"file://{tmp_path}")

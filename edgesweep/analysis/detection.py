@@ -21,8 +21,11 @@ Clopper–Pearson for rates, a seeded bootstrap for the AUROC.
 
 Cross-validation (:func:`cross_validate`): leave one group (workload, family or block) out,
 choose the detector's parameters on the other groups from its ``grid`` by Youden's J (hit
-rate − false-alarm rate; ties: larger median lead fraction, then the default), score the held-out
-group with them, and pool the held-out results.
+rate − false-alarm rate; ties: larger median lead fraction, then the parameters given — ``detect
+--config``, when they are a grid point — then the grid's order, as docs/DETECTOR.md fixed it),
+score the held-out group with them, and pool the held-out results. It needs runs of two groups
+at least: with one, every fold would be tuned on no runs (an error; ``detect`` then reports the
+in-sample rows only and says so).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 
 from .detectors import DETECTORS, make_detector
 from .evaluation import classify_run
-from .events import CENSORED, GROKKED, classify_generalisation
+from .events import CENSORED, GROKKED, classify_generalisation, decline_ratio
 from .record import NOT_EVIDENCE, UNFINISHED, TrialRecord, column
 from .stats import Proportion, lead_time_summary, proportion
 
@@ -302,10 +305,14 @@ def _leave_one_group_out(runs: Sequence[LabelledRun], candidates: list[tuple[str
     def key(c):
         return c[0], json.dumps(c[1], sort_keys=True)
 
+    groups = sorted({r.group(cfg.group) for r in runs})
+    if len(groups) < 2:  # a fold would be tuned on no runs at all: no cross-validation to report
+        raise ValueError(f"leave-one-{cfg.group}-out needs runs of at least two {cfg.group} values; "
+                         f"got {len(groups)} ({', '.join(map(str, groups)) or 'no runs'})")
     alarms = {key(c): [run_alarm(r, c[0], c[1], full_only) for r in runs] for c in candidates}
     fit = DetectionConfig(**{**asdict(cfg), "boot": 0})
     held, folds = [], []
-    for g in sorted({r.group(cfg.group) for r in runs}):
+    for g in groups:
         inside = [i for i, r in enumerate(runs) if r.group(cfg.group) != g]
         best = max(candidates, key=lambda c: (_objective(score_alarms(
             [alarms[key(c)][i] for i in inside], c[0], c[1], "fit", fit)), prefer(c)))
@@ -353,10 +360,11 @@ def criterion_over_spans(runs: Sequence[LabelledRun], ratio: float = 1.5, full_o
         peak = float(before.max()) if before.len() else math.nan
         at_t = _g23_at(r.record, t, full_only)
         at_memo = _g23_at(r.record, memo, full_only, first_after=True)
-        div = (lambda a, b: a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan)
+        # decline_ratio as in the runs table: g23 at zero under a positive value is +inf, met
+        peak_decline, memo_decline = decline_ratio(peak, at_t), decline_ratio(at_memo, at_t)
         out.append({"trial_id": r.trial_id, "label": r.label, "hard": r.hard,
                     "weight_decay": r.record.trial.get("weight_decay"), "reference_step": t,
                     "observed": t is not None and r.last_step is not None and r.last_step >= t,
-                    "peak_decline": div(peak, at_t), "memo_decline": div(at_memo, at_t),
-                    "peak_met": div(peak, at_t) > ratio, "memo_met": div(at_memo, at_t) > ratio})
+                    "peak_decline": peak_decline, "memo_decline": memo_decline,
+                    "peak_met": peak_decline > ratio, "memo_met": memo_decline > ratio})
     return out

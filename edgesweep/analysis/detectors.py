@@ -32,6 +32,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .events import decline_ratio
+
 __all__ = ["DetectorConfig", "Detector", "G23CollapseDetector", "PaperG23Detector",
            "TestAccuracyDetector", "TestLossDetector", "WeightDecayDetector", "SpectralTrendDetector",
            "TREND_FEATURES", "DETECTORS", "BASELINES",
@@ -203,8 +205,7 @@ class G23CollapseDetector(Detector):
         if valid:
             st["n_valid"] += 1
             st["peak"] = max(st["peak"], g)
-            if st["peak"] > 0 and g > 0:
-                self.score = max(self.score, st["peak"] / g)
+            self.score = _larger_decline(self.score, st["peak"], g)
         declined = (valid and st["n_valid"] > cfg.warmup_windows and st["peak"] > 0.0
                     and g <= st["peak"] / cfg.decline_factor)
         ratios = st["ratios"]
@@ -238,7 +239,8 @@ class SpectralTrendConfig:
     feature: str = "g23"
     direction: str = "rise"      # rise: above reference × factor; fall: below reference / factor
     reference: str = "extreme"   # extreme: the running min (rise) / max (fall) since the fit;
-                                 # fit: the first full window at or after the fit
+                                 # fit: the first full window after the fit step (at equal
+                                 # steps the feature row comes before the eval that marks the fit)
     factor: float = 2.0
     smooth: int = 3              # median of the last ``smooth`` windows (robust to single spikes)
     persistence: int = 2
@@ -259,7 +261,7 @@ class SpectralTrendConfig:
 class SpectralTrendDetector(Detector):
     """After the training set is fitted (train accuracy, not test data), follow one spectral
     feature (median of the last ``smooth`` windows) against a reference — its running extreme
-    since the fit, or its value at the fit — and alarm when it has moved by ``factor`` in
+    since the fit, or its value at the first window after the fit — and alarm when it has moved by ``factor`` in
     ``direction`` for ``persistence`` windows. score = the largest such move so far."""
 
     name = "spectral_trend"
@@ -328,9 +330,16 @@ class PaperG23Detector(Detector):
             return False
         st = self._state
         st["peak"] = max(st["peak"], g)
-        if st["peak"] > 0 and g > 0:
-            self.score = max(self.score, st["peak"] / g)
+        self.score = _larger_decline(self.score, st["peak"], g)
         return st["peak"] > 0 and g <= st["peak"] / self.config.decline_factor
+
+
+def _larger_decline(score: float, peak: float, g23: float) -> float:
+    """The score after one more window: the larger of ``score`` and peak/g23, as the paper's
+    statistic reads it (:func:`.events.decline_ratio`): a g23 at zero below a positive peak is a
+    complete collapse, +inf — the strongest decline, not a window to skip."""
+    d = decline_ratio(peak, g23)
+    return max(score, d) if not math.isnan(d) else score
 
 
 def _require(name: str, value, ok: bool, what: str) -> None:

@@ -121,7 +121,9 @@ def classify_generalisation(steps: Sequence[int], memo_acc: Sequence[float], gro
     no crossing and the run diverged. censored: no crossing by the run's last evaluation — a
     negative only up to that step. The test accuracy "at the fit step" is the last one measured
     at or before it: an evaluation there without a test accuracy (NaN) must not turn a delayed
-    generalisation into an immediate one.
+    generalisation into an immediate one. When none was measured at or before the fit step,
+    nothing shows the run was near chance there, so a crossing is immediate (excluded from the
+    benchmark's labels), never grokked.
     """
     s, train = _sorted_columns(steps, memo_acc)
     _, test = _sorted_columns(steps, grok_acc)

@@ -101,8 +101,12 @@ class TrialSettings:
             conf, problem = {}, f"its trials row's config is not valid JSON ({exc})"
         if not isinstance(conf, dict):
             conf, problem = {}, f"its trials row's config is a JSON {type(conf).__name__}, not an object"
-        stop = conf.get("stop") if isinstance(conf.get("stop"), dict) else {}
-        mon = conf.get("monitor") if isinstance(conf.get("monitor"), dict) else {}
+        sections = {k: conf.get(k) for k in ("stop", "monitor")}
+        odd = [f"{k} = {v!r}" for k, v in sections.items() if v is not None and not isinstance(v, dict)]
+        if problem is None and odd:
+            problem = f"its trials row's config holds unusable values: {', '.join(odd)} (not an object)"
+        stop = sections["stop"] if isinstance(sections["stop"], dict) else {}
+        mon = sections["monitor"] if isinstance(sections["monitor"], dict) else {}
         w = mon.get("window")
         window = w if isinstance(w, int) and not isinstance(w, bool) and w >= 2 else None
         thresholds = {k: _number(stop.get(k), getattr(cfg, k)) for k in ("grok_threshold", "memo_threshold")}
@@ -186,13 +190,18 @@ class TrialRecord:
         return max(reported + seen, default=None)
 
     def incompleteness(self) -> str | None:
-        """Why this finished trial's stored rows cannot be its whole record (None if they can):
-        they must reach the step its ``trials`` row records (:func:`storage.completeness.shortfall`:
+        """Why this trial's stored rows cannot be analysed as the trial ran (None if they can).
+        Any trial: its ``trials`` row must give a usable config (:attr:`TrialSettings.problem`)
+        and a weight decay that is a number ≥ 0 (the arm it belongs to). A finished trial: its
+        rows must reach the step its ``trials`` row records (:func:`storage.completeness.shortfall`:
         evaluations to that step, features to its last snapshot), and the grok step it saw live
         must be the one its evaluations give. A deleted or truncated part shows up here even when
         its seal record went with it."""
         if self.settings.problem is not None:
             return self.settings.problem
+        wd = self.trial.get("weight_decay")
+        if not (isinstance(wd, (int, float)) and not isinstance(wd, bool) and math.isfinite(wd) and wd >= 0):
+            return f"its trials row's weight_decay is {wd!r}, not a number ≥ 0 (no arm to count it in)"
         if self.trial.get("status") not in FINISHED or self.trial.get("steps") is None:
             return None
         f = self.features

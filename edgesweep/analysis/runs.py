@@ -228,7 +228,8 @@ def summary_table(runs: pl.DataFrame, cfg: AnalysisConfig | None = None) -> pl.D
                               for fam in sorted(ok["family"].drop_nulls().unique().to_list())]
     rows = []
     for scope, df in scopes:
-        arms = {name: df.filter(cond) for name, cond in (("wd>0", pl.col("weight_decay") > 0),
+        arms = {name: df.filter(cond) for name, cond in (("wd>0", (pl.col("weight_decay") > 0)  # NaN > 0 in Polars
+                                                                   & pl.col("weight_decay").is_finite()),
                                                           ("wd=0", pl.col("weight_decay") == 0))}
         stats = {name: _arm_counts(arm, cfg.conf) for name, arm in arms.items() if arm.height}
         for name, (row, det) in stats.items():

@@ -70,12 +70,15 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
     _, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
     runs = label_runs(records, cfg)
     names = [detector] + [b for b in BASELINES if b != detector]
+    groups = sorted({r.group(cfg.group) for r in runs})
     results: list[DetectorResult] = []
     for name in names:
         p = params if name == detector else {}
         results.append(evaluate(runs, name, p, cfg))
-        results.append(cross_validate(runs, name, p, cfg))
+        if len(groups) > 1:  # one group leaves each fold nothing to tune on
+            results.append(cross_validate(runs, name, p, cfg))
     doc = {
+        "cv_groups": groups,
         "sweep": sp.uri, "detector": detector, "params": params or {}, "config": asdict(cfg),
         "outcomes_by_threshold": outcome_counts(records),
         "labels": dict(Counter(r.label for r in runs), hard=sum(r.hard for r in runs)),
@@ -193,6 +196,10 @@ def detection_text(doc: dict) -> str:
             f"{'—' if longest is None else longest}; Δ = {cfg['delta']} steps; cv leaves one {cfg['group']} out",
             "outcomes by test-accuracy threshold: " + "; ".join(
                 f"{t}: " + ", ".join(f"{n} {k}" for k, n in c.items()) for t, c in doc["outcomes_by_threshold"].items())]
+    if len(doc.get("cv_groups", (0, 0))) < 2:
+        head.append(f"no cross-validation: leaving one {cfg['group']} out needs runs of at least two "
+                    f"(this sweep's runs have {', '.join(map(str, doc['cv_groups'])) or 'none'}); "
+                    "the rows below are in-sample only")
     if not lab.get("positive"):
         head.append(f"no positives: hits, leads and AUROC need runs that grokked after a delay and were followed "
                     f"≥ {cfg.get('post_grok', '?')} steps past the grok (docs/DETECTOR.md, labels)")

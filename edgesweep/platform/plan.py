@@ -87,12 +87,12 @@ def _tracker_note(spec: SweepSpec) -> str | None:
     """`run`'s checks of ``loggers:``: a configuration it refuses is refused here too; a
     tracker not installed here is a note (the sweep may be planned here and run elsewhere)."""
     from .driver import resolve_storage
-    from .trackers import check_trackers, missing_trackers
+    from .trackers import check_trackers, trackers_not_installed
 
     if not spec.loggers:
         return None
     check_trackers(spec, resolve_storage(spec.storage))
-    missing = missing_trackers(spec)
+    missing = trackers_not_installed(spec)
     return f"{missing}: `run` refuses to start on this Python without it" if missing else None
 
 

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, LogLocator, MaxNLocator, NullLocator
 
 from ..analysis.events import PHASES
-from ..analysis.runs import delayed_precedence
+from ..analysis.runs import delayed_precedence, evidence
 from ..storage import StorageError, StorageWarning, SweepPath, scan
 from .report_html import write_report_html
 
@@ -511,7 +511,26 @@ def _precedence_section(summary: pl.DataFrame, runs: pl.DataFrame, config: dict)
         "form one arm (its range is shown when it holds several values).", "",
         _table(["scope", "weight decay", "runs", "running", "grokked", "preceded", "preceded / grokked",
                 "95 % CI", "Fisher p vs wd 0", "preceded, all windows"], rows),
-    ] + (["", delayed] if (delayed := delayed_sentence(runs)) else []))
+    ] + (["", delayed] if (delayed := delayed_sentence(runs)) else [])
+      + (["", untested] if (untested := untestable_sentence(runs)) else []))
+
+
+def untestable_sentence(runs: pl.DataFrame) -> str | None:
+    """The grokked runs whose criterion could not be computed (no full window before the grok
+    step, or none at it): they count as not preceded — the paper's count has them in its
+    denominator — and the reader should see that it is for want of data, not a measured
+    absence of a decline. None when there are none."""
+    need = {"trial_id", "grok_step", "g23_decline"}
+    if not need <= set(runs.columns):
+        return None
+    ok = evidence(runs)
+    none = ok.filter(pl.col("grok_step").is_not_null() & (pl.col("g23_decline").is_null() | pl.col("g23_decline").is_nan()))
+    if not none.height:
+        return None
+    ids = none["trial_id"].sort().to_list()
+    return (f"{none.height} grokked run(s) had no window with a usable g23 before or at the grok step, so the "
+            f"criterion could not be computed for them; they count as not preceded: {', '.join(ids[:5])}"
+            + (f" (and {len(ids) - 5} more)" if len(ids) > 5 else "") + ".")
 
 
 def _rate(k: int, n: int, lo: Any, hi: Any) -> str:

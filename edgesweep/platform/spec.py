@@ -272,7 +272,22 @@ def _merge_block(raw: dict, block: Block) -> dict:
         over = getattr(block, sec)
         if over:
             out[sec] = merge_section(raw.get(sec) or {}, over)
-    out["per_workload"] = {**raw.get("per_workload", {}), **block.per_workload}
+    # A block's workload override changes only the keys it names, like every other level: a
+    # top-level per_workload.mod_add.train.max_steps survives the block's mod_add monitor keys.
+    # (Values of the wrong type pass through as given, for validation to name.)
+    top = raw.get("per_workload")
+    merged = dict(top) if isinstance(top, dict) else {}
+    for wl, over in block.per_workload.items():
+        mine = merged.get(wl)
+        if not (isinstance(over, dict) and isinstance(mine, dict)):
+            merged[wl] = over
+            continue
+        mine = dict(mine)
+        for sec, values in over.items():
+            base = mine.get(sec)
+            mine[sec] = merge_section(base, values) if isinstance(base, dict) and isinstance(values, dict) else values
+        merged[wl] = mine
+    out["per_workload"] = merged
     if block.samples is not None:
         out["samples"] = block.samples
     return out

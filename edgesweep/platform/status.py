@@ -210,8 +210,8 @@ def recorded_plan(sp: SweepPath, notes: list[str] | None = None) -> dict[str, di
 
 def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -> int:
     """Marks ``unknown`` trials that nothing will change as settled; returns how many. Such a
-    trial has rows but no trials row: left by a garbage or foreign part file, or by a trial
-    whose bookkeeping write failed. Tune's state tells whether the driver still runs it;
+    trial has rows but no trials row (left by a garbage or foreign part file, or by a trial
+    whose bookkeeping write failed), or a trials row without a status (no writer leaves one). Tune's state tells whether the driver still runs it;
     without that state it may be running, and the watch waits (until the driver is gone)."""
     if tune is None:
         return 0
@@ -279,8 +279,8 @@ class SweepWatcher:
             if self.incomplete:
                 tid, why = next(iter(sorted(self.incomplete.items())))
                 more = f" (and {len(self.incomplete) - 1} more)" if len(self.incomplete) > 1 else ""
-                notes.append(f"{len(self.incomplete)} finished trial(s) incomplete, as `aggregate` counts them: "
-                             f"{tid}: {why}{more}")
+                notes.append(f"{len(self.incomplete)} trial(s) left out of the counts, as `aggregate` leaves them "
+                             f"out: {tid}: {why}{more}")
         elif not tune:
             raise missing  # and no Tune state either
         planned = tune if tune is not None else recorded_plan(self.sp, notes)
@@ -302,8 +302,9 @@ class SweepWatcher:
                          "not started are not shown")
         settled = _settle_unknown(views, tune)
         if settled:
-            notes.append(f"{settled} trial(s) with stored rows but no trials row (status unknown) are not pending "
-                         "or running in Tune's state: the watch does not wait for them")
+            notes.append(f"{settled} trial(s) of status unknown (stored rows without a trials row, or a trials row "
+                         "without a status) are not pending or running in Tune's state: the watch does not wait "
+                         "for them")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
         if any(not t.done or t.status == "failed" for t in trials) and (low := self.sp.root.low_space()):
             # A full disk leaves no record of itself: the trial's error and the driver's end are
@@ -361,9 +362,10 @@ class SweepWatcher:
                           test_acc=_finite(run["_acc"]), g23=_finite(run["_g23"]), gap_ratio=_finite(run["_r"]),
                           memo_step=run["memorization_step"], grok_step=run["grok_step"],
                           alarm_step=run["alarm_step"])
-            if run.get("status") == INCOMPLETE and v.status in FINISHED + ("failed",):
-                v.status = DAMAGED  # its rows cannot be its whole record: aggregate says the same
+            if run.get("status") == INCOMPLETE:
                 self.incomplete[tid] = run.get("error") or "stored data incomplete"
+                if v.status in FINISHED + ("failed",):
+                    v.status = DAMAGED  # its rows cannot be its whole record (a running one stays running)
             v.steps_per_s = self._rate(v, extra.get(tid, {}), live, now)
             if v.status == "running" and v.steps_per_s and v.max_steps is not None and v.step is not None:
                 v.eta_s = max(0, v.max_steps - v.step) / v.steps_per_s

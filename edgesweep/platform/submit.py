@@ -94,7 +94,7 @@ def submit_sweep(spec_path: str, address: str, wait: bool = True, storage: str |
     # fail fast (a bad storage root, too many trials), before any network call
     spec = load_spec(spec_path, storage=storage, max_trials=max_trials)
     from .trackers import check_trackers  # the tracker's package need only be on the cluster
-    check_trackers(spec, spec.storage)
+    check_trackers(spec, spec.storage, here=False)  # the job runs with the cluster's environment
     why = left_out_of_the_upload(spec_path, os.getcwd())
     if why:
         raise SpecError(f"{spec_path}: the job could not read this spec: {why}. Copy it into the folder "

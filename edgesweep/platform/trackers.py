@@ -47,7 +47,7 @@ import pyarrow.fs as pafs
 
 from .spec import SpecError, SweepSpec
 
-__all__ = ["TRACKED", "check_trackers", "tracker_callbacks", "tracker_failures"]
+__all__ = ["TRACKED", "check_trackers", "trackers_not_installed", "tracker_callbacks", "tracker_failures"]
 
 #: The keys of the trainable's reports that trackers get (everything else Tune adds — pid,
 #: hostname, config, timings — stays out of the charts).
@@ -141,12 +141,16 @@ def _mlflow_store(opts: dict, spec: SweepSpec, storage_uri: str) -> tuple[str, s
                             "driver")
         store = os.path.join(sweep_dir, "_mlflow")
         uri, artifacts = f"sqlite:///{os.path.join(store, 'mlflow.db')}", os.path.join(store, "artifacts")
+    _refuse_credentials(uri, spec)
+    return uri, artifacts
+
+
+def _refuse_credentials(uri: str, spec: SweepSpec) -> None:
     parts = urlsplit(uri)
     if parts.username or parts.password:
         raise SpecError(f"{spec.source}: loggers.mlflow.tracking_uri: carries credentials; give them as "
                         "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
                         "instead, so they never land in a file Tune writes")
-    return uri, artifacts
 
 
 def _mlflow(opts: dict, spec: SweepSpec, storage_uri: str):
@@ -235,7 +239,7 @@ def _wandb(opts: dict, spec: SweepSpec, storage_uri: str):
 _BUILDERS = {"mlflow": _mlflow, "tensorboard": _tensorboard, "wandb": _wandb}
 
 
-def missing_trackers(spec: SweepSpec) -> str | None:
+def trackers_not_installed(spec: SweepSpec) -> str | None:
     """What ``spec.loggers`` needs that this Python cannot import, as the error's text; None
     when every chosen tracker is installed."""
     missing = [n for n in spec.loggers if importlib.util.find_spec(_PACKAGES[n]) is None]
@@ -245,19 +249,25 @@ def missing_trackers(spec: SweepSpec) -> str | None:
             f"(pip install 'edgesweep[trackers]', or {' '.join(_PACKAGES[n] for n in missing)})")
 
 
-def check_trackers(spec: SweepSpec, storage_uri: str) -> None:
+def check_trackers(spec: SweepSpec, storage_uri: str, here: bool = True) -> None:
     """The checks of ``spec.loggers`` that need neither the tracker's package nor Ray (for
     ``plan`` and ``submit``, which import neither): :class:`SpecError` for a configuration
-    ``run`` would refuse."""
+    ``run`` would refuse. ``here=False`` (``submit``): the job runs on the cluster, with the
+    cluster's environment (``MLFLOW_TRACKING_URI``) and home folders, so only what the spec
+    itself says is checked — a tracking URI written in it."""
     if "mlflow" in spec.loggers:
-        _mlflow_store(spec.loggers["mlflow"], spec, storage_uri)
+        opts = spec.loggers["mlflow"]
+        if here:
+            _mlflow_store(opts, spec, storage_uri)
+        elif opts.get("tracking_uri"):
+            _refuse_credentials(opts["tracking_uri"], spec)
 
 
 def tracker_callbacks(spec: SweepSpec, storage_uri: str) -> list:
     """The guarded Tune callbacks of ``spec.loggers`` (empty when none are chosen). Raises
     :class:`SpecError` for a tracker that is not installed or cannot be configured — before
     any cluster starts."""
-    missing = missing_trackers(spec)
+    missing = trackers_not_installed(spec)
     if missing:
         raise SpecError(missing)
     check_trackers(spec, storage_uri)

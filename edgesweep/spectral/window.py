@@ -31,14 +31,20 @@ def window_features(rows, prev_rows=None, lr: float | None = None) -> dict:
     delta_gram_fro_exact, alpha, subspace_rotation and, given ``lr``, adiabatic. Without it
     they are NaN.
 
-    Raises ValueError on non-finite input: a window with NaN/inf rows has no defined spectrum.
+    Raises ValueError on non-finite input: a window with NaN/inf rows has no defined spectrum;
+    nor has one whose Gram overflows float64 (rows of norm above ~1e154 — the streaming monitor
+    flags the same window ``nonfinite``). Rows of norm below ~1e-154 underflow to a zero Gram.
     """
     x = _as_float64(rows)
     if x.shape[0] < 2:
         raise ValueError(f"a window needs at least 2 rows, got {x.shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("window contains non-finite values (NaN or inf)")
-    lam, _ = gram_eigh(x @ x.T)
+    with np.errstate(over="ignore"):  # checked on the next line, with its own message
+        gram = x @ x.T
+    if not np.isfinite(gram).all():
+        raise ValueError("window rows too large: their Gram overflows float64 (a row norm above ~1e154)")
+    lam, _ = gram_eigh(gram)
     out = spectrum_features(lam, n_params=x.shape[1])
     out.update(delta_gram_fro=math.nan, delta_gram_fro_exact=math.nan,
                alpha=[math.nan] * lam.size, subspace_rotation=math.nan, adiabatic=math.nan)
