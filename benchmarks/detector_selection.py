@@ -88,16 +88,20 @@ def main() -> None:
     print(f"\nchosen (in-sample J {best_j:.3f}): {best_name} {json.dumps(best_params, sort_keys=True)}")
 
     results = []
-    from edgesweep.analysis.detection import evaluate
+    from edgesweep.analysis.detection import cross_validation_problem, evaluate
+    cv_problem = cross_validation_problem(runs, cfg.group)  # None, or why no fold could be tuned honestly
     results.append(evaluate(runs, best_name, best_params, cfg))
-    results.append(cross_validate_selection(runs, FAMILIES, cfg))  # the whole selection, cross-validated
+    if cv_problem is None:
+        results.append(cross_validate_selection(runs, FAMILIES, cfg))  # the whole selection, cross-validated
     for name in BASELINES:
         results.append(evaluate(runs, name, {}, cfg))
-        results.append(cross_validate(runs, name, {}, cfg))
+        if cv_problem is None:
+            results.append(cross_validate(runs, name, {}, cfg))
     rows = [r.row() for r in results]
     doc = {"labels": dict(labels, hard=sum(r.hard for r in runs)), "config": cfg.__dict__, "results": rows,
            "longest_positive_grok": max((r.grok_step for r in runs if r.label == "positive"), default=None),
-           "outcomes_by_threshold": outcome_counts(records), "criterion": criterion_over_spans(runs)}
+           "outcomes_by_threshold": outcome_counts(records), "criterion": criterion_over_spans(runs),
+           "cv_problem": cv_problem}
     print()
     print(detection_text(doc))
     if args.json:

@@ -32,7 +32,9 @@ Outputs (``--out``, at most a few files, all small): ``device_check.json`` (ever
 after every section so a killed run still leaves what it measured), ``device_check.md`` (the
 tables), ``sweep.tar.gz`` (the sweep's tables, report, scorecard and figures), and the log that
 ``scripts/device-check.sh`` tees next to them. Exit status 0 when every check passed and every
-section ran, 1 otherwise, 2 when no CUDA device is found without ``--cpu``.
+section ran — a sweep the deadline cut is "ok" with a note, a trial that failed or a worker that
+could not set up its device is an error (:func:`sweep_verdict`) — 1 otherwise, 2 when no CUDA
+device is found without ``--cpu``.
 
 Why a benchmarks script and not a module of the package: it is a measurement run on one machine,
 like the other scripts here, that nothing imports; the trial, monitor and aggregation code it
@@ -1203,6 +1205,31 @@ class TrialPool:
                 "order_policy": order, "order": [t.trial_id for t in trials], "trials": rec}
 
 
+#: Trial outcomes that are a failure of the check, not of the budget: a trial that raised, one
+#: whose worker had to be killed (it did not stop at the deadline), a worker that could not
+#: even set up its device.
+FAILED_TRIALS = ("error", "failed", "killed")
+
+
+def sweep_verdict(sw: dict) -> tuple[str, str]:
+    """(section status, why) for a sweep record: "error" when a trial failed or a worker could
+    not start (a CUDA-only crash inside the workers must not read as a pass), or when nothing
+    finished; else "ok", with a note when the deadline cut or left trials unstarted (the
+    budget, recorded trial by trial, is not a failure)."""
+    bad = {k: n for k, n in sw["counts"].items() if k in FAILED_TRIALS}
+    if bad or sw["worker_setup_errors"]:
+        first = next((f"{tid}: {r.get('error')}" for tid, r in sw["trials"].items() if r["status"] in FAILED_TRIALS),
+                     next(iter(sw["worker_setup_errors"].values()), ""))
+        return "error", (f"{sum(bad.values())} trial(s) failed ({bad}), {len(sw['worker_setup_errors'])} worker(s) "
+                         f"could not set up; first: {first}")
+    if sw["finished"] == 0:
+        return "error", f"no trial finished ({sw['counts']})"
+    if not sw["complete"]:
+        return "ok", (f"partial: {sw['finished']}/{sw['planned']} trials finished before the deadline; "
+                      f"the rest were cut or not started ({sw['counts']})")
+    return "ok", f"all {sw['planned']} trials finished"
+
+
 def aggregate(storage: Path, sweep_name: str, trial_figures: bool = True) -> dict:
     """aggregate_sweep without Ray, then the report (the dry run draws no per-trial figures:
     48 of them cost a loaded 2-core machine over a minute; the overview figures are drawn)."""
@@ -1476,6 +1503,9 @@ def main(argv=None) -> int:
                 log(f"   sweep: {sw['counts']} in {sw['wall_s']}s, {sw['steps_per_s']} steps/s")
                 if sw["interrupted"]:
                     raise KeyboardInterrupt(sw["interrupted"])
+                status, why = sweep_verdict(sw)
+                entry["status"] = status
+                entry[("error" if status == "error" else "note")] = why
         if "aggregate" in sections and rec.doc["sweep"].get("counts"):
             with rec.section("aggregate") as entry:
                 ran = sum(v for k, v in rec.doc["sweep"]["counts"].items() if k != "not_started")

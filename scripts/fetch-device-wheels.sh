@@ -18,8 +18,8 @@ DEST=.whl
 mkdir -p "$DEST"
 
 WHEELS=(
-  polars==2.1.0
-  polars-runtime-32==2.1.0
+  polars==2.2.0
+  polars-runtime-32==2.2.0
   pydantic==2.14.4
   pydantic-core==2.50.5
   annotated-types==0.8.0

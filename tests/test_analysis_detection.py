@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 
 from edgesweep.analysis.detection import (DetectionConfig, auroc, criterion_over_spans, cross_validate,
-                                          cross_validate_selection, evaluate, label_runs)
+                                          cross_validate_selection, cross_validation_problem, evaluate,
+                                          label_runs)
 from edgesweep.analysis.record import AnalysisConfig, TrialRecord, TrialSettings
 
 
@@ -225,8 +226,20 @@ def test_cross_validation_needs_two_groups_and_breaks_ties_towards_the_given_par
     res = cross_validate(runs, "test_accuracy", {"level": 0.3}, cfg)
     assert [p for _, p in res.folds] == [{"level": 0.3}, {"level": 0.5}]
     one = [r for r in runs if r.record.trial["workload"] == "mod_add"]
-    with pytest.raises(ValueError, match=r"leave-one-workload-out needs runs of at least two workload values; "
-                                         r"got 1 \(mod_add\)"):
+    with pytest.raises(ValueError, match=r"leave-one-workload-out needs positive or negative runs of at least "
+                                         r"two workload values; got 1 \(mod_add\)"):
         cross_validate(one, "test_accuracy", {}, cfg)
     with pytest.raises(ValueError, match="got 1"):
         cross_validate_selection(one, ["test_accuracy"], cfg)
+    # A second group of excluded runs only (R1 still running, moved to mod_sub) tunes nothing either.
+    moved = label_runs([run("R1", 1.0, 300, {}, 1000, "mod_sub", status="running")] +
+                       [r.record for r in one])
+    assert "got 1 (mod_add)" in cross_validation_problem(moved, "workload")
+    # Two groups, but holding out mod_add leaves only mod_sub's negative N2 to tune on.
+    no_positive = [r for r in runs if r.trial_id != "P2"]
+    assert cross_validation_problem(no_positive, "workload") == (
+        "leave-one-workload-out: the fold that holds out mod_add would be tuned on the other workload values, "
+        "which have no positive (a delayed grok)")
+    with pytest.raises(ValueError, match="no positive"):
+        cross_validate(no_positive, "test_accuracy", {}, cfg)
+    assert cross_validation_problem(runs, "workload") is None

@@ -181,8 +181,9 @@ def test_dry_run_records_what_a_device_call_carries(dry_run):
     """The working tree plus the carried wheels must fit one call (64 MiB). The wheels come from
     scripts/fetch-device-wheels.sh; where .whl/ is absent (CI), their last measured size."""
     travel = dry_run["doc"]["environment"]["travel"]
-    # the 7 wheels after scripts/lzma_wheels.py (57,609,011 bytes as downloaded), measured 2026-12-03
-    wheel_bytes = travel["wheel_bytes"] or 36_049_973
+    # the 7 wheels after scripts/lzma_wheels.py (56,007,837 bytes as downloaded; Polars 2.2.0),
+    # measured 2026-12-08 with `bash scripts/fetch-device-wheels.sh` and `du -cb .whl/*.whl`
+    wheel_bytes = travel["wheel_bytes"] or 36_459_109
     assert travel["tree_bytes"] and travel["tree_bytes"] + wheel_bytes <= travel["limit_bytes"], travel
 
 
@@ -262,10 +263,51 @@ def test_sweep_deadline_records_cut_and_not_started_trials(tmp_path):
     assert cut["status"] == "cut" and 0 < cut["steps"] < 1_000_000 and "deadline" in cut["error"]
     assert skipped["status"] == "not_started" and skipped["steps"] == 0
     assert res["counts"] == {"cut": 1, "not_started": 1} and res["complete"] is False
+    assert device_check.sweep_verdict(res) == ("error", "no trial finished ({'cut': 1, 'not_started': 1})")
     trials = scan(tmp_path / "deadline", "trials").collect()
     assert trials["trial_id"].to_list() == [long_id] and trials["status"].to_list() == ["running"]
     feats = scan(tmp_path / "deadline", "features").collect()  # sealed up to the last checkpoint
     assert feats.height > 0 and feats["step"].max() <= cut["steps"]
+
+
+def test_the_hard_limit_exits_4_not_timeouts_124(tmp_path):
+    """The device tool reads 124 and 137 as its own time limit; the script's hard stop (GNU
+    timeout's 124) is reported as 4, with what it had written left in $OUT."""
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, DEVICE_CHECK_HARD_LIMIT="3")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "device-check.sh"), "--cpu", "--tiny"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "device-check: hard limit of 3s reached (exit 124 from timeout); partial outputs in" in proc.stderr
+    assert (tmp_path / "device-check.log").is_file()
+
+
+def test_a_failed_trial_fails_the_sweep_section_while_a_cut_one_is_a_note(tmp_path):
+    """A trial raising inside its worker (a CUDA-only crash would look the same) made the sweep
+    section "ok" and the script exit 0; now it is an error naming the trial, and the exit is 1.
+    The deadline's cuts stay "ok", with a note saying how much finished."""
+    spec = parse_spec({
+        "name": "fails", "storage": str(tmp_path),
+        "grid": {"workload": ["mod_add", "tinystories"], "weight_decay": [1.0]},
+        "train": {"preset": "tiny", "max_steps": 20, "eval_every": 10, "checkpoint_every": 10},
+        "monitor": {"window": 3, "every": 5, "params": "all"},
+        "per_workload": {"tinystories": {"train": {"task": {"corpus": "/nonexistent/corpus.txt"}}}},
+    })
+    pool = device_check.TrialPool(1, 1, tmp_path, spec.name)
+    try:
+        assert pool.wait_ready(120) == 1
+        res = pool.run(spec, time.time() + 120.0, step_ms={}, grace_s=30)
+    finally:
+        pool.close()
+    assert res["counts"] == {"completed": 1, "error": 1}, res["counts"]
+    status, why = device_check.sweep_verdict(res)
+    assert status == "error" and why.startswith("1 trial(s) failed ({'error': 1}), 0 worker(s) could not set up; "
+                                                "first: tinystories-adamw-wd1.0-s42: ") and "corpus file not found" in why
+    partial = dict(res, counts={"completed": 1, "cut": 1}, complete=False,
+                   trials={t: dict(r, status="cut" if r["status"] == "error" else r["status"])
+                           for t, r in res["trials"].items()})
+    assert device_check.sweep_verdict(partial) == (
+        "ok", "partial: 1/2 trials finished before the deadline; the rest were cut or not started "
+              "({'completed': 1, 'cut': 1})")
 
 
 # ------------------------------------------------------------------------------------------

@@ -294,6 +294,14 @@ def test_a_text_corpus_path_is_checked_where_it_can_be(tmp_path):
         spec("data/x.txt")
     with pytest.raises(SpecError, match=r"^c\.yaml: grid\.train\.task\.corpus\[0\]: 'x\.txt' is a relative path"):
         spec("x.txt", where="grid")
+    # set inside a block: located there, with its line
+    in_block = tmp_path / "b.yaml"
+    in_block.write_text("name: m\ngrid: {workload: [mod_add]}\ntrain: {preset: tiny}\nblocks:\n  - name: a\n"
+                        "  - name: b\n    grid: {workload: [tinystories]}\n    per_workload:\n      tinystories:\n"
+                        "        train: {task: {corpus: data/x.txt}}\n")
+    with pytest.raises(SpecError, match=r"b\.yaml: blocks\[1\]\.per_workload\.tinystories\.train\.task\.corpus "
+                                        r"\(line 10\): 'data/x\.txt' is a relative path"):
+        load_spec(in_block)
     missing = str(tmp_path / "absent.txt")
     assert spec(missing).notes == (f"train.task.corpus: {missing} is not a file on this machine; trials of "
                                    "tinystories fail unless it exists on the node that trains them",)

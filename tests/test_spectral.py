@@ -110,8 +110,10 @@ def test_a_window_whose_gram_overflows_is_refused_by_name():
     """Finite rows of norm ~1e160 square past float64: the Gram holds inf and the eigensolver
     failed with numpy's LinAlgError ("did not converge"); the documented error is ValueError."""
     rows = np.random.default_rng(5).standard_normal((4, 50)) * 1e160
-    with pytest.raises(ValueError, match="Gram overflows float64"):
+    with pytest.raises(ValueError, match="^window too large: their Gram overflows float64"):
         window_features(rows)
+    with pytest.raises(ValueError, match="^prev_rows too large: their Gram overflows float64"):
+        window_features(rows / 1e150, prev_rows=rows)
     feats = window_features(rows / 1e150)  # the same directions at 1e10 are fine
     assert feats["k_star"] is not None and math.isfinite(feats["g23"])
 

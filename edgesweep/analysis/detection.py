@@ -23,9 +23,9 @@ Cross-validation (:func:`cross_validate`): leave one group (workload, family or 
 choose the detector's parameters on the other groups from its ``grid`` by Youden's J (hit
 rate − false-alarm rate; ties: larger median lead fraction, then the parameters given — ``detect
 --config``, when they are a grid point — then the grid's order, as docs/DETECTOR.md fixed it),
-score the held-out group with them, and pool the held-out results. It needs runs of two groups
-at least: with one, every fold would be tuned on no runs (an error; ``detect`` then reports the
-in-sample rows only and says so).
+score the held-out group with them, and pool the held-out results. Every fold must be tuned on
+a positive and a negative (:func:`cross_validation_problem`; otherwise it is an error, and
+``detect`` reports the in-sample rows only and says why).
 """
 
 from __future__ import annotations
@@ -298,6 +298,25 @@ def cross_validate_selection(runs: Sequence[LabelledRun], detectors: Sequence[st
     return res
 
 
+def cross_validation_problem(runs: Sequence[LabelledRun], group: str) -> str | None:
+    """Why leaving one ``group`` out cannot be done honestly on ``runs`` (None: it can). Each
+    fold that scores runs is tuned on the other groups' labelled runs, and Youden's J needs a
+    positive and a negative there: without them every grid point ties at J = 0 and the "tuned"
+    choice is the grid's first — a cross-validated row that was never tuned."""
+    labelled = [r for r in runs if r.label != EXCLUDED]
+    groups = sorted({r.group(group) for r in labelled})
+    if len(groups) < 2:
+        return (f"leave-one-{group}-out needs positive or negative runs of at least two {group} values; got "
+                f"{len(groups)} ({', '.join(map(str, groups)) or 'none'})")
+    for g in groups:
+        rest = {r.label for r in labelled if r.group(group) != g}
+        if not {POSITIVE, NEGATIVE} <= rest:
+            lacking = "positive (a delayed grok)" if POSITIVE not in rest else "negative (a run that never grokked)"
+            return (f"leave-one-{group}-out: the fold that holds out {g} would be tuned on the other {group} "
+                    f"values, which have no {lacking}")
+    return None
+
+
 def _leave_one_group_out(runs: Sequence[LabelledRun], candidates: list[tuple[str, dict]], cfg: DetectionConfig,
                          full_only: bool, prefer=lambda candidate: False) -> tuple[list[RunAlarm], list[tuple]]:
     """The held-out alarms of every fold and each fold's (group, detector, params): the candidate
@@ -305,10 +324,10 @@ def _leave_one_group_out(runs: Sequence[LabelledRun], candidates: list[tuple[str
     def key(c):
         return c[0], json.dumps(c[1], sort_keys=True)
 
+    problem = cross_validation_problem(runs, cfg.group)
+    if problem is not None:
+        raise ValueError(problem)
     groups = sorted({r.group(cfg.group) for r in runs})
-    if len(groups) < 2:  # a fold would be tuned on no runs at all: no cross-validation to report
-        raise ValueError(f"leave-one-{cfg.group}-out needs runs of at least two {cfg.group} values; "
-                         f"got {len(groups)} ({', '.join(map(str, groups)) or 'no runs'})")
     alarms = {key(c): [run_alarm(r, c[0], c[1], full_only) for r in runs] for c in candidates}
     fit = DetectionConfig(**{**asdict(cfg), "boot": 0})
     held, folds = [], []

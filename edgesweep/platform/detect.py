@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import AnalysisConfig, read_records
 from ..analysis.detection import (POSITIVE, DetectionConfig, DetectorResult, criterion_over_spans,
-                                  cross_validate, evaluate, label_runs)
+                                  cross_validate, cross_validation_problem, evaluate, label_runs)
 from ..analysis.detectors import BASELINES, DEFAULT_DETECTOR, detector_names
 from ..analysis.events import classify_generalisation
 from ..analysis.record import FEATURE_COLUMNS, INCOMPLETE, CheckedSweep, column, read_fresh
@@ -70,15 +70,15 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
     _, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
     runs = label_runs(records, cfg)
     names = [detector] + [b for b in BASELINES if b != detector]
-    groups = sorted({r.group(cfg.group) for r in runs})
+    cv_problem = cross_validation_problem(runs, cfg.group)
     results: list[DetectorResult] = []
     for name in names:
         p = params if name == detector else {}
         results.append(evaluate(runs, name, p, cfg))
-        if len(groups) > 1:  # one group leaves each fold nothing to tune on
+        if cv_problem is None:  # else a fold would be "tuned" without a positive or a negative
             results.append(cross_validate(runs, name, p, cfg))
     doc = {
-        "cv_groups": groups,
+        "cv_problem": cv_problem,
         "sweep": sp.uri, "detector": detector, "params": params or {}, "config": asdict(cfg),
         "outcomes_by_threshold": outcome_counts(records),
         "labels": dict(Counter(r.label for r in runs), hard=sum(r.hard for r in runs)),
@@ -196,10 +196,8 @@ def detection_text(doc: dict) -> str:
             f"{'—' if longest is None else longest}; Δ = {cfg['delta']} steps; cv leaves one {cfg['group']} out",
             "outcomes by test-accuracy threshold: " + "; ".join(
                 f"{t}: " + ", ".join(f"{n} {k}" for k, n in c.items()) for t, c in doc["outcomes_by_threshold"].items())]
-    if len(doc.get("cv_groups", (0, 0))) < 2:
-        head.append(f"no cross-validation: leaving one {cfg['group']} out needs runs of at least two "
-                    f"(this sweep's runs have {', '.join(map(str, doc['cv_groups'])) or 'none'}); "
-                    "the rows below are in-sample only")
+    if doc.get("cv_problem"):
+        head.append(f"no cross-validation: {doc['cv_problem']}; the rows below are in-sample only")
     if not lab.get("positive"):
         head.append(f"no positives: hits, leads and AUROC need runs that grokked after a delay and were followed "
                     f"≥ {cfg.get('post_grok', '?')} steps past the grok (docs/DETECTOR.md, labels)")

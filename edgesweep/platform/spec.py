@@ -780,12 +780,13 @@ def _corpus_notes(at: _Located, trials: list[TrialSpec], doc: SweepDoc) -> list[
         t = next(t for t in trials if t.train["task"].get("corpus") == corpus)
         path = str(corpus)
         if not (path.startswith("~") or os.path.isabs(path)):
-            raise at.fail(_where("train.task.corpus", t.axes, doc, t.workload),
+            raise at.fail(_locate("train.task.corpus", t, doc),
                           f"{path!r} is a relative path; a trial runs in its own working directory, so give "
                           "an absolute path (or one that starts with ~)")
         if not os.path.isfile(os.path.expanduser(path)):
+            users = sorted({u.workload for u in trials if u.train["task"].get("corpus") == corpus})
             notes.append(f"train.task.corpus: {path} is not a file on this machine; trials of "
-                         f"{t.workload} fail unless it exists on the node that trains them")
+                         f"{', '.join(users)} fail unless it exists on the node that trains them")
     return notes
 
 
@@ -815,6 +816,23 @@ def _where(key: str, axes: dict, doc: SweepDoc, workload: str) -> tuple:
     return tuple(key.split("."))
 
 
+def _locate(key: str, t: TrialSpec, doc: SweepDoc) -> tuple:
+    """:func:`_where` for a trial of the whole spec: inside its block when the block itself
+    sets the key (an axis of the block's grid, its per_workload entry or its own section),
+    else where the top level sets it."""
+    if t.block is not None and doc.blocks:
+        i, block = next((i, b) for i, b in enumerate(doc.blocks) if b.name == t.block)
+        axes = {a: v for a, v in t.axes.items() if a in block.grid}
+        where = _where(key, axes, block, t.workload)
+        sec, _, rest = key.partition(".")
+        node = getattr(block, sec, None)
+        for part in rest.split(".") if rest else ():
+            node = node.get(part) if isinstance(node, dict) else None
+        if where[0] in ("grid", "per_workload") or node is not None:
+            return ("blocks", i) + where
+    return _where(key, t.axes, doc, t.workload)
+
+
 def _check_components(at: _Located, trials: list[TrialSpec], doc: SweepDoc) -> None:
     """Build each distinct trial's TrainConfig (which builds its model and task configs) and
     match its monitor selector against the model's real parameter names (on torch's ``meta``
@@ -827,14 +845,14 @@ def _check_components(at: _Located, trials: list[TrialSpec], doc: SweepDoc) -> N
             try:
                 t.train_config()
             except (ValueError, TypeError) as exc:
-                raise at.fail(_where(_component_key(str(exc)), t.axes, doc, t.workload),
+                raise at.fail(_locate(_component_key(str(exc)), t, doc),
                               f"trial {t.trial_id}: {exc}") from None
         pkey = repr((t.workload, t.train["preset"], t.train["model"], t.train["task"], t.monitor["params"]))
         if pkey not in seen_params:
             seen_params.add(pkey)
             problem = _selector_problem(t)
             if problem:
-                raise at.fail(_where("monitor.params", t.axes, doc, t.workload), f"trial {t.trial_id}: {problem}")
+                raise at.fail(_locate("monitor.params", t, doc), f"trial {t.trial_id}: {problem}")
 
 
 def _selector_problem(t: TrialSpec) -> str | None:

@@ -46,7 +46,11 @@ FEATURE_COLUMNS = [n for n in DECLARED["features"].names
 def code_version() -> str:
     """git commit of the code (with '+dirty' when modified), else the package version. Once
     per process: the code a process runs is the code it imported (a reused worker runs many
-    trials; two git calls per trial row cost ~0.1–1 s on a busy CPU)."""
+    trials; two git calls per trial row cost ~0.1–1 s on a busy CPU). ``EDGESWEEP_CODE_VERSION``
+    names it instead, for a copy of the tree without its ``.git`` (the GPU check's machine)."""
+    given = os.environ.get("EDGESWEEP_CODE_VERSION", "").strip()
+    if given:
+        return given
     here = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,

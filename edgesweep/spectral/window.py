@@ -40,11 +40,7 @@ def window_features(rows, prev_rows=None, lr: float | None = None) -> dict:
         raise ValueError(f"a window needs at least 2 rows, got {x.shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("window contains non-finite values (NaN or inf)")
-    with np.errstate(over="ignore"):  # checked on the next line, with its own message
-        gram = x @ x.T
-    if not np.isfinite(gram).all():
-        raise ValueError("window rows too large: their Gram overflows float64 (a row norm above ~1e154)")
-    lam, _ = gram_eigh(gram)
+    lam, _ = gram_eigh(_finite_gram(x, "window"))
     out = spectrum_features(lam, n_params=x.shape[1])
     out.update(delta_gram_fro=math.nan, delta_gram_fro_exact=math.nan,
                alpha=[math.nan] * lam.size, subspace_rotation=math.nan, adiabatic=math.nan)
@@ -54,10 +50,20 @@ def window_features(rows, prev_rows=None, lr: float | None = None) -> dict:
     y = _as_float64(prev_rows)
     if y.shape[1] != x.shape[1] or not np.isfinite(y).all():
         raise ValueError("prev_rows must be a finite (w', P) matrix with the same P")
-    prev_lam, _ = gram_eigh(y @ y.T)
+    prev_lam, _ = gram_eigh(_finite_gram(y, "prev_rows"))
     union = np.vstack([y, x])  # duplicate rows are harmless: the formulas use index sets
     old_idx = list(range(y.shape[0]))
     new_idx = list(range(y.shape[0], union.shape[0]))
-    out.update(time_features(lam, prev_lam, union @ union.T, old_idx, new_idx, out["k_star"],
-                             out["gap"], lr, n_dims=x.shape[1]))
+    out.update(time_features(lam, prev_lam, _finite_gram(union, "prev_rows with rows"), old_idx, new_idx,
+                             out["k_star"], out["gap"], lr, n_dims=x.shape[1]))
     return out
+
+
+def _finite_gram(x: np.ndarray, what: str) -> np.ndarray:
+    """x xᵀ, or ValueError when it overflows float64 (the eigensolver would fail on the inf
+    with numpy's LinAlgError, or give inf/NaN features without a word)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, with its own message
+        gram = x @ x.T
+    if not np.isfinite(gram).all():
+        raise ValueError(f"{what} too large: their Gram overflows float64 (a row norm above ~1e154)")
+    return gram
