@@ -261,8 +261,9 @@ class SpectralTrendConfig:
 class SpectralTrendDetector(Detector):
     """After the training set is fitted (train accuracy, not test data), follow one spectral
     feature (median of the last ``smooth`` windows) against a reference — its running extreme
-    since the fit, or its value at the first window after the fit — and alarm when it has moved by ``factor`` in
-    ``direction`` for ``persistence`` windows. score = the largest such move so far."""
+    since the fit, or its value at the first window after the fit — and alarm when it has moved
+    by ``factor`` in ``direction`` for ``persistence`` windows. score = the largest such move
+    so far."""
 
     name = "spectral_trend"
     Config = SpectralTrendConfig

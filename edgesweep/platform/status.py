@@ -211,8 +211,9 @@ def recorded_plan(sp: SweepPath, notes: list[str] | None = None) -> dict[str, di
 def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -> int:
     """Marks ``unknown`` trials that nothing will change as settled; returns how many. Such a
     trial has rows but no trials row (left by a garbage or foreign part file, or by a trial
-    whose bookkeeping write failed), or a trials row without a status (no writer leaves one). Tune's state tells whether the driver still runs it;
-    without that state it may be running, and the watch waits (until the driver is gone)."""
+    whose bookkeeping write failed), or a trials row without a status (no writer leaves one).
+    Tune's state tells whether the driver still runs it; without that state it may be running,
+    and the watch waits (until the driver is gone)."""
     if tune is None:
         return 0
     n = 0
