@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="g23_collapse", help="detector name (edgesweep.analysis.detectors)")
     p.add_argument("--config", help='its parameters as JSON, e.g. \'{"decline_factor": 3}\'')
     p.add_argument("--cv", default="workload", help="leave-one-out grouping: workload | family | block")
-    p.add_argument("--delta", type=_number(int, 1), default=2000, help="Δ of P(grok within Δ steps | alarm)")
+    p.add_argument("--delta", type=_number(int, 1, high=10**12), default=2000, help="Δ of P(grok within Δ steps | alarm)")
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("report", help="regenerate report.md and figures for ROOT/SWEEP")

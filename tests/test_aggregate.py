@@ -601,6 +601,52 @@ def test_a_deleted_part_marks_its_trial_incomplete_and_the_rest_aggregate(tmp_pa
     assert (s["n_runs"], s["n_preceded"]) == (2, 1)  # A (preceded) and C; B is out of the counts
 
 
+def test_a_sweep_with_no_usable_trial_keeps_its_previous_aggregation(tmp_path, synth):
+    """Every trial's evaluations deleted (a table folder removed): aggregate used to exit 0 and
+    replace good runs, summary and scorecard.json with empty ones, and detect its
+    detection.json; now both refuse, name the first trial, and leave the outputs alone."""
+    import shutil
+
+    from edgesweep.platform.detect import detect_main
+
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:3])
+    aggregate_sweep(path, use_ray=False, report=False)
+    assert detect_main(path) == 0
+    kept = {p: p.read_bytes() for p in Path(path).rglob("*")
+            if p.is_file() and p.parts[len(Path(path).parts)] in ("runs", "summary", "scorecard.json", "detection",
+                                                                 "detection.json")}
+    assert len(kept) >= 5
+    shutil.rmtree(Path(path, "evals"))
+    with pytest.warns(StorageWarning):
+        with pytest.raises(StorageError, match=r"none of the 3 trial\(s\) can be analysed \(first: A_add_wd1_s42, "
+                                               r"incomplete: .*\); nothing written, the sweep's previous runs, summary, "
+                                               r"scorecard.json and report are kept"):
+            aggregate_sweep(path, use_ray=False, report=False)
+    with pytest.warns(StorageWarning):
+        assert detect_main(path) == 2
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_verify_names_a_whole_trials_table_gone_from_an_aggregated_sweep(tmp_path, synth):
+    """A sweep folder without the driver's files (a committed or copied one) but with its
+    `runs` table had its trials rows once — aggregation refuses a sweep without them — so
+    rows without a trials row are damage there too; verify said OK with the table deleted."""
+    import shutil
+
+    from edgesweep.storage import verify
+
+    path = synth.build_sweep(str(tmp_path), synth.SPEC[:2])
+    aggregate_sweep(path, use_ray=False, report=False)
+    for name in ("_driver.json", "_spec.json", "_tune"):
+        assert not Path(path, name).exists()
+    assert verify(path).ok
+    shutil.rmtree(Path(path, "trials"))
+    res = verify(path)
+    assert not res.ok
+    assert sorted(p.trial_id for p in res.problems) == ["A_add_wd1_s42", "B_sub_wd1_s137"]
+    assert all("rows but no trials row" in p.detail for p in res.problems)
+
+
 @pytest.mark.parametrize("table, says", [
     ("evals", "its trials row says completed at step 4000 but it has no evaluations"),
     # B's snapshots every 100 steps end at 4000 (tests/conftest.py)
@@ -634,7 +680,8 @@ def test_a_deleted_table_folder_is_missing_for_its_trials(tmp_path, synth, table
     """A whole table folder deleted leaves no seal record to miss either. Without features,
     every finished trial is missing its rows (I, still running, is not judged); without the
     trials table of a sweep the driver ran (its _spec.json), every trial is — and the counts
-    leave them out instead of reading them as runs without windows, or as an empty summary."""
+    leave them out instead of reading them as runs without windows; with no trial left, the
+    aggregation refuses rather than write an empty summary."""
     from edgesweep.storage import verify
     path = synth.build_sweep(str(tmp_path), synth.SPEC)
     Path(path, "_spec.json").write_text("{}")
@@ -644,9 +691,13 @@ def test_a_deleted_table_folder_is_missing_for_its_trials(tmp_path, synth, table
     assert sorted(p.trial_id for p in report.damage) == damaged
     assert {(p.kind, p.table) for p in report.damage} == {("missing", table)}
     with pytest.warns(StorageWarning):
+        if table == "trials":  # no trial usable: nothing is written (no empty tables over good ones)
+            with pytest.raises(StorageError, match=r"none of the 10 trial\(s\) can be analysed"):
+                aggregate_sweep(path, use_ray=False, report=False)
+            assert not Path(path, "runs").exists()
+            return
         aggregate_sweep(path, use_ray=False, report=False)
-    assert runs_of(path).group_by("status").len().sort("status").rows() == (
-        [("incomplete", 10)] if table == "trials" else [("incomplete", 9), ("running", 1)])
+    assert runs_of(path).group_by("status").len().sort("status").rows() == [("incomplete", 9), ("running", 1)]
 
 
 def test_corrupt_bytes_in_a_part_name_the_file_and_spare_the_others(tmp_path, synth):

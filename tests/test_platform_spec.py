@@ -424,6 +424,8 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["status", "docs/results/grokking-laptop", "--watch", "--interval", "0"], "argument --interval: 0 is out of range"),
     (["status", "docs/results/grokking-laptop", "--interval", "nan"], "argument --interval: nan is out of range"),
     (["detect", "docs/results/grokking-laptop", "--delta", "-5"], "argument --delta: -5 is out of range"),
+    (["detect", "docs/results/grokking-laptop", "--delta", "9223372036854775808"],
+     "argument --delta: 9223372036854775808 is out of range (must be ≥ 1 and ≤ 1,000,000,000,000)"),
     (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),
     (["spectral-demo", "--every", "x"], "argument --every: 'x' is not an integer"),
     (["spectral-demo", "--window", "1001"], "argument --window: 1001 is out of range (must be ≥ 2 and ≤ 1,000)"),

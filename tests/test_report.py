@@ -360,3 +360,19 @@ def test_grokked_runs_without_a_computable_criterion_are_named(reported):
     assert untestable_sentence(blank) == (
         f"2 grokked run(s) had no window with a usable g23 before or at the grok step, so the criterion could "
         f"not be computed for them; they count as not preceded: {grokked[0]}, {grokked[1]}.")
+
+
+def test_report_without_a_summary_table_says_so_before_writing(reported, tmp_path, capsys):
+    """A runs table without its summary (a folder removed, an aggregation cut short) ended in
+    Polars' ColumnNotFoundError traceback after the figures had been redrawn."""
+    import shutil
+
+    sweep = tmp_path / reported.name
+    shutil.copytree(reported, sweep)
+    shutil.rmtree(sweep / "summary")
+    before = {p: p.stat().st_mtime_ns for p in (sweep / "figures").rglob("*.png")}
+    assert report_main(str(sweep)) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"edgesweep report: error: no summary table at {sweep}/summary (the runs table is "
+                           f"there): run `edgesweep aggregate {sweep}` to write both again")
+    assert {p: p.stat().st_mtime_ns for p in (sweep / "figures").rglob("*.png")} == before

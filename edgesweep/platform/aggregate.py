@@ -145,6 +145,10 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
         if row["error"] and row["status"] != "incomplete":  # damage: warned file by file above
             warnings.warn(f"aggregate: trial {row['trial_id']}: {row['error']}", RuntimeWarning, stacklevel=2)
     runs = runs_table([row for row, _ in results])
+    if (why := _nothing_usable(runs)) is not None:
+        raise StorageError(f"{why}; nothing written, the sweep's previous runs, summary, scorecard.json and "
+                           f"report are kept (`edgesweep verify {shlex.quote(sp.text)}` names every damaged file)",
+                           sp.uri)
     summary = summary_table(runs, cfg.analysis)
     # Everything is computed before anything is written: a failure in the scorecard must not
     # leave new runs/summary beside an old scorecard.json (the report would mix the two).
@@ -165,6 +169,21 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
             warnings.simplefilter("ignore", StorageWarning)  # the damage is reported above already
             write_report(sp.text)
     return sp.uri
+
+
+def _nothing_usable(runs: pl.DataFrame) -> str | None:
+    """Why no trial of the sweep can be analysed — every one's stored data damaged or missing
+    (incomplete) or failing its analysis — or None. Writing that out would replace a good
+    aggregation with empty tables (a deleted table folder did). A trial that failed in training
+    is an outcome, and aggregates; so are rows without a trials row in a folder the driver did
+    not write (status unknown: aggregate says what they are)."""
+    bad = runs.filter((pl.col("status") == "incomplete")
+                      | (pl.col("error").is_not_null() & ~pl.col("status").is_in(["failed", "unknown"])))
+    if runs.height == 0 or bad.height < runs.height:
+        return None
+    first = bad.row(0, named=True)
+    return (f"none of the {runs.height} trial(s) can be analysed (first: {first['trial_id']}, "
+            f"{first['status']}: {first['error']})")
 
 
 def aggregate_main(path: str, use_ray: bool = True, report: bool = True) -> int:

@@ -11,6 +11,7 @@ the lead-time distribution, alarm step against grok step). The report shows them
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections import Counter
 from dataclasses import asdict
@@ -68,6 +69,12 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
         return read_records(checked.plans, trials, AnalysisConfig(), FEATURE_COLUMNS)
 
     _, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
+    unusable = [r for r in records if r.trial.get("status") == INCOMPLETE or r.incompleteness()]
+    if records and len(unusable) == len(records):  # as aggregate: no good detection.json replaced by nothing
+        first = unusable[0]
+        raise StorageError(f"none of the {len(records)} trial(s) can be analysed (first: {first.trial_id}, "
+                           f"{first.incompleteness() or first.trial.get('status')}); nothing written "
+                           f"(`edgesweep verify {shlex.quote(sp.text)}` names every damaged file)", sp.uri)
     runs = label_runs(records, cfg)
     names = [detector] + [b for b in BASELINES if b != detector]
     cv_problem = cross_validation_problem(runs, cfg.group)

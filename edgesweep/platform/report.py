@@ -392,6 +392,9 @@ def _load(sp: SweepPath) -> dict[str, Any]:
     if runs.height == 0 or "trial_id" not in runs.columns:
         raise StorageError(f"no aggregation results at {uri} (runs table missing or empty): "
                            f"run `edgesweep aggregate {shlex.quote(sp.text)}` first", uri)
+    if "scope" not in summary.columns:  # runs without summary: an aggregation cut short, or a folder removed
+        raise StorageError(f"no summary table at {uri}/summary (the runs table is there): run "
+                           f"`edgesweep aggregate {shlex.quote(sp.text)}` to write both again", uri)
     runs = runs.sort("trial_id")
     card = _json_document(sp, "scorecard.json", ("predictions",), f"`edgesweep aggregate {shlex.quote(sp.text)}`") or {}
     detection = _json_document(sp, "detection.json", DETECTION_KEYS, f"`edgesweep detect {shlex.quote(sp.text)}`")

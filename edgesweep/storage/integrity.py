@@ -175,7 +175,9 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str], unlisted: tuple[s
     # A trial run by the driver writes its trials row ("running") before any other row: rows
     # without one are a trials table that lost them (a part gone with its seal record, the
     # folder deleted). Sweeps written by other means (the storage layer alone) may have none.
-    by_driver = bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
+    # A `runs` table says the same as the driver's files: aggregation refuses a sweep without
+    # trials rows, so there were some (a committed sweep keeps its tables, not _tune).
+    by_driver = bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES + ("runs",))
     trials_dir = r.display(f"{sdir.rstrip('/')}/trials")
     trials_hidden = any(_within(trials_dir, u) or _within(u, trials_dir) for u in unlisted)
     for table in ("features", "evals") if by_driver and not trials_hidden else ():
