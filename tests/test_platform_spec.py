@@ -424,6 +424,9 @@ def test_readme_spec_example_is_the_shipped_grokking_sweep():
     (["status", "docs/results/grokking-laptop", "--watch", "--interval", "0"], "argument --interval: 0 is out of range"),
     (["status", "docs/results/grokking-laptop", "--interval", "nan"], "argument --interval: nan is out of range"),
     (["detect", "docs/results/grokking-laptop", "--delta", "-5"], "argument --delta: -5 is out of range"),
+    (["detect", "docs/results/grokking-laptop", "--config", "[1]"],
+     "--config: must be a JSON object of detector parameters, got '[1]'"),
+    (["detect", "docs/results/grokking-laptop", "--config", ""], "--config: Expecting value"),  # not "no config"
     (["detect", "docs/results/grokking-laptop", "--delta", "9223372036854775808"],
      "argument --delta: 9223372036854775808 is out of range (must be ≥ 1 and ≤ 1,000,000,000,000)"),
     (["spectral-demo", "--seed", "99999999999999999999"], "argument --seed: 99999999999999999999 is out of range"),

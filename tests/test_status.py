@@ -213,9 +213,21 @@ def test_watch_of_a_sweep_without_driver_record_stops_when_every_worker_is_gone(
     res = subprocess.run(_command(sweep, "--watch", "--interval", "0.2", "--plain"), capture_output=True,
                          text=True, cwd=REPO, timeout=TIMEOUT)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert ("stopped watching: the sweep has no driver record (_driver.json) and every unfinished trial's "
-            f"worker is gone, and 1 trial(s) are not finished; `edgesweep run SPEC.yaml --resume --storage {root}` "
-            "continues it" in res.stdout), res.stdout
+    assert ("stopped watching: the sweep has no driver record (_driver.json) and no unfinished trial is "
+            "running (its worker is gone, or it has rows but no trials row), and 1 trial(s) are not finished; "
+            f"`edgesweep run SPEC.yaml --resume --storage {root}` continues it" in res.stdout), res.stdout
+
+
+def test_watch_of_rows_without_any_trials_row_or_driver_stops(tmp_path, synth):
+    """A folder of rows and nothing else (no trials table, no _driver.json, no Tune state):
+    every trial is unknown and nothing will ever change it; the watch printed "0/1 done,
+    1 unknown" forever."""
+    synth.write_trial(str(tmp_path), synth.SPEC[0])
+    sweep = tmp_path / synth.SWEEP
+    res = subprocess.run(_command(sweep, "--watch", "--interval", "0.2", "--plain"), capture_output=True,
+                         text=True, cwd=REPO, timeout=TIMEOUT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "stopped watching: the sweep has no driver record (_driver.json) and no unfinished trial" in res.stdout
 
 
 def _write_tune_state(sweep, statuses: dict[str, str]) -> None:

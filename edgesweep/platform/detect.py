@@ -221,9 +221,9 @@ def detection_text(doc: dict) -> str:
 def detect_main(path: str, detector: str = DEFAULT_DETECTOR, config: str | None = None,
                 cv: str = "workload", delta: int = 2000) -> int:
     try:
-        params = json.loads(config) if config else {}
+        params = json.loads(config) if config is not None else {}  # '' is a mistake, not "no config"
         if not isinstance(params, dict):
-            raise ValueError("--config must be a JSON object of detector parameters")
+            raise ValueError(f"must be a JSON object of detector parameters, got {config!r}")
     except ValueError as exc:
         print(f"edgesweep detect: error: --config: {exc}", file=sys.stderr)
         return 2

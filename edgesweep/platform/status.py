@@ -225,13 +225,16 @@ def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -
     return n
 
 
-def _no_driver_left(trials: list[TrialView]) -> str | None:
+def _no_driver_left(trials: list[TrialView], tune: dict | None) -> str | None:
     """Without a driver record (a copied sweep, or one run before edgesweep recorded its driver)
     nothing says whether a driver lives — except that every unfinished trial's worker is known
-    to be gone (``interrupted``): then no one is running the sweep, and a watch would wait forever."""
+    to be gone (``interrupted``), or, with no Tune state either, has rows but no trials row
+    (``unknown``: no driver writes a trial's rows before its trials row): then no one is running
+    the sweep, and a watch would wait forever."""
     left = [t for t in trials if not t.done]
-    if left and all(t.status == "interrupted" for t in left):
-        return "the sweep has no driver record (_driver.json) and every unfinished trial's worker is gone"
+    if left and all(t.status == "interrupted" or (t.status == "unknown" and tune is None) for t in left):
+        return ("the sweep has no driver record (_driver.json) and no unfinished trial is running (its worker "
+                "is gone, or it has rows but no trials row)")
     return None
 
 
@@ -312,7 +315,7 @@ class SweepWatcher:
             # writes that fail too, so its trials show as interrupted. Say the likely cause.
             notes.append(f"{low}: a trial that cannot store its rows fails, and one that cannot record its end "
                          "shows as interrupted; free space, then resume")
-        gone = driver_gone(driver) if driver is not None else _no_driver_left(trials)
+        gone = driver_gone(driver) if driver is not None else _no_driver_left(trials, tune)
         return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(planned) if planned else None, notes=notes,
                          driver_gone=gone)
 
