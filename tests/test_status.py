@@ -330,7 +330,7 @@ def test_status_shows_what_aggregate_counts_for_rows_it_cannot_use(tmp_path, syn
     assert "no features rows" in note and "(and 1 more)" in note, note
 
 
-def test_a_spec_record_of_another_sweep_is_named_not_listed(tmp_path, synth):
+def test_status_names_records_it_cannot_use_and_counts_every_trial_it_shows(tmp_path, synth):
     """A `_spec.json` copied from another sweep's folder listed that sweep's trials as pending
     here ("9/1 done"); its name is checked, and the note says why its trials are not shown."""
     sweep = synth.build_sweep(tmp_path / "results", [synth.BY_ID["A_add_wd1_s42"]])
@@ -341,6 +341,19 @@ def test_a_spec_record_of_another_sweep_is_named_not_listed(tmp_path, synth):
     text = buf.getvalue()
     assert "zzz" not in text and text.startswith(f"{synth.SWEEP}: 1/1 done"), text
     assert "note: _spec.json is unreadable (it records sweep 'other', not 'synth'" in text, text
+    # a record of this sweep listing a trial that has no rows, but not the one that has: both
+    # are shown, and the count is of both ("1/1 done, 1 pending" read as more done than planned)
+    (tmp_path / "results" / synth.SWEEP / "_spec.json").write_text(
+        json.dumps({"format": 1, "name": synth.SWEEP, "source": "s.yaml", "trials": [{"trial_id": "zzz"}]}))
+    buf = io.StringIO()
+    assert status_main(sweep, out=buf) == 0
+    assert buf.getvalue().startswith(f"{synth.SWEEP}: 1/2 done, 1 pending"), buf.getvalue()
+    # a driver record that cannot be read is named, not silently ignored
+    (tmp_path / "results" / synth.SWEEP / "_driver.json").write_text("{garbage")
+    buf = io.StringIO()
+    assert status_main(sweep, out=buf) == 0
+    assert ("note: _driver.json is unreadable or malformed: whether a driver runs the sweep is judged from its "
+            "trials' workers alone") in buf.getvalue(), buf.getvalue()
 
 
 def test_status_errors_name_the_path(tmp_path, capsys, synth):

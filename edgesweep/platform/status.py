@@ -46,7 +46,7 @@ from ..analysis import AnalysisConfig, read_records, read_trials, run_row
 from ..analysis.record import INCOMPLETE
 from ..analysis.runs import incomplete_row
 from ..storage import StorageError, StorageWarning, SweepPath, scan
-from ..storage.liveness import driver_gone, read_driver_record
+from ..storage.liveness import DRIVER_FILE, driver_gone, read_driver_record
 from ..storage.schema import FINISHED
 from .spec_record import SPEC_RECORD, read_spec_record
 from .tune_state import TUNE_STATE, has_experiment_state, newest_state_files, tune_state_problem
@@ -263,6 +263,9 @@ class SweepWatcher:
         notes: list[str] = []
         tune = read_tune_state(self.sp)
         driver = read_driver_record(self.sp)  # read once: the interrupted marks and driver_gone agree
+        if driver is None and self.sp.root.exists(self.sp.file(DRIVER_FILE)):
+            notes.append(f"{DRIVER_FILE} is unreadable or malformed: whether a driver runs the sweep is judged "
+                         "from its trials' workers alone")
         views: dict[str, TrialView] = {}
         missing = self._missing_tables()
         if missing is None:
@@ -429,7 +432,9 @@ def cells(t: TrialView) -> list[str]:
 def summary_line(v: SweepView) -> str:
     c = v.counts
     done = sum(n for s, n in c.items() if s in FINAL)
-    total = v.planned if v.planned is not None else len(v.trials)
+    # every planned trial is shown (pending until it writes), so the trials shown are at least
+    # the plan; more when rows exist that the plan does not list (a stale or foreign _spec.json)
+    total = max(v.planned or 0, len(v.trials))
     others = ", ".join(f"{n} {s}" for s, n in sorted(c.items()) if s not in FINAL)
     bad = ", ".join(f"{c[s]} {s}" for s in ("failed", DAMAGED) if c.get(s))
     groks = sum(t.grok_step is not None for t in v.trials)
