@@ -348,6 +348,13 @@ def test_status_names_records_it_cannot_use_and_counts_every_trial_it_shows(tmp_
     buf = io.StringIO()
     assert status_main(sweep, out=buf) == 0
     assert buf.getvalue().startswith(f"{synth.SWEEP}: 1/2 done, 1 pending"), buf.getvalue()
+    # a Tune state that cannot be read is named too ("not written yet, or not kept" was wrong)
+    (tmp_path / "results" / synth.SWEEP / "_tune").mkdir()
+    (tmp_path / "results" / synth.SWEEP / "_tune" / "experiment_state-2026-12-08_00-00-00.json").write_text("{trunc")
+    buf = io.StringIO()
+    assert status_main(sweep, out=buf) == 0
+    assert "note: _tune/experiment_state-2026-12-08_00-00-00.json is unreadable (JSONDecodeError: " in buf.getvalue()
+    assert "not written yet, or not kept" not in buf.getvalue()
     # a driver record that cannot be read is named, not silently ignored
     (tmp_path / "results" / synth.SWEEP / "_driver.json").write_text("{garbage")
     buf = io.StringIO()

@@ -166,9 +166,11 @@ def _target(config: dict, grok_step: int | None) -> int | None:
 # ------------------------------------------------------------------------------------------
 
 
-def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
+def read_tune_state(sp: SweepPath, notes: list[str] | None = None) -> dict[str, dict] | None:
     """{trial_id: {"status", "config", "step", "steps_per_s"}} from Tune's newest experiment
-    state in ``<sweep>/_tune``, or None when there is none or it cannot be read."""
+    state in ``<sweep>/_tune``, or None when there is none or it cannot be read (then the file
+    and why go to ``notes``)."""
+    newest = None
     try:
         newest = newest_state_files(sp.root, sp.file("_tune")).get(TUNE_STATE)
         if newest is None:
@@ -188,7 +190,10 @@ def read_tune_state(sp: SweepPath) -> dict[str, dict] | None:
                         "step": _int(last.get("step")), "steps_per_s": _finite(last.get("steps_per_s")),
                         "at": _finite(last.get("timestamp"))}
         return out
-    except (OSError, StorageError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    except (OSError, StorageError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        if notes is not None and newest is not None:
+            notes.append(f"_tune/{newest.rpartition('/')[2]} is unreadable ({type(exc).__name__}: {exc}): "
+                         "Tune's view of the trials is not used")
         return None  # Ray's internal format: never more than an addition (module docstring)
 
 
@@ -261,7 +266,7 @@ class SweepWatcher:
     def poll(self) -> SweepView:
         now = time.time()
         notes: list[str] = []
-        tune = read_tune_state(self.sp)
+        tune = read_tune_state(self.sp, notes)
         driver = read_driver_record(self.sp)  # read once: the interrupted marks and driver_gone agree
         if driver is None and self.sp.root.exists(self.sp.file(DRIVER_FILE)):
             notes.append(f"{DRIVER_FILE} is unreadable or malformed: whether a driver runs the sweep is judged "
@@ -303,7 +308,7 @@ class SweepWatcher:
         if tune is None and planned and unlisted and not finished:
             notes.append("no readable Tune state in _tune/: the trials without rows are listed from _spec.json "
                          "as pending (whether Tune had started or failed them is not known)")
-        elif tune is None and not planned and not finished:
+        elif tune is None and not planned and not finished and not any(n.startswith("_tune/") for n in notes):
             # (a finished sweep copied without Tune's state has no trial left to start)
             notes.append("no readable Tune state in _tune/ (not written yet, or not kept): trials that have "
                          "not started are not shown")
