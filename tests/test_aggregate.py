@@ -619,12 +619,20 @@ def test_a_sweep_with_no_usable_trial_keeps_its_previous_aggregation(tmp_path, s
     shutil.rmtree(Path(path, "evals"))
     with pytest.warns(StorageWarning):
         with pytest.raises(StorageError, match=r"none of the 3 trial\(s\) can be analysed \(first: A_add_wd1_s42, "
-                                               r"incomplete: .*\); nothing written, the sweep's previous runs, summary, "
-                                               r"scorecard.json and report are kept"):
+                                               r"incomplete: .*\); nothing written \(runs, summary, scorecard.json "
+                                               r"and the report of an earlier aggregation, if any, are kept"):
             aggregate_sweep(path, use_ray=False, report=False)
     with pytest.warns(StorageWarning):
         assert detect_main(path) == 2
     assert {p: p.read_bytes() for p in kept} == kept
+    # a folder written without the driver (rows only: status unknown) aggregates, twice, and
+    # stays "OK" for verify — its runs table lists only unknown trials, no sign of trials rows
+    from edgesweep.storage import verify
+    bare = tmp_path / "bare"
+    synth.write_trial(str(bare), synth.SPEC[0])
+    for _ in range(2):
+        aggregate_sweep(f"{bare}/{synth.SWEEP}", use_ray=False, report=False)
+        assert verify(f"{bare}/{synth.SWEEP}").ok
 
 
 def test_verify_names_a_whole_trials_table_gone_from_an_aggregated_sweep(tmp_path, synth):

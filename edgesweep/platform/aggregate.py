@@ -146,9 +146,9 @@ def aggregate_sweep(path: str | os.PathLike, use_ray: bool = True, report: bool 
             warnings.warn(f"aggregate: trial {row['trial_id']}: {row['error']}", RuntimeWarning, stacklevel=2)
     runs = runs_table([row for row, _ in results])
     if (why := _nothing_usable(runs)) is not None:
-        raise StorageError(f"{why}; nothing written, the sweep's previous runs, summary, scorecard.json and "
-                           f"report are kept (`edgesweep verify {shlex.quote(sp.text)}` names every damaged file)",
-                           sp.uri)
+        raise StorageError(f"{why}; nothing written (runs, summary, scorecard.json and the report of an earlier "
+                           f"aggregation, if any, are kept; `edgesweep verify {shlex.quote(sp.text)}` names every "
+                           "damaged file)", sp.uri)
     summary = summary_table(runs, cfg.analysis)
     # Everything is computed before anything is written: a failure in the scorecard must not
     # leave new runs/summary beside an old scorecard.json (the report would mix the two).

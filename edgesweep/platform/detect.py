@@ -68,13 +68,14 @@ def run_detection(path: str, detector: str = DEFAULT_DETECTOR, params: dict | No
             raise StorageError(f"no trials in the sweep at {sp.uri}", sp.uri)
         return read_records(checked.plans, trials, AnalysisConfig(), FEATURE_COLUMNS)
 
-    _, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
+    checked, records = read_fresh(sp, "detect", read)  # a part compacted away mid-read: read again
     unusable = [r for r in records if r.trial.get("status") == INCOMPLETE or r.incompleteness()]
     if records and len(unusable) == len(records):  # as aggregate: no good detection.json replaced by nothing
         first = unusable[0]
-        raise StorageError(f"none of the {len(records)} trial(s) can be analysed (first: {first.trial_id}, "
-                           f"{first.incompleteness() or first.trial.get('status')}); nothing written "
-                           f"(`edgesweep verify {shlex.quote(sp.text)}` names every damaged file)", sp.uri)
+        why = first.incompleteness() or "stored data damaged: " + "; ".join(checked.damaged.get(first.trial_id, [])[:2])
+        raise StorageError(f"none of the {len(records)} trial(s) can be analysed (first: {first.trial_id}, {why}); "
+                           f"nothing written (`edgesweep verify {shlex.quote(sp.text)}` names every damaged file)",
+                           sp.uri)
     runs = label_runs(records, cfg)
     names = [detector] + [b for b in BASELINES if b != detector]
     cv_problem = cross_validation_problem(runs, cfg.group)

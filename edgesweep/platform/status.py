@@ -191,10 +191,19 @@ def read_tune_state(sp: SweepPath, notes: list[str] | None = None) -> dict[str, 
                         "at": _finite(last.get("timestamp"))}
         return out
     except (OSError, StorageError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        if notes is not None and newest is not None:
+        if notes is not None and newest is not None and not _just_written(sp, newest):
+            # (Tune copies the file into place, not atomically: a fresh one may be mid-copy)
             notes.append(f"_tune/{newest.rpartition('/')[2]} is unreadable ({type(exc).__name__}: {exc}): "
                          "Tune's view of the trials is not used")
         return None  # Ray's internal format: never more than an addition (module docstring)
+
+
+def _just_written(sp: SweepPath, path: str, seconds: float = 30.0) -> bool:
+    try:
+        mtime = sp.root.fs.get_file_info(path).mtime
+    except (OSError, ValueError):
+        return False
+    return mtime is not None and time.time() - mtime.timestamp() < seconds
 
 
 def recorded_plan(sp: SweepPath, notes: list[str] | None = None) -> dict[str, dict] | None:
@@ -213,14 +222,18 @@ def recorded_plan(sp: SweepPath, notes: list[str] | None = None) -> dict[str, di
             for t in doc["trials"]} or None
 
 
-def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -> int:
+def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None, driver) -> int:
     """Marks ``unknown`` trials that nothing will change as settled; returns how many. Such a
     trial has rows but no trials row (left by a garbage or foreign part file, or by a trial
-    whose bookkeeping write failed), or a trials row without a status (no writer leaves one).
-    Tune's state tells whether the driver still runs it; without that state it may be running,
-    and the watch waits (until the driver is gone)."""
+    whose bookkeeping write failed, or written without the driver), or a trials row without a
+    status (no writer leaves one). Tune's state tells whether the driver still runs it. Without
+    that state: with a driver record it may be running, and the watch waits (until the driver
+    is gone); with no driver record either, no driver runs anything here — a folder of rows
+    written by other means — and nothing will change it."""
     if tune is None:
-        return 0
+        if driver is not None:
+            return 0
+        tune = {}
     n = 0
     for tid, v in views.items():
         if v.status == "unknown" and TUNE_STATUS.get((tune.get(tid) or {}).get("status"), "") not in (
@@ -230,16 +243,13 @@ def _settle_unknown(views: dict[str, TrialView], tune: dict[str, dict] | None) -
     return n
 
 
-def _no_driver_left(trials: list[TrialView], tune: dict | None) -> str | None:
+def _no_driver_left(trials: list[TrialView]) -> str | None:
     """Without a driver record (a copied sweep, or one run before edgesweep recorded its driver)
     nothing says whether a driver lives — except that every unfinished trial's worker is known
-    to be gone (``interrupted``), or, with no Tune state either, has rows but no trials row
-    (``unknown``: no driver writes a trial's rows before its trials row): then no one is running
-    the sweep, and a watch would wait forever."""
+    to be gone (``interrupted``): then no one is running the sweep, and a watch would wait forever."""
     left = [t for t in trials if not t.done]
-    if left and all(t.status == "interrupted" or (t.status == "unknown" and tune is None) for t in left):
-        return ("the sweep has no driver record (_driver.json) and no unfinished trial is running (its worker "
-                "is gone, or it has rows but no trials row)")
+    if left and all(t.status == "interrupted" for t in left):
+        return "the sweep has no driver record (_driver.json) and every unfinished trial's worker is gone"
     return None
 
 
@@ -312,18 +322,19 @@ class SweepWatcher:
             # (a finished sweep copied without Tune's state has no trial left to start)
             notes.append("no readable Tune state in _tune/ (not written yet, or not kept): trials that have "
                          "not started are not shown")
-        settled = _settle_unknown(views, tune)
+        settled = _settle_unknown(views, tune, driver)
         if settled:
+            why = ("are not pending or running in Tune's state" if tune is not None else
+                   "have no driver here to run them (no _driver.json, no Tune state)")
             notes.append(f"{settled} trial(s) of status unknown (stored rows without a trials row, or a trials row "
-                         "without a status) are not pending or running in Tune's state: the watch does not wait "
-                         "for them")
+                         f"without a status) {why}: the watch does not wait for them")
         trials = sorted(views.values(), key=lambda v: (1 if v.final else 0, ORDER.get(v.status, 9), v.trial_id))
         if any(not t.done or t.status == "failed" for t in trials) and (low := self.sp.root.low_space()):
             # A full disk leaves no record of itself: the trial's error and the driver's end are
             # writes that fail too, so its trials show as interrupted. Say the likely cause.
             notes.append(f"{low}: a trial that cannot store its rows fails, and one that cannot record its end "
                          "shows as interrupted; free space, then resume")
-        gone = driver_gone(driver) if driver is not None else _no_driver_left(trials, tune)
+        gone = driver_gone(driver) if driver is not None else _no_driver_left(trials)
         return SweepView(self.sp.sweep, self.sp.uri, trials, now, planned=len(planned) if planned else None, notes=notes,
                          driver_gone=gone)
 

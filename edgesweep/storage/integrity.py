@@ -175,9 +175,11 @@ def _short_trials(r, sweep: str, sdir: str, damaged: set[str], unlisted: tuple[s
     # A trial run by the driver writes its trials row ("running") before any other row: rows
     # without one are a trials table that lost them (a part gone with its seal record, the
     # folder deleted). Sweeps written by other means (the storage layer alone) may have none.
-    # A `runs` table says the same as the driver's files: aggregation refuses a sweep without
-    # trials rows, so there were some (a committed sweep keeps its tables, not _tune).
-    by_driver = bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES + ("runs",))
+    # A `runs` table that lists a trial with a status of its own (not "unknown") says the
+    # same as the driver's files: that status came from a trials row, so the sweep had them
+    # (a committed or copied sweep keeps its tables, not _tune).
+    by_driver = (bool(known) or any(r.exists(f"{sdir.rstrip('/')}/{name}") for name in DRIVER_FILES)
+                 or _runs_had_trials_rows(r, sdir))
     trials_dir = r.display(f"{sdir.rstrip('/')}/trials")
     trials_hidden = any(_within(trials_dir, u) or _within(u, trials_dir) for u in unlisted)
     for table in ("features", "evals") if by_driver and not trials_hidden else ():
@@ -213,6 +215,18 @@ def _trials(r, sdir: str) -> pl.DataFrame:
     if not r.exists(f"{sdir.rstrip('/')}/trials"):
         return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
     return scan(r.uri(sdir), "trials", on_error="skip", verify_content=False).select(columns).collect()
+
+
+def _runs_had_trials_rows(r, sdir: str) -> bool:
+    """Whether the sweep's ``runs`` table lists a trial whose status came from a trials row
+    (anything but "unknown", the status of rows without one)."""
+    if not r.exists(f"{sdir.rstrip('/')}/runs"):
+        return False
+    try:
+        status = scan(r.uri(sdir), "runs", on_error="skip", verify_content=False).select("status").collect()
+    except (StorageError, pl.exceptions.PolarsError, OSError):
+        return False
+    return bool(status.filter(pl.col("status").is_not_null() & (pl.col("status") != "unknown")).height)
 
 
 def _last_steps(r, sdir: str, table: str, flag: str | None = None) -> dict[str, int]:
