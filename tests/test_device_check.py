@@ -241,6 +241,16 @@ def test_lzma_recompressed_wheels_install_with_pip(tmp_path):
 # The deadline: cut and not-started trials are recorded, never dropped
 # ------------------------------------------------------------------------------------------
 
+def _run_in_one_worker(spec, storage, seconds: float) -> dict:
+    """The sweep section's pool with one worker, ``seconds`` to the deadline."""
+    pool = device_check.TrialPool(1, 1, storage, spec.name)
+    try:
+        assert pool.wait_ready(120) == 1
+        return pool.run(spec, time.time() + seconds, step_ms={}, grace_s=30)
+    finally:
+        pool.close()
+
+
 def test_sweep_deadline_records_cut_and_not_started_trials(tmp_path):
     spec = parse_spec({
         "name": "deadline", "storage": str(tmp_path),
@@ -249,14 +259,9 @@ def test_sweep_deadline_records_cut_and_not_started_trials(tmp_path):
         "monitor": {"window": 3, "every": 5, "params": "all"},
         "per_workload": {"mod_add": {"train": {"max_steps": 1_000_000}}},
     })
-    pool = device_check.TrialPool(1, 1, tmp_path, spec.name)
-    try:
-        assert pool.wait_ready(120) == 1
-        # 20 s: the long trial (10^6 steps) is cut whatever the machine, and even a loaded one
-        # trains and seals some steps first (with 5 s a busy CI machine reached only step 0)
-        res = pool.run(spec, time.time() + 20.0, step_ms={}, grace_s=30)
-    finally:
-        pool.close()
+    # 20 s: the long trial (10^6 steps) is cut whatever the machine, and even a loaded one
+    # trains and seals some steps first (with 5 s a busy CI machine reached only step 0)
+    res = _run_in_one_worker(spec, tmp_path, seconds=20.0)
     long_id, short_id = res["order"]  # one arm: longest first
     assert long_id.startswith("mod_add") and short_id.startswith("dyck")
     cut, skipped = res["trials"][long_id], res["trials"][short_id]
@@ -292,12 +297,7 @@ def test_a_failed_trial_fails_the_sweep_section_while_a_cut_one_is_a_note(tmp_pa
         "monitor": {"window": 3, "every": 5, "params": "all"},
         "per_workload": {"tinystories": {"train": {"task": {"corpus": "/nonexistent/corpus.txt"}}}},
     })
-    pool = device_check.TrialPool(1, 1, tmp_path, spec.name)
-    try:
-        assert pool.wait_ready(120) == 1
-        res = pool.run(spec, time.time() + 120.0, step_ms={}, grace_s=30)
-    finally:
-        pool.close()
+    res = _run_in_one_worker(spec, tmp_path, seconds=120.0)
     assert res["counts"] == {"completed": 1, "error": 1}, res["counts"]
     status, why = device_check.sweep_verdict(res)
     assert status == "error" and why.startswith("1 trial(s) failed ({'error': 1}), 0 worker(s) could not set up; "
